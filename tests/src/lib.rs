@@ -1,0 +1,1 @@
+//! Helpers that make each end-to-end test read like a recipe.

@@ -1,0 +1,52 @@
+//! `cargo xtask`: the project's automation. Each subcommand lives in its own module.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod build;
+mod deps;
+mod lab;
+mod run;
+mod test;
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "ipvs-telemetry project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check and install every prerequisite (toolchains, Debian packages, bpf-linker, lab kernels).
+    Deps(deps::Opts),
+    /// Build the eBPF probes (nightly, bpf-linker).
+    BuildEbpf(build::EbpfOpts),
+    /// Build the probes, then the daemon.
+    Build(build::BuildOpts),
+    /// Build and run the daemon on this host (via sudo when not root).
+    Run(run::Opts),
+    /// Boot the demo lab: real IPVS kernel in QEMU with services, traffic and the daemon.
+    Lab(lab::Opts),
+    /// fmt, clippy, unit tests, probe build and the lab end-to-end tests on both kernels.
+    Test(test::Opts),
+    /// Benchmarks (figures go to BENCHMARKS.md).
+    Bench(bench::Opts),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Deps(o) => deps::run(&o),
+        Cmd::BuildEbpf(o) => build::build_ebpf(&o),
+        Cmd::Build(o) => build::build(&o),
+        Cmd::Run(o) => run::run(&o),
+        Cmd::Lab(o) => lab::run(&o),
+        Cmd::Test(o) => test::run(&o),
+        Cmd::Bench(o) => bench::run(&o),
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: {e:#}");
+        std::process::exit(1);
+    }
+}

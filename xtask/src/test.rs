@@ -1,0 +1,17 @@
+//! `cargo xtask test`.
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+/// Options of `cargo xtask test`.
+#[derive(Debug, Args)]
+pub struct Opts {
+    /// Arguments passed through.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+/// Runs `cargo xtask test`.
+pub fn run(_opts: &Opts) -> Result<()> {
+    bail!("`cargo xtask test` is not implemented yet")
+}
