@@ -19,6 +19,9 @@ mod rtnl;
 mod select;
 mod worker;
 
+#[cfg(test)]
+mod host_tests;
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -85,6 +88,7 @@ impl Collector {
                     include: opts.devices_include.clone(),
                     exclude: opts.devices_exclude.clone(),
                 },
+                reader: crate::netlink::read_current_namespace,
             }),
             workers: HashMap::new(),
             suspects: HashSet::new(),

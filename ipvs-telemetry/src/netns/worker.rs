@@ -44,13 +44,19 @@ impl DeviceFilter {
     }
 }
 
+/// Reads the IPVS state of the calling thread's namespace (`netlink::read_current_namespace`;
+/// host tests put a stand-in here, as the test host has no IPVS).
+pub type IpvsReader = fn(Duration) -> Result<IpvsState, CollectFailure>;
+
 /// Settings shared by every worker.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WorkerConfig {
     /// Time one namespace's collection may take.
     pub timeout: Duration,
     /// Interface filter.
     pub devices: DeviceFilter,
+    /// The IPVS read.
+    pub reader: IpvsReader,
 }
 
 /// What one collection of one namespace produced.
@@ -256,7 +262,7 @@ impl State {
         let timeout = self.config.timeout;
         // The netlink client opens its socket per call for now; a persistent per-namespace
         // client (`netlink::Client`) slots in here once it lands.
-        let mut ipvs = crate::netlink::read_current_namespace(timeout);
+        let mut ipvs = (self.config.reader)(timeout);
         if let Ok(state) = &mut ipvs {
             let remaining = timeout.saturating_sub(start.elapsed());
             self.annotate(state, remaining);
