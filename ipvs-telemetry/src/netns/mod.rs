@@ -161,19 +161,21 @@ impl Collector {
                 // The slot bounds how many namespaces are read at once; the timeout runs from
                 // the moment this namespace's read starts.
                 let _slot = slots.acquire_owned().await;
+                let started = std::time::Instant::now();
                 let Some(rx) = ticket.send() else {
                     return (index, failed(thread_ended()));
                 };
                 match tokio::time::timeout(timeout + GRACE, rx).await {
                     Ok(Ok(outcome)) => (index, outcome),
                     Ok(Err(_)) => (index, failed(thread_ended())),
-                    Err(_) => (
-                        index,
-                        failed(CollectFailure {
+                    Err(_) => {
+                        let mut outcome = failed(CollectFailure {
                             reason: ErrorReason::Timeout,
                             message: format!("namespace did not answer within {timeout:?}"),
-                        }),
-                    ),
+                        });
+                        outcome.duration = started.elapsed();
+                        (index, outcome)
+                    }
                 }
             });
         }
