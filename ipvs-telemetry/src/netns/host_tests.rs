@@ -528,6 +528,18 @@ fn fwmark_services_get_published_ports_from_mangle_rules() {
         Duration::from_secs(5),
     );
     let rt = runtime();
+    // Rules of the legacy backend only: `iptables-save` (nft) warns about them and the
+    // collector reads them with `iptables-legacy-save`.
+    let legacy = Netns::new("mark", "legacy");
+    let has_legacy = Command::new("iptables-legacy-save")
+        .arg("-V")
+        .output()
+        .is_ok();
+    if has_legacy {
+        legacy.exec(
+            "iptables-legacy -t mangle -A PREROUTING -p tcp --dport 30000 -j MARK --set-mark 0x104",
+        );
+    }
     let snap = rt.block_on(col.collect());
     assert_eq!(
         published(&snap, &ingress.0),
@@ -536,6 +548,12 @@ fn fwmark_services_get_published_ports_from_mangle_rules() {
             ((Family::Inet6, 260), Some((Protocol::Udp, 5353))),
         ])
     );
+    if has_legacy {
+        assert_eq!(
+            published(&snap, &legacy.0)[&(Family::Inet, 260)],
+            Some((Protocol::Tcp, 30000))
+        );
+    }
 
     // A rule added now is not read while the fwmark set stays the same ...
     ingress.exec("iptables -t mangle -A PREROUTING -p udp --dport 30001 -j MARK --set-mark 0x105");
