@@ -1,14 +1,15 @@
 //! Measures one collection of N network namespaces made with `ip netns add` on this host.
 //!
 //! ```text
-//! sudo cargo run --release --example netns_collect -- 1 50 200
+//! sudo cargo run --release --example netns_collect -- [--services K] 1 50 200
 //! ```
 //!
-//! Creates `bench-<pid>-<i>` namespaces (deleted at the end), collects them with
+//! Creates `bench-<pid>-<i>` namespaces (deleted at the end), each with `K` IPVS services of one
+//! real server (`ipvsadm -R` inside it; needs IPVS, so run it in the lab VM), collects them with
 //! `--netns.discover /run/netns`, and prints the first collection (threads started) and the
-//! median of 20 following ones. Without IPVS on the host this measures the namespace machinery
-//! (scan, worker threads, rtnetlink, conntrack) plus a failed IPVS family lookup per namespace;
-//! the lab benchmark (`cargo xtask bench netns`) adds 10 IPVS services per namespace.
+//! median and maximum of 20 following ones. With `K = 0` (the default) it runs on hosts without
+//! IPVS and measures the namespace machinery alone (scan, worker threads, rtnetlink, conntrack,
+//! one failed IPVS family lookup per namespace).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -25,9 +26,43 @@ fn ip(args: &[&str]) {
     assert!(ok, "ip {args:?} failed");
 }
 
+fn services(ns: &str, count: usize) {
+    use std::io::Write;
+    ip(&["-n", ns, "route", "add", "10.0.0.0/16", "dev", "lo"]);
+    let mut rules = String::new();
+    for k in 0..count {
+        rules.push_str(&format!("-A -t 10.0.0.1:{} -s rr\n", 1000 + k));
+        rules.push_str(&format!("-a -t 10.0.0.1:{} -r 10.0.1.1:80 -m\n", 1000 + k));
+    }
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "ipvsadm", "-R"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("ipvsadm");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(rules.as_bytes())
+        .expect("write rules");
+    assert!(
+        child.wait().is_ok_and(|s| s.success()),
+        "ipvsadm -R in {ns}"
+    );
+}
+
 fn main() {
-    let counts: Vec<usize> = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut per_ns = 0;
+    if let Some(i) = args.iter().position(|a| a == "--services") {
+        per_ns = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .expect("--services K");
+        args.drain(i..i + 2);
+    }
+    let counts: Vec<usize> = args
+        .iter()
         .map(|a| a.parse().expect("namespace count"))
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -40,6 +75,9 @@ fn main() {
         for name in &names {
             ip(&["netns", "add", name]);
             ip(&["-n", name, "link", "set", "lo", "up"]);
+            if per_ns > 0 {
+                services(name, per_ns);
+            }
         }
         let include = format!("^{prefix}");
         let cli = Cli::try_parse_from([
@@ -56,6 +94,12 @@ fn main() {
         let snap = rt.block_on(collector.collect());
         let first = t.elapsed();
         assert_eq!(snap.namespaces.len(), n);
+        if per_ns > 0 {
+            for ns in &snap.namespaces {
+                let read = ns.ipvs.as_ref().map(|s| s.services.len());
+                assert_eq!(read, Ok(per_ns), "namespace {}", ns.netns.name);
+            }
+        }
         let mut times: Vec<Duration> = (0..20)
             .map(|_| {
                 let t = Instant::now();
@@ -66,7 +110,7 @@ fn main() {
             .collect();
         times.sort();
         println!(
-            "namespaces={n} first={:.2}ms median={:.2}ms max={:.2}ms per_namespace={:.1}us",
+            "namespaces={n} services_each={per_ns} first={:.2}ms median={:.2}ms max={:.2}ms per_namespace={:.1}us",
             first.as_secs_f64() * 1e3,
             times[10].as_secs_f64() * 1e3,
             times[19].as_secs_f64() * 1e3,
