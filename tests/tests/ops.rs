@@ -9,10 +9,13 @@
 mod prometheus;
 #[path = "common/promql.rs"]
 mod promql;
+#[path = "common/synthetic.rs"]
+mod synthetic;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use prometheus::{Prometheus, TempDir, on_path};
 use promql::{
@@ -510,4 +513,119 @@ fn systemd_unit_verifies() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{out}"));
     assert!(exposure < 3.0, "exposure {exposure} >= 3.0:\n{out}");
+}
+
+/// Against a stand-in exporter serving every contract series (common/synthetic.rs, with one
+/// staged problem per alert) and the rules evaluated every second: every dashboard query,
+/// variable query, recording rule and alert expression returns data. Then the service variable
+/// works as Grafana uses it: each value, taken from the `query_result` text with the variable's
+/// regex, is a matcher list selecting exactly one service, and its display text is readable.
+#[test]
+fn every_expression_returns_data_from_contract_series() {
+    if !on_path("prometheus") {
+        return skip(
+            "every_expression_returns_data_from_contract_series",
+            "prometheus is not installed",
+        );
+    }
+    let exporter = synthetic::Exporter::start().unwrap();
+    // The same rules, evaluated every second instead of every 30 s.
+    let dir = TempDir::new("ipvs-telemetry-rules").unwrap();
+    let rules = dir.path().join("rules.yml");
+    let text = load_rules().unwrap();
+    assert!(text.contains("interval: 30s"));
+    std::fs::write(&rules, text.replace("interval: 30s", "interval: 1s")).unwrap();
+    let server =
+        Prometheus::start(&prometheus::config(&[rules], &[exporter.target()], "1s")).unwrap();
+
+    let expressions = promql::all_expressions().unwrap();
+    let failures = server.wait_for_data(&expressions, Duration::from_secs(120));
+    assert!(
+        failures.is_empty(),
+        "{} of {} expressions return no data:\n{}\nprometheus log:\n{}",
+        failures.len(),
+        expressions.len(),
+        failures.join("\n"),
+        server.log()
+    );
+
+    // The service variable, as Grafana evaluates it.
+    let dashboard = load_dashboard().unwrap();
+    let vars = variables(&dashboard);
+    let service = vars.iter().find(|v| v["name"] == "service").unwrap();
+    assert_eq!(
+        service["regex"], r#"/display="(?<text>[^"]*)",(?<value>[^}]*)}/"#,
+        "the emulation below follows this regex"
+    );
+    let query = variable_query(service).unwrap();
+    let promql = promql::substitute(
+        query
+            .strip_prefix("query_result(")
+            .and_then(|q| q.strip_suffix(')'))
+            .unwrap(),
+    )
+    .unwrap();
+    let (_, answer) = server.query(&promql).unwrap();
+    let mut shown = BTreeMap::new();
+    for result in answer["data"]["result"].as_array().unwrap() {
+        // Grafana's query_result text: name{k="v",...} value timestamp, labels in the order
+        // Prometheus sends them (sorted).
+        let labels = result["metric"].as_object().unwrap();
+        let text = format!(
+            "{{{}}} {} {}",
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", v.as_str().unwrap()))
+                .collect::<Vec<_>>()
+                .join(","),
+            result["value"][1],
+            result["value"][0]
+        );
+        let rest = text
+            .strip_prefix("{display=\"")
+            .unwrap_or_else(|| panic!("display is not the first label: {text}"));
+        let (display, rest) = rest.split_once("\",").unwrap();
+        let value = &rest[..rest.find('}').unwrap()];
+        let (_, count) = server
+            .query(&format!("count(ipvs_service_destinations{{{value}}})"))
+            .unwrap();
+        assert_eq!(
+            count["data"]["result"][0]["value"][1], "1",
+            "service value {value} must select exactly one service"
+        );
+        // The destination variable with this service selected.
+        let dest_query = vars
+            .iter()
+            .find(|v| v["name"] == "destination")
+            .and_then(|v| variable_query(v))
+            .unwrap()
+            .replace("${service:raw}", value);
+        let selector = promql::substitute(
+            dest_query
+                .strip_prefix("label_values(")
+                .and_then(|q| q.rsplit_once(','))
+                .map(|(sel, _)| sel)
+                .unwrap(),
+        )
+        .unwrap();
+        let (_, dests) = server.query(&selector).unwrap();
+        let mut addrs: Vec<String> = dests["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["metric"]["real_address"].as_str().unwrap().to_owned())
+            .collect();
+        addrs.sort();
+        shown.insert(display.to_owned(), addrs);
+    }
+    let expected: BTreeMap<String, Vec<String>> = [
+        ("tcp 10.0.0.1:80", vec!["10.1.0.1", "10.1.0.2", "10.1.0.3"]),
+        ("udp [2001:db8::1]:53", vec!["2001:db8:1::1"]),
+        ("fwmark 256 (inet) tcp 443", vec!["10.0.1.2"]),
+        ("fwmark 7 (inet)", vec!["10.2.0.1", "10.2.0.2"]),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.into_iter().map(str::to_owned).collect()))
+    .collect();
+    assert_eq!(shown, expected);
 }

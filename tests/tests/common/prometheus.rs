@@ -173,6 +173,53 @@ impl Prometheus {
         }
         Ok(serde_json::from_str(&body)?)
     }
+    /// Queries each expression until it returns data (a non-empty vector or matrix, or a
+    /// scalar) or `deadline` passes; returns one line per expression that never did, with the
+    /// last answer.
+    pub fn wait_for_data(
+        &self,
+        expressions: &[(String, String)],
+        deadline: Duration,
+    ) -> Vec<String> {
+        let start = Instant::now();
+        let mut pending: Vec<&(String, String)> = expressions.iter().collect();
+        let mut last = std::collections::HashMap::new();
+        loop {
+            pending.retain(|(source, expr)| match self.query(expr) {
+                Ok((200, json)) if has_data(&json) => false,
+                Ok((status, json)) => {
+                    last.insert(source.clone(), format!("HTTP {status} {json}"));
+                    true
+                }
+                Err(e) => {
+                    last.insert(source.clone(), format!("{e:#}"));
+                    true
+                }
+            });
+            if pending.is_empty() || start.elapsed() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        pending
+            .into_iter()
+            .map(|(source, expr)| {
+                let answer = last.get(source).map(String::as_str).unwrap_or_default();
+                format!("{source}: no data after {deadline:?}: {answer}\n    {expr}")
+            })
+            .collect()
+    }
+}
+
+/// Whether a query answer holds data.
+pub fn has_data(json: &Value) -> bool {
+    json["status"] == "success"
+        && match json["data"]["resultType"].as_str() {
+            Some("scalar") | Some("string") => true,
+            _ => json["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty()),
+        }
 }
 
 impl Drop for Prometheus {

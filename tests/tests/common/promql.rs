@@ -16,13 +16,14 @@ pub const DASHBOARD: &str = "dashboards/ipvs-telemetry.json";
 /// Repository-relative path of the Prometheus rules.
 pub const RULES: &str = "rules/ipvs-telemetry.rules.yml";
 
-/// What each template variable becomes when an expression runs outside Grafana: every value
-/// (`.*`), and for `service`, whose value is a list of label matchers, a matcher every service
-/// series satisfies. Grafana's interval variables become one minute.
+/// What each template variable becomes when an expression runs outside Grafana: every
+/// non-empty value (`.+`, so that a misspelt label name selects nothing, where `.*` would also
+/// match the absent label), and for `service`, whose value is a list of label matchers, a
+/// matcher every service series satisfies. Grafana's interval variables become one minute.
 pub const SUBSTITUTIONS: &[(&str, &str)] = &[
-    ("instance", ".*"),
-    ("netns", ".*"),
-    ("destination", ".*"),
+    ("instance", ".+"),
+    ("netns", ".+"),
+    ("destination", ".+"),
     ("service", r#"family=~".+""#),
     ("__rate_interval", "1m"),
     ("__interval", "1m"),
@@ -367,7 +368,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             got,
-            r#"label_replace(rate(x{netns=~".*", family=~".+", a=~".*"}[1m]), "d", "$1", "a", "(.*)")"#
+            r#"label_replace(rate(x{netns=~".+", family=~".+", a=~".+"}[1m]), "d", "$1", "a", "(.*)")"#
         );
         assert!(substitute("x[$unknown]").is_err());
     }
