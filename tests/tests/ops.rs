@@ -629,3 +629,78 @@ fn every_expression_returns_data_from_contract_series() {
     .collect();
     assert_eq!(shown, expected);
 }
+
+/// The deployment files keep what the daemon and docs/deploy.md rely on: the DaemonSet runs on
+/// the host network with capabilities instead of privileged, mounts the namespace directories
+/// with HostToContainer propagation and BTF read-only, probes the health endpoints; the
+/// Containerfile builds with the project's xtask and ships only the binary; every file uses the
+/// daemon's port.
+#[test]
+fn deploy_files_keep_their_contract() {
+    let read = |p: &str| std::fs::read_to_string(repo_root().join(p)).unwrap();
+    let ds = read("deploy/kubernetes/daemonset.yaml");
+    let ds_lines: Vec<&str> = ds
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    for needed in [
+        "hostNetwork: true",
+        "hostPID: false",
+        "privileged: false",
+        "drop: [ALL]",
+        "- NET_ADMIN",
+        "- SYS_ADMIN",
+        "- BPF",
+        "- PERFMON",
+        "path: /-/ready",
+        "path: /-/healthy",
+        "mountPath: /run/netns",
+        "mountPath: /var/run/docker/netns",
+        "mountPath: /sys/kernel/btf",
+        "path: /sys/kernel/btf",
+        "prometheus.io/port: \"10054\"",
+        "containerPort: 10054",
+    ] {
+        assert!(
+            ds_lines.contains(&needed),
+            "daemonset.yaml lacks `{needed}`"
+        );
+    }
+    assert_eq!(
+        ds_lines
+            .iter()
+            .filter(|l| **l == "mountPropagation: HostToContainer")
+            .count(),
+        2,
+        "both namespace directories propagate host mounts"
+    );
+    assert!(!ds_lines.contains(&"privileged: true"));
+    assert!(!ds_lines.contains(&"hostPID: true"));
+    // Every mount is read-only.
+    assert_eq!(
+        ds_lines.iter().filter(|l| **l == "readOnly: true").count(),
+        ds_lines
+            .iter()
+            .filter(|l| l.starts_with("mountPath:"))
+            .count(),
+        "every volume mount is read-only"
+    );
+
+    let containerfile = read("deploy/Containerfile");
+    for needed in [
+        "cargo xtask build --release",
+        "llvm-22-dev",
+        "bpf-linker",
+        "rust-src",
+        "FROM docker.io/library/debian:bookworm-slim",
+        "COPY --from=build /out/ipvs-telemetry /usr/local/bin/ipvs-telemetry",
+        "EXPOSE 10054",
+    ] {
+        assert!(
+            containerfile.contains(needed),
+            "Containerfile lacks `{needed}`"
+        );
+    }
+    assert!(read("examples/prometheus.yml").contains("\"localhost:10054\""));
+}
