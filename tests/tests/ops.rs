@@ -539,6 +539,14 @@ fn every_expression_returns_data_from_contract_series() {
         Prometheus::start(&prometheus::config(&[rules], &[exporter.target()], "1s")).unwrap();
 
     let expressions = promql::all_expressions().unwrap();
+    let alerts = expressions
+        .iter()
+        .filter(|(s, _)| promql::is_alert(s))
+        .count();
+    assert_eq!(
+        alerts, 5,
+        "the five alerts of issue 8, each staged by the stand-in"
+    );
     let failures = server.wait_for_data(&expressions, Duration::from_secs(120));
     assert!(
         failures.is_empty(),

@@ -69,6 +69,20 @@ pub fn all_expressions() -> Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// [`all_expressions`] without the alerts' expressions: those return data only while the alert
+/// fires, so against a healthy system (the lab) only these must all return data.
+pub fn non_alert_expressions() -> Result<Vec<(String, String)>> {
+    Ok(all_expressions()?
+        .into_iter()
+        .filter(|(source, _)| !is_alert(source))
+        .collect())
+}
+
+/// Whether an expression's source (as returned by [`all_expressions`]) is an alerting rule.
+pub fn is_alert(source: &str) -> bool {
+    source.starts_with(RULES) && source.contains(" alert ")
+}
+
 /// Reads and parses the dashboard JSON.
 pub fn load_dashboard() -> Result<Value> {
     let path = repo_root().join(DASHBOARD);
