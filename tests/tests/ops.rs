@@ -437,7 +437,8 @@ fn prometheus_reports_parse_errors() {
 
 /// `systemd-analyze verify` accepts the unit (ExecStart pointed at an existing binary in a
 /// temporary copy), its capability sets match, the settings that would break the daemon are
-/// absent, and `systemd-analyze security` rates its exposure below 3.0.
+/// absent (kernel tunables read-only without hiding /proc/kallsyms), and `systemd-analyze
+/// security` rates its exposure below 3.0.
 #[test]
 fn systemd_unit_verifies() {
     let unit = std::fs::read_to_string(repo_root().join("deploy/ipvs-telemetry.service")).unwrap();
@@ -461,9 +462,24 @@ fn systemd_unit_verifies() {
     ] {
         assert_eq!(get(key), Some(value), "{key}");
     }
-    for forbidden in ["PrivateNetwork", "PrivateUsers", "ProcSubset"] {
+    // ProtectKernelTunables would hide /proc/kallsyms, where the probes' symbol names are
+    // looked up: the unit spells out its read-only paths instead.
+    for forbidden in [
+        "PrivateNetwork",
+        "PrivateUsers",
+        "ProcSubset",
+        "ProtectKernelTunables",
+    ] {
         assert_eq!(get(forbidden), None, "{forbidden} breaks the daemon");
     }
+    let read_only = get("ReadOnlyPaths").unwrap_or_default();
+    for path in ["/proc/sys", "/sys"] {
+        assert!(
+            read_only.split_whitespace().any(|p| p == path),
+            "{path} read-only"
+        );
+    }
+    assert!(!unit.contains("InaccessiblePaths=/proc/kallsyms"));
     let families = get("RestrictAddressFamilies").unwrap_or_default();
     for family in ["AF_NETLINK", "AF_UNIX", "AF_INET", "AF_INET6"] {
         assert!(families.split_whitespace().any(|f| f == family), "{family}");
