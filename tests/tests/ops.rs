@@ -345,6 +345,26 @@ fn every_series_read_is_in_the_contract_or_recorded() {
     assert!(unknown.is_empty(), "series nobody produces: {unknown:#?}");
 }
 
+/// Every recording rule is read by the dashboard or by another rule: no series is recorded for
+/// nothing.
+#[test]
+fn every_recording_rule_is_used() {
+    let rules = rule_expressions(&load_rules().unwrap());
+    let mut read = BTreeSet::new();
+    for (_, expr) in dashboard_expressions(&load_dashboard().unwrap())
+        .iter()
+        .chain(&rules)
+    {
+        read.extend(metric_names(expr));
+    }
+    let unused: BTreeSet<&str> = rules
+        .iter()
+        .filter_map(|(source, _)| source.split("record ").nth(1))
+        .filter(|name| !read.contains(*name))
+        .collect();
+    assert!(unused.is_empty(), "recorded but never read: {unused:?}");
+}
+
 /// Every expression of the dashboard and the rules, template variables substituted, parses in
 /// a real Prometheus (an HTTP 400 `bad_data` answer is a parse error), and Prometheus loaded
 /// exactly the rules the expression reader found, all healthy.
