@@ -81,8 +81,20 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    /// Starts `prometheus` with `config` (YAML text) and waits until it is ready.
+    /// Starts `prometheus` with `config` (YAML text) and waits until it is ready. The port is
+    /// picked free just before; if another process takes it in between, a new one is tried.
     pub fn start(config: &str) -> Result<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::start_once(config) {
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {}
+                result => return result,
+            }
+        }
+    }
+
+    fn start_once(config: &str) -> Result<Self> {
         let dir = TempDir::new("ipvs-telemetry-prometheus")?;
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
