@@ -1,12 +1,14 @@
 //! Measures one collection of N network namespaces made with `ip netns add` on this host.
 //!
 //! ```text
-//! sudo cargo run --release --example netns_collect -- [--services K] 1 50 200
+//! sudo cargo run --release --example netns_collect -- [--services K] [--settle SECS] 1 50 200
 //! ```
 //!
 //! Creates `bench-<pid>-<i>` namespaces (deleted at the end), each with `K` IPVS services of one
 //! real server (`ipvsadm -R` inside it; needs IPVS, so run it in the lab VM), collects them with
-//! `--netns.discover /run/netns`, and prints the first collection (threads started) and the
+//! `--netns.discover /run/netns` after waiting `SECS` (kernels ≥ 6.2 calibrate one IPVS
+//! estimator thread per namespace when its first service appears, which competes for the CPU
+//! for a while), and prints the first collection (threads started) and the
 //! median and maximum of 20 following ones. With `K = 0` (the default) it runs on hosts without
 //! IPVS and measures the namespace machinery alone (scan, worker threads, rtnetlink, conntrack,
 //! one failed IPVS family lookup per namespace).
@@ -61,6 +63,14 @@ fn main() {
             .expect("--services K");
         args.drain(i..i + 2);
     }
+    let mut settle = 0;
+    if let Some(i) = args.iter().position(|a| a == "--settle") {
+        settle = args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .expect("--settle SECS");
+        args.drain(i..i + 2);
+    }
     let counts: Vec<usize> = args
         .iter()
         .map(|a| a.parse().expect("namespace count"))
@@ -79,6 +89,7 @@ fn main() {
                 services(name, per_ns);
             }
         }
+        std::thread::sleep(Duration::from_secs(settle));
         let include = format!("^{prefix}");
         let cli = Cli::try_parse_from([
             "ipvs-telemetry",

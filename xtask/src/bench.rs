@@ -12,6 +12,10 @@ pub struct Opts {
 }
 
 /// Runs `cargo xtask bench`.
-pub fn run(_opts: &Opts) -> Result<()> {
-    bail!("`cargo xtask bench` is not implemented yet")
+pub fn run(opts: &Opts) -> Result<()> {
+    match opts.args.first().map(String::as_str) {
+        Some("netns") => crate::bench_netns::run(&opts.args[1..]),
+        Some(other) => bail!("unknown benchmark {other:?} (known: netns)"),
+        None => bail!("which benchmark? (known: netns)"),
+    }
 }
