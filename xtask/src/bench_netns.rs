@@ -40,9 +40,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let example = build_example()?;
     println!(
-        "| kernel | namespaces × services | first collection (ms) | median / max of 20 (ms) | per namespace (µs) |"
+        "| kernel | namespaces × services | first collection (ms) | median / max of 20 (ms) | per namespace (µs) | mean time inside one namespace (µs) | `ipvsadm -Ln` in one namespace (ms) |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for k in kernels {
         let vm = Vm::boot(VmConfig::new(k).file(&example, "/usr/local/bin/netns-collect"))?;
         let counts: Vec<String> = COUNTS.iter().map(usize::to_string).collect();
@@ -61,13 +61,15 @@ pub fn run(args: &[String]) -> Result<()> {
                     .with_context(|| format!("no {key} in {line:?}"))
             };
             println!(
-                "| {k} | {} × {} | {} | {} / {} | {} |",
+                "| {k} | {} × {} | {} | {} / {} | {} | {} | {} |",
                 field("namespaces")?,
                 field("services_each")?,
                 field("first")?,
                 field("median")?,
                 field("max")?,
-                field("per_namespace")?
+                field("per_namespace")?,
+                field("inside_mean")?,
+                field("ipvsadm_one")?
             );
         }
         vm.shutdown()?;
