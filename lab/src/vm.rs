@@ -430,17 +430,26 @@ impl Vm {
     /// Builds an error for this VM with the console tail, and keeps the console log.
     fn fail(&self, what: String) -> anyhow::Error {
         self.failed.store(true, Ordering::SeqCst);
+        let exited = self
+            .child
+            .lock()
+            .ok()
+            .and_then(|mut c| c.try_wait().ok().flatten())
+            .is_some();
+        if self.console.panicked() || exited || what.contains("closed") {
+            self.console.settle(Duration::from_secs(3));
+        }
         let what = if self.console.panicked() && !what.contains("kernel panic") {
             format!("{what} (kernel panic)")
         } else {
             what
         };
         anyhow!(
-            "lab vm {} (kernel {}): {what}\n--- console, last {TAIL_LINES} lines (full log kept: {}) ---\n{}\n---",
+            "lab vm {} (kernel {}): {what}\n--- console (full log kept: {}) ---\n{}\n---",
             self.qemu_pid,
             self.kernel,
             self.console.log().display(),
-            self.console.tail(TAIL_LINES)
+            self.console.report(TAIL_LINES)
         )
     }
 
@@ -754,7 +763,7 @@ impl PendingVm {
             .map(|b| String::from_utf8_lossy(&b).trim().to_string())
             .unwrap_or_default();
         anyhow!(
-            "lab vm (kernel {}): {what}{}\n--- console, last {TAIL_LINES} lines (full log kept: {}) ---\n{}\n---",
+            "lab vm (kernel {}): {what}{}\n--- console (full log kept: {}) ---\n{}\n---",
             self.kernel,
             if stderr.is_empty() {
                 String::new()
@@ -762,7 +771,7 @@ impl PendingVm {
                 format!("\nqemu stderr: {stderr}")
             },
             self.console.log().display(),
-            self.console.tail(TAIL_LINES)
+            self.console.report(TAIL_LINES)
         )
     }
 
