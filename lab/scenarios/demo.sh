@@ -7,7 +7,7 @@
 # Three IPVS directors: the VM's own namespace ("host") and the named namespaces lb-a and lb-b
 # (in /run/netns, where `ipvs-telemetry --netns.discover /run/netns` finds them). Each director N
 # has, on its loopback, VIP 10.N.0.1 and fwmark VIP 10.N.0.2, and these services:
-#   TCP 10.N.0.1:80  rr   -> 3 backends :8080 (weights 1 1 2), NAT
+#   TCP 10.N.0.1:80  wrr  -> 3 backends :8080 (weights 1 1 2), NAT
 #   UDP 10.N.0.1:53  wrr  -> 2 backends :8053, NAT
 #   FWM N            lc   -> 3 backends :8081 (TCP to 10.N.0.2:9000, marked by iptables), NAT
 # The backends run lab-server in namespace be-<director>, behind a veth (director 10.N.1.1,
@@ -45,7 +45,7 @@ setup_director() {
     in_ns "$name" ip addr add "10.$n.0.2/32" dev lo
     in_ns "$name" iptables -t mangle -A OUTPUT -d "10.$n.0.2" -p tcp --dport 9000 -j MARK --set-mark "$n"
 
-    in_ns "$name" ipvsadm -A -t "10.$n.0.1:80" -s rr
+    in_ns "$name" ipvsadm -A -t "10.$n.0.1:80" -s wrr
     in_ns "$name" ipvsadm -a -t "10.$n.0.1:80" -r "10.$n.1.2:8080" -m -w 1
     in_ns "$name" ipvsadm -a -t "10.$n.0.1:80" -r "10.$n.1.3:8080" -m -w 1
     in_ns "$name" ipvsadm -a -t "10.$n.0.1:80" -r "10.$n.1.4:8080" -m -w 2

@@ -133,6 +133,9 @@ fn guest_has_what_the_other_tests_need() -> anyhow::Result<()> {
                 "PATH finds {name}"
             );
         }
+        // Programs started through setsid/timeout/nsenter find the real ip, not busybox's.
+        let ip = vm.sh_ok("setsid ip -V && timeout 5 ip -V && echo x | xargs ip -V")?;
+        assert_eq!(ip.matches("iproute2").count(), 3, "{ip}");
         vm.sh_ok("iptables -t mangle -A PREROUTING -d 10.10.0.1 -p tcp -j MARK --set-mark 7")?;
         assert!(
             vm.sh_ok("iptables-save -t mangle")?.contains(

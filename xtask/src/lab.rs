@@ -113,7 +113,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         opts.port
     ))?;
     let url = format!("http://127.0.0.1:{}/metrics", opts.port);
-    let ready = wait_ready(&vm, opts.port, Duration::from_secs(90));
+    let ready = wait_ready(&vm, opts.port, daemon.pid, Duration::from_secs(90));
     match &ready {
         Ok(()) => eprintln!(
             "lab: ipvs-telemetry is ready ({:.1?} after start)",
@@ -163,9 +163,12 @@ pub fn run(opts: &Opts) -> Result<()> {
     Ok(())
 }
 
-fn wait_ready(vm: &Vm, port: u16, timeout: Duration) -> Result<()> {
+fn wait_ready(vm: &Vm, port: u16, pid: u32, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
+        if !vm.sh(&format!("kill -0 {pid}"))?.success() {
+            bail!("the daemon exited");
+        }
         match vm.http_get(port, "/metrics") {
             Ok(body) if body.contains("ipvs_up") => return Ok(()),
             Ok(_) if Instant::now() >= deadline => bail!("no ipvs_up series after {timeout:?}"),
