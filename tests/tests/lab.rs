@@ -187,7 +187,20 @@ fn traffic_tools_through_ipvs() -> anyhow::Result<()> {
     )?;
     let tcp = vm.sh_ok("lab-client tcp 10.10.0.1:80 -n 40 -c 4")?;
     assert!(tcp.contains("ok=40 errors=0"), "{tcp}");
-    let udp = vm.sh_ok("lab-client udp 10.10.0.1:53 -n 25 -c 5")?;
+    // Commands from several threads at once share the VM.
+    let udp = std::thread::scope(|s| {
+        let slow = s.spawn(|| vm.sh_ok("sleep 2; echo slow"));
+        let udp = vm.sh_ok("lab-client udp 10.10.0.1:53 -n 25 -c 5");
+        assert_eq!(
+            slow.join()
+                .expect("thread")
+                .map(|o| o.trim().to_string())
+                .ok()
+                .as_deref(),
+            Some("slow")
+        );
+        udp
+    })?;
     assert!(udp.contains("ok=25 errors=0"), "{udp}");
     // Who answered: round robin alternates between the two backends.
     let names =
@@ -274,6 +287,65 @@ fn hung_command_fails_at_its_timeout() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Extracts the VM work directory (`.../vms/<kernel>-<pid>-<n>`) from an error message.
+fn vm_dir(err: &str) -> Option<String> {
+    let start = err.find("/vms/")?;
+    let rest = &err[start..];
+    let end = rest.find("/console.log")?;
+    Some(rest[..end].to_string())
+}
+
+fn qemu_running_in(dir: &str) -> bool {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| {
+            std::fs::read_to_string(e.path().join("cmdline"))
+                .map(|c| c.contains("qemu-system") && c.contains(&format!("{dir}/")))
+                .unwrap_or(false)
+        })
+}
+
+/// A boot that cannot finish fails at the boot timeout ("hung boot"), and a kernel that panics
+/// while booting (no init) fails at once; both with the console, and no QEMU left behind.
+#[test]
+fn boot_failures_are_reported() -> anyhow::Result<()> {
+    if !lab_or_skip("boot_failures_are_reported") {
+        return Ok(());
+    }
+    let k = kernels()[0];
+    let mut cfg = VmConfig::new(k);
+    cfg.boot_timeout = Duration::from_secs(2);
+    let t = Instant::now();
+    let err = format!(
+        "{:#}",
+        Vm::boot(cfg)
+            .err()
+            .expect("a 2 s boot cannot succeed under TCG")
+    );
+    let took = t.elapsed();
+    eprintln!("short boot timeout failed after {took:?}:\n{err}");
+    assert!(
+        err.contains("did not answer within 2s (hung boot?)"),
+        "{err}"
+    );
+    let dir = vm_dir(&err).expect("console log path in the error");
+    assert!(!qemu_running_in(&dir), "qemu of {dir} survived");
+
+    let mut cfg = VmConfig::new(k);
+    cfg.cmdline = "rdinit=/nonexistent".into();
+    let t = Instant::now();
+    let err = format!("{:#}", Vm::boot(cfg).err().expect("no init: no boot"));
+    let took = t.elapsed();
+    eprintln!("boot without init failed after {took:?}:\n{err}");
+    assert!(took < Duration::from_secs(120), "took {took:?}");
+    assert!(err.contains("Kernel panic - not syncing"), "{err}");
+    let dir = vm_dir(&err).expect("console log path in the error");
+    assert!(!qemu_running_in(&dir), "qemu of {dir} survived");
+    Ok(())
+}
+
 /// A forwarded guest port reaches a server in the VM from the host.
 #[test]
 fn http_get_through_a_forwarded_port() -> anyhow::Result<()> {
@@ -282,7 +354,10 @@ fn http_get_through_a_forwarded_port() -> anyhow::Result<()> {
     }
     let k = kernels()[0];
     let vm = Vm::boot(VmConfig::new(k).forward(8080))?;
-    vm.sh_ok("mkdir -p /www && echo hello-from-the-lab > /www/index.html")?;
+    vm.write_file("/www/index.html", b"hello-from-the-lab\n")?;
+    let binary: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    vm.write_file("/tmp/deep/bin.dat", &binary)?;
+    assert_eq!(vm.read_file("/tmp/deep/bin.dat")?, binary);
     vm.spawn("exec httpd -f -p 8080 -h /www")?;
     vm.wait_until(
         "lab-client wait-tcp 127.0.0.1:8080 --timeout 1s",
