@@ -202,6 +202,13 @@ fn traffic_tools_through_ipvs() -> anyhow::Result<()> {
         udp
     })?;
     assert!(udp.contains("ok=25 errors=0"), "{udp}");
+    // The delaying backend answers after its delay (client-side p50, connect to reply).
+    let slow = vm.sh_ok("lab-client tcp 10.20.0.3:8080 -n 5")?;
+    let p50: f64 = slow
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("p50=")?.strip_suffix("ms")?.parse().ok())
+        .unwrap_or(0.0);
+    assert!((50.0..1000.0).contains(&p50), "{slow}");
     // Who answered: round robin alternates between the two backends.
     let names =
         vm.sh_ok("for i in 1 2 3 4; do printf 'x\\n' | nc 10.10.0.1 80; done | sort | uniq -c")?;
