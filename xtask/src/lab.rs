@@ -61,6 +61,9 @@ fn port_free(port: u16) -> bool {
 /// Runs `cargo xtask lab`.
 pub fn run(opts: &Opts) -> Result<()> {
     catch_interrupts();
+    // Installs what is missing (as root), like `run` and `test`; then the kernels.
+    crate::deps::ensure(false)?;
+    crate::deps::ensure_lab_kernels()?;
     ipvs_lab::prerequisites()
         .map_err(|e| anyhow!("the lab cannot run here: {e} (try `cargo xtask deps`)"))?;
     if !port_free(opts.port) {
