@@ -287,3 +287,48 @@ async fn supervise(shared: Shared, mut attached: Option<Attached>, mut seen: Opt
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn opts(mode: &str) -> ServeOpts {
+        Cli::try_parse_from(["ipvs-telemetry", "--ebpf", mode])
+            .map(|c| c.serve)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// On a kernel without kprobes (like the development host): `on` fails with one line,
+    /// `auto` starts and says why, `off` says disabled.
+    #[tokio::test]
+    async fn modes_without_kprobes() {
+        if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+            eprintln!("skipped: this kernel has kprobes");
+            return;
+        }
+        let err = Ebpf::start(&opts("on")).await.err().unwrap_or_default();
+        assert_eq!(
+            err,
+            "ebpf: kprobes unavailable: /sys/bus/event_source/devices/kprobe does not exist (kernel without CONFIG_KPROBES)"
+        );
+        let auto = Ebpf::start(&opts("auto")).await.unwrap();
+        let s = auto.snapshot(&Snapshot::default());
+        assert!(!s.up);
+        assert_eq!(
+            (s.mode.as_str(), s.reason.as_str()),
+            ("auto", "kprobes unavailable")
+        );
+        assert_eq!(
+            s.lost,
+            vec![("new_connection".into(), 0), ("first_response".into(), 0)]
+        );
+        let off = Ebpf::start(&opts("off")).await.unwrap();
+        let s = off.snapshot(&Snapshot::default());
+        assert_eq!(
+            (s.up, s.mode.as_str(), s.reason.as_str()),
+            (false, "off", "disabled")
+        );
+    }
+}
