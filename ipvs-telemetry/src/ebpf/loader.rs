@@ -54,6 +54,15 @@ pub struct Attached {
     logger: Option<JoinHandle<()>>,
 }
 
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.consumer.abort();
+        if let Some(l) = &self.logger {
+            l.abort();
+        }
+    }
+}
+
 /// Checks what does not depend on `ip_vs`: kprobe support, lockdown, vmlinux BTF.
 pub fn preflight() -> Result<(), Failure> {
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
@@ -156,10 +165,7 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
 
 /// Stops the consumer, unloads the probes and keeps their lost counts.
 pub fn detach(shared: &Shared, a: Attached) {
-    a.consumer.abort();
-    if let Some(l) = &a.logger {
-        l.abort();
-    }
+    drop(a);
     let mut st = lock(shared);
     if let Some(map) = st.lost.take() {
         let n = read_lost(&map);
@@ -168,8 +174,6 @@ pub fn detach(shared: &Shared, a: Attached) {
         }
     }
     st.up = false;
-    drop(st);
-    drop(a);
 }
 
 /// Sums a per-CPU lost-event array, by kind.
