@@ -31,6 +31,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // TLS tests.
     "curl",
     "openssl",
+    // systemd-analyze verify of the unit in deploy/.
+    "systemd",
 ];
 
 /// bpf-linker version known to build against Debian's LLVM 22 with this toolchain.
