@@ -394,3 +394,50 @@ fn ebpf_follows_ip_vs_module_load_and_reload() -> Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench ebpf` part (a), not a test (speed is measured, never asserted): in one VM,
+/// connections/s of `lab-client` with the probes attached vs detached, alternating three
+/// rounds of each. Run: `cargo test -p ipvs-telemetry-e2e --test ebpf -- --ignored
+/// --nocapture probe_overhead`.
+#[test]
+#[ignore]
+fn probe_overhead() -> Result<()> {
+    if !lab_or_skip("probe_overhead") {
+        return Ok(());
+    }
+    let dump = dump_binary()?;
+    let k = kernels()[0];
+    let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
+    vm.sh_ok(&format!(
+        "{SETUP}\nsysctl -qw net.ipv4.ip_local_port_range='1024 65001' && setup ''"
+    ))?;
+    let run = || -> Result<f64> {
+        let out = vm.sh_ok_timeout(
+            "lab-client tcp 10.0.0.1:80 -n 5000 --connect-only --allow-errors --timeout 2s",
+            Duration::from_secs(300),
+        )?;
+        let rate = out
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("rate="))
+            .and_then(|r| r.trim_end_matches("/s").parse().ok())
+            .with_context(|| format!("no rate in {out}"))?;
+        Ok(rate)
+    };
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        off.push(run()?);
+        let p = vm.spawn("EBPF_DUMP_OUT=/tmp/o.json exec /usr/local/bin/ebpf-dump --ebpf on")?;
+        vm.wait_until("grep -q '\"up\":true' /tmp/o.json", Duration::from_secs(60))?;
+        on.push(run()?);
+        vm.sh_ok(&format!("kill {} && rm -f /tmp/o.json", p.pid))?;
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "ebpf probe overhead (kernel {k}, TCG): detached {:.0} conn/s {off:.0?}, attached {:.0} conn/s {on:.0?}, ratio {:.3}",
+        mean(&off),
+        mean(&on),
+        mean(&on) / mean(&off)
+    );
+    vm.shutdown()?;
+    Ok(())
+}
