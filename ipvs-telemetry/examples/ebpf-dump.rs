@@ -23,7 +23,7 @@ async fn main() {
     let ebpf = match Ebpf::start(&cli.serve).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("ebpf-dump: {e}");
+            eprintln!("ebpf-dump: --ebpf on: {e}");
             std::process::exit(1);
         }
     };

@@ -108,7 +108,7 @@ impl Ebpf {
         if let Err(f) = loader::preflight() {
             let f = fail(f, &ebpf);
             return match opts.ebpf {
-                EbpfMode::On => Err(format!("ebpf: {}", f.message)),
+                EbpfMode::On => Err(f.message),
                 _ => Ok(ebpf),
             };
         }
@@ -124,7 +124,7 @@ impl Ebpf {
                 Err(f) => {
                     let f = fail(f, &ebpf);
                     if opts.ebpf == EbpfMode::On {
-                        return Err(format!("ebpf: {}", f.message));
+                        return Err(f.message);
                     }
                 }
             },
@@ -311,7 +311,7 @@ mod tests {
         let err = Ebpf::start(&opts("on")).await.err().unwrap_or_default();
         assert_eq!(
             err,
-            "ebpf: kprobes unavailable: /sys/bus/event_source/devices/kprobe does not exist (kernel without CONFIG_KPROBES)"
+            "kprobes unavailable: /sys/bus/event_source/devices/kprobe does not exist (kernel without CONFIG_KPROBES)"
         );
         let auto = Ebpf::start(&opts("auto")).await.unwrap();
         let s = auto.snapshot(&Snapshot::default());
