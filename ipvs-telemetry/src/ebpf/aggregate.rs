@@ -37,19 +37,23 @@ pub const INTERARRIVAL_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+const RATE_SLOTS: usize = RATE_BUCKETS.len() + 1;
+const INTERARRIVAL_SLOTS: usize = INTERARRIVAL_BUCKETS.len() + 1;
+
 /// A histogram with fixed bounds, accumulated in integer units (window connections, or ns).
+/// `N` slots: one per bound plus `+Inf`; stored inline so a destination is one allocation.
 #[derive(Debug, Clone)]
-struct Buckets {
+struct Buckets<const N: usize> {
     /// Non-cumulative counts; the last slot is `+Inf`.
-    counts: Box<[u64]>,
+    counts: [u64; N],
     /// Sum of the recorded values, in the recording unit.
     sum: u64,
 }
 
-impl Buckets {
-    fn new(n: usize) -> Self {
+impl<const N: usize> Buckets<N> {
+    fn new() -> Self {
         Buckets {
-            counts: vec![0; n + 1].into_boxed_slice(),
+            counts: [0; N],
             sum: 0,
         }
     }
@@ -279,8 +283,8 @@ pub struct DestState {
     win_count: u64,
     /// Largest closed window count since the previous collection.
     peak: u64,
-    rate: Buckets,
-    interarrival: Buckets,
+    rate: Buckets<RATE_SLOTS>,
+    interarrival: Buckets<INTERARRIVAL_SLOTS>,
     /// Absent from the previous netlink snapshot (forgotten if absent again).
     missing: bool,
 }
@@ -361,8 +365,8 @@ impl Aggregator {
                     win_start: 0,
                     win_count: 0,
                     peak: 0,
-                    rate: Buckets::new(RATE_BUCKETS.len()),
-                    interarrival: Buckets::new(INTERARRIVAL_BUCKETS.len()),
+                    rate: Buckets::new(),
+                    interarrival: Buckets::new(),
                     missing: false,
                 })
             }

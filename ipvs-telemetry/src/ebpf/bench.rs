@@ -66,5 +66,6 @@ mod tests {
     #[ignore]
     fn consumer_events_per_second() {
         println!("{}", super::bench_events_per_second(1_000, 20_000_000));
+        println!("{}", super::bench_events_per_second(65_000, 20_000_000));
     }
 }
