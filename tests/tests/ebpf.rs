@@ -121,7 +121,11 @@ fn ebpf_counts(json: &Value, inodes: &BTreeMap<u64, String>) -> Result<BTreeMap<
             )
         };
         let d = &k["destination"];
-        let dest = format!("{}:{}", bracket(d[0].as_str().unwrap_or("?")), d[1]);
+        let dest = if d.is_null() {
+            "*".to_string()
+        } else {
+            format!("{}:{}", bracket(d[0].as_str().unwrap_or("?")), d[1])
+        };
         let n = s["new_connections"].as_u64().context("no count")?;
         out.insert((ns.clone(), format!("{svc} -> {dest}")), n);
     }
@@ -233,8 +237,11 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
         ))?;
         let inodes = namespaces(&vm)?;
         start_dump(&vm, "/tmp/ebpf.json", "")?;
-        // A second instance with 1 s windows watches the arrival-pattern service.
+        // A second instance with 1 s windows watches the arrival-pattern service, a third
+        // counts per service.
         start_dump(&vm, "/tmp/ebpf-1s.json", "--ebpf.rate-window 1s")?;
+        start_dump(&vm, "/tmp/ebpf-svc.json", "--ebpf.granularity service")?;
+        let svc0 = ebpf_counts(&read_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
 
         // Exact counts over every kind of service, in two namespaces.
         let ipvs0 = settled_ipvsadm(&vm)?;
@@ -299,6 +306,16 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
             assert_eq!(got, n, "{ns} {svc}");
         }
         assert_eq!(kind_total(&json, "lost", "new_connection"), 0);
+        // --ebpf.granularity service: one series per service, the sum of its destinations.
+        let svc1 = ebpf_counts(&read_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
+        for ((ns, name), n) in &svc1 {
+            let svc = name.trim_end_matches(" -> *");
+            assert!(name.ends_with(" -> *"), "{name}");
+            let want = service_total(&ipvs1, ns, svc) - service_total(&ipvs0, ns, svc);
+            let got = n - svc0.get(&(ns.clone(), name.clone())).copied().unwrap_or(0);
+            assert_eq!(got, want, "service granularity {ns} {svc}");
+        }
+        assert!(svc1.len() >= 8, "{svc1:?}");
 
         // Burst: everything accounted for (eBPF + lost == netlink delta).
         let ipvs0 = ipvs1;
