@@ -12,10 +12,10 @@
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{kretprobe, map},
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
     programs::RetProbeContext,
 };
-use aya_log_ebpf::warn;
+use aya_log_ebpf::{info, warn};
 use ipvs_telemetry_common::{
     Event, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE, KIND_NEW_CONNECTION, KINDS, Offsets,
     RING_BYTES,
@@ -28,6 +28,10 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 /// Events the ring buffer had no room for, per CPU, indexed by kind.
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(KINDS, 0);
+
+/// Set once the first event was logged (one log line per probe instance, proving the log path).
+#[map]
+static LOGGED: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Struct member offsets, overridden by the daemon at load time.
 #[unsafe(no_mangle)]
@@ -105,6 +109,16 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
     };
     if EVENTS.output::<Event>(&event, 0).is_err() {
         count_lost(KIND_NEW_CONNECTION);
+    }
+    if let Some(p) = LOGGED.get_ptr_mut(0) {
+        // SAFETY: a valid map slot; a race between CPUs at most logs twice.
+        if unsafe { *p } == 0 {
+            unsafe { *p = 1 };
+            info!(
+                ctx,
+                "first connection seen (netns {}, flags {:x})", event.netns_inode, flags
+            );
+        }
     }
     Ok(())
 }

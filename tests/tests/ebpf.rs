@@ -384,7 +384,8 @@ fn ebpf_follows_ip_vs_module_load_and_reload() -> Result<()> {
         eprintln!("kernel {k}");
         let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
         vm.sh_ok(unload)?;
-        vm.spawn("EBPF_DUMP_OUT=/tmp/e.json exec /usr/local/bin/ebpf-dump --ebpf on")?;
+        let dumper =
+            vm.spawn("EBPF_DUMP_OUT=/tmp/e.json exec /usr/local/bin/ebpf-dump --ebpf on")?;
         vm.wait_until(
             "grep -q '\"reason\":\"ip_vs not loaded\"' /tmp/e.json",
             Duration::from_secs(60),
@@ -406,6 +407,15 @@ fn ebpf_follows_ip_vs_module_load_and_reload() -> Result<()> {
                 Duration::from_secs(30),
             )
             .with_context(|| format!("round {round}: 40 connections not seen"))?;
+            // The probe's aya-log message reaches the daemon's log (once per probe instance).
+            vm.wait_until(
+                &format!(
+                    "test $(grep -c 'first connection seen' {}) -ge {}",
+                    dumper.log,
+                    round + 1
+                ),
+                Duration::from_secs(30),
+            )?;
             vm.sh_ok(unload)?;
             vm.wait_until(
                 "grep -q '\"up\":false,.*\"reason\":\"ip_vs not loaded\"' /tmp/e.json",
@@ -438,12 +448,16 @@ fn probe_overhead() -> Result<()> {
             "lab-client tcp 10.0.0.1:80 -n 5000 --connect-only --allow-errors --timeout 2s",
             Duration::from_secs(300),
         )?;
-        let rate = out
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("rate="))
-            .and_then(|r| r.trim_end_matches("/s").parse().ok())
-            .with_context(|| format!("no rate in {out}"))?;
-        Ok(rate)
+        // Every connection is refused by the local real server (no listener): count attempts.
+        let field = |name: &str| {
+            out.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|v| v.trim_end_matches('s').parse::<f64>().ok())
+        };
+        match (field("ok="), field("errors="), field("elapsed=")) {
+            (Some(ok), Some(errors), Some(secs)) if secs > 0.0 => Ok((ok + errors) / secs),
+            _ => bail!("unexpected lab-client output: {out}"),
+        }
     };
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for _ in 0..3 {
