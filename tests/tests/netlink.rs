@@ -38,21 +38,21 @@ ipvsadm -a -t 10.0.0.1:80 -r 10.1.0.2:8080 -m -w 3 -x 1000 -y 100
 ipvsadm -a -t 10.0.0.1:80 -r 10.1.0.3:8080 -m -w 0
 ipvsadm -A -u 10.0.0.1:53 -s rr
 ipvsadm -a -u 10.0.0.1:53 -r 10.1.0.2:5353 -m
-ipvsadm -a -u 10.0.0.1:53 -r 10.1.0.3:5353 -m -w 2
+ipvsadm -a -u 10.0.0.1:53 -r 10.1.0.3:5353 -m -w 0
 ipvsadm -A --sctp-service 10.0.0.1:5000 -s lc
 ipvsadm -a --sctp-service 10.0.0.1:5000 -r 10.1.0.2:5000 -g -x 50
 ipvsadm -A -t [fd00::1]:80 -s sh -b sh-fallback,sh-port
 ipvsadm -a -t [fd00::1]:80 -r [fd00:1::2]:8080 -m -w 5
-ipvsadm -a -t [fd00::1]:80 -r [fd00:1::3]:8080 -m -w 1 -y 7
+ipvsadm -a -t [fd00::1]:80 -r [fd00:1::3]:8080 -m -w 1 -x 20 -y 7
 ipvsadm -A -u [fd00::1]:53 -s rr
-ipvsadm -a -u [fd00::1]:53 -r [fd00:1::2]:5353 -m
+ipvsadm -a -u [fd00::1]:53 -r [fd00:1::2]:5354 -m
 ipvsadm -A --sctp-service [fd00::1]:5000 -s wrr
 ipvsadm -a --sctp-service [fd00::1]:5000 -r [fd00:1::2]:5000 -g
 ipvsadm -A -f 260 -s rr -p 300 -M 255.255.255.0
 ipvsadm -a -f 260 -r 10.1.0.4 -i
 ipvsadm -a -f 260 -r 10.1.0.5 -g -w 4
 ipvsadm -A -f 7 -6 -s lc -p 120 -M 64
-ipvsadm -a -f 7 -6 -r [fd00:1::3] -g
+ipvsadm -a -f 7 -6 -r [fd00:1::3]:0 -g
 ipvsadm -A -t 10.0.0.3:443 -s lc -p 600 -M 255.255.0.0
 ipvsadm -a -t 10.0.0.3:443 -r 10.1.0.2:443 -i -w 2
 ipvsadm -A -t 10.0.0.2:80 -s rr
@@ -63,7 +63,9 @@ ipvsadm -a -t 10.0.0.2:80 -r 10.1.0.4:80 -i
 const SETUP_GUE: &str =
     "ipvsadm -a -t 10.0.0.2:80 -r 10.1.0.5:80 -i --tun-type gue --tun-port 6080 -w 2";
 
-/// Traffic on several services (TCP and UDP, IPv4 and IPv6), answered by real servers.
+/// Traffic on several services (TCP and UDP, IPv4 and IPv6), answered by real servers. (UDP
+/// services get one real server with weight, and the IPv6 one a backend bound to its address:
+/// a wildcard UDP socket answers from the primary address, which IPVS would not match.)
 const TRAFFIC: &str = r#"
 set -e
 lab-client tcp 10.0.0.1:80 -n 40 -c 4
@@ -86,13 +88,7 @@ fn snapshot_matches_ipvsadm() -> Result<()> {
         vm.sh_ok(SETUP)?;
         let gue = vm.sh(SETUP_GUE)?.success();
         eprintln!("kernel {k}: gue tunnel destinations: {gue}");
-        vm.spawn(
-            "exec ip netns exec rs lab-server --tcp 8080 --tcp 443 --tcp 80 --udp 5353 --name rs",
-        )?;
-        vm.wait_until(
-            "ip netns exec rs lab-client wait-tcp 127.0.0.1:8080 --timeout 1s",
-            Duration::from_secs(60),
-        )?;
+        start_backends(&vm)?;
         vm.sh_ok(TRAFFIC)?;
         let (json, table, tables) = stable_reading(&vm)?;
         compare(&json, &tables, gue)
@@ -108,6 +104,19 @@ fn snapshot_matches_ipvsadm() -> Result<()> {
     })
 }
 
+/// Starts the real servers in namespace `rs` and waits until they answer.
+fn start_backends(vm: &Vm) -> Result<()> {
+    vm.spawn(
+        "exec ip netns exec rs lab-server --tcp 8080 --tcp 443 --tcp 80 --udp 5353 --name rs",
+    )?;
+    vm.spawn("exec ip netns exec rs lab-server --bind fd00:1::2 --udp 5354 --name rs6")?;
+    vm.wait_until(
+        "ip netns exec rs lab-client wait-tcp 127.0.0.1:8080 --timeout 1s",
+        Duration::from_secs(60),
+    )?;
+    Ok(())
+}
+
 /// Reads ipvsadm (every format), the JSON snapshot, then ipvsadm again, until the two ipvsadm
 /// readings agree: then no estimator tick fell in between.
 fn stable_reading(vm: &Vm) -> Result<(Value, String, Vec<String>)> {
@@ -115,7 +124,8 @@ fn stable_reading(vm: &Vm) -> Result<(Value, String, Vec<String>)> {
         ipvsadm -Ln --rate --exact; echo @@; ipvsadm -Ln --persistent-conn; echo @@; \
         ipvsadm -Ln --thresholds; echo @@; ipvsadm -L --timeout";
     let script = format!(
-        "{IPVSADM}; echo '##'; ipvs-telemetry snapshot --format json; echo '##'; {IPVSADM}"
+        "{IPVSADM}; echo '##'; ipvs-telemetry snapshot --format json; echo '##'; \
+         ipvs-telemetry snapshot --format table; echo '##'; {IPVSADM}"
     );
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -502,13 +512,7 @@ fn capture_fixtures() -> Result<()> {
         let vm = Vm::boot(VmConfig::new(k).with_daemon())?;
         vm.sh_ok(SETUP)?;
         vm.sh(SETUP_GUE)?;
-        vm.spawn(
-            "exec ip netns exec rs lab-server --tcp 8080 --tcp 443 --tcp 80 --udp 5353 --name rs",
-        )?;
-        vm.wait_until(
-            "ip netns exec rs lab-client wait-tcp 127.0.0.1:8080 --timeout 1s",
-            Duration::from_secs(60),
-        )?;
+        start_backends(&vm)?;
         vm.sh_ok(TRAFFIC)?;
         let out = vm.sh_ok(
             "mkdir -p /tmp/dump && IPVS_TELEMETRY_NETLINK_DUMP_DIR=/tmp/dump \
