@@ -145,7 +145,8 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
-/// `TCP  10.0.0.1:80`, `UDP  [2001:db8::1]:53`, `FWM  260`, `FWM  260 IPv6`.
+/// `TCP  10.0.0.1:80`, `SCTP 10.0.0.1:5000`, `UDP  [2001:db8::1]:53`, `FWM  260`,
+/// `FWM  260 IPv6`.
 fn service_name(svc: &Service) -> String {
     match svc.address {
         ServiceAddress::Fwmark { mark } if svc.family == Family::Inet6 => {
@@ -163,7 +164,8 @@ fn service_name(svc: &Service) -> String {
                 Protocol::Sctp => "SCTP",
                 Protocol::Other(_) => "?",
             };
-            format!("{proto}  {}", addr_port(address, port))
+            // ipvsadm pads the protocol to 4 columns: `TCP  a:p`, `SCTP a:p`.
+            format!("{proto:<4} {}", addr_port(address, port))
         }
     }
 }
@@ -330,6 +332,15 @@ mod tests {
                 ],
             ),
             service(Family::Inet6, ServiceAddress::Fwmark { mark: 7 }, vec![]),
+            service(
+                Family::Inet,
+                ServiceAddress::Inet {
+                    protocol: Protocol::Sctp,
+                    address: "10.0.0.1".parse().unwrap(),
+                    port: 5000,
+                },
+                vec![],
+            ),
         ];
         let snapshot = Snapshot {
             namespaces: vec![NamespaceSnapshot {
@@ -359,6 +370,7 @@ Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes
 TCP  10.0.0.1:80                  123456796 1234567960 1111111164 123456796000 5000000000
   -> 10.0.1.2:8080                123456789 1234567890 1111111101 123456789000 5000000000
   -> 10.0.1.3:8080                       7       70       63     7000 5000000000
+SCTP 10.0.0.1:5000                       0        0        0        0 5000000000
 UDP  [2001:db8::1]:53                    2       20       18     2000 5000000000
   -> [2001:db8::20]:53                   2       20       18     2000 5000000000
 FWM  7 IPv6                              0        0        0        0 5000000000

@@ -90,6 +90,7 @@ fn snapshot_matches_ipvsadm() -> Result<()> {
         eprintln!("kernel {k}: gue tunnel destinations: {gue}");
         start_backends(&vm)?;
         vm.sh_ok(TRAFFIC)?;
+        wait_counted(&vm)?;
         let (json, table, tables) = stable_reading(&vm)?;
         compare(&json, &tables, gue)
             .with_context(|| format!("json:\n{json:#}\nipvsadm:\n{}", tables.join("\n---\n")))?;
@@ -102,6 +103,16 @@ fn snapshot_matches_ipvsadm() -> Result<()> {
         );
         Ok(())
     })
+}
+
+/// Waits until the estimator has folded the traffic into the counters (every 2 s).
+fn wait_counted(vm: &Vm) -> Result<()> {
+    vm.wait_until(
+        "ipvsadm -Ln --stats --exact | grep -Eq '^TCP  \\[fd00::1\\]:80 +15 ' && \
+         ipvsadm -Ln --stats --exact | grep -Eq '^TCP  10.0.0.1:80 +40 '",
+        Duration::from_secs(60),
+    )?;
+    Ok(())
 }
 
 /// Starts the real servers in namespace `rs` and waits until they answer.
@@ -514,6 +525,7 @@ fn capture_fixtures() -> Result<()> {
         vm.sh(SETUP_GUE)?;
         start_backends(&vm)?;
         vm.sh_ok(TRAFFIC)?;
+        wait_counted(&vm)?;
         let out = vm.sh_ok(
             "mkdir -p /tmp/dump && IPVS_TELEMETRY_NETLINK_DUMP_DIR=/tmp/dump \
              ipvs-telemetry snapshot --format json > /tmp/dump/snapshot.json && \

@@ -468,3 +468,185 @@ fn nla_buffer_kind_masks_flags() {
     let attr = IpvsServiceAttribute::parse(&NlaBuffer::new(&b[..])).unwrap();
     assert!(matches!(attr, IpvsServiceAttribute::Stats64(_)));
 }
+
+/// Replies captured from the lab kernels (`capture_fixtures` in tests/tests/netlink.rs): every
+/// datagram of one `snapshot`, named `<n>-<request>.bin`, and the JSON that run printed.
+mod captured {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::model::{Info, IpvsState, Timeouts};
+
+    fn kernels() -> Vec<PathBuf> {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/netlink/fixtures");
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+            .expect("fixtures directory")
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir())
+            .collect();
+        dirs.sort();
+        assert!(
+            dirs.len() >= 2,
+            "fixtures of both lab kernels expected in {root:?}"
+        );
+        dirs
+    }
+
+    /// Datagrams of one capture: (request name, sequence number of its messages, bytes).
+    fn datagrams(dir: &PathBuf) -> Vec<(String, u32, Vec<u8>)> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "bin"))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                let name = p.file_stem().unwrap().to_str().unwrap();
+                let request = name.split_once('-').unwrap().1.to_string();
+                let seq = u32::from_ne_bytes(bytes[8..12].try_into().unwrap());
+                (request, seq, bytes)
+            })
+            .collect()
+    }
+
+    fn family_of(bytes: &[u8]) -> u16 {
+        u16::from_ne_bytes([bytes[4], bytes[5]])
+    }
+
+    /// Rebuilds the state from the captured bytes alone, the way the client does: the services
+    /// dump has sequence number S, the destinations of service i were asked with S + 1 + i.
+    fn rebuild(dir: &PathBuf) -> IpvsState {
+        let mut info = None;
+        let mut timeouts = None;
+        let mut services: Vec<Service> = Vec::new();
+        let mut services_seq = 0;
+        let mut dests: BTreeMap<u32, Vec<Vec<IpvsDestAttribute>>> = BTreeMap::new();
+        for (request, seq, bytes) in datagrams(dir) {
+            if request == "CTRL_CMD_GETFAMILY" {
+                continue;
+            }
+            let msgs = decode_datagram(&bytes, family_of(&bytes)).unwrap();
+            for m in msgs {
+                match request.as_str() {
+                    "IPVS_CMD_GET_INFO" => {
+                        info = Some(Info::try_from(m.attributes.as_slice()).unwrap())
+                    }
+                    "IPVS_CMD_GET_CONFIG" => {
+                        timeouts = Some(Timeouts::try_from(m.attributes.as_slice()).unwrap())
+                    }
+                    "IPVS_CMD_GET_SERVICE" => {
+                        services_seq = seq;
+                        let IpvsAttribute::Service(a) = &m.attributes[0] else {
+                            panic!("not a service: {m:?}")
+                        };
+                        services.push(Service::try_from(a.as_slice()).unwrap());
+                    }
+                    "IPVS_CMD_GET_DEST" => {
+                        let IpvsAttribute::Dest(a) = &m.attributes[0] else {
+                            panic!("not a destination: {m:?}")
+                        };
+                        dests.entry(seq).or_default().push(a.clone());
+                    }
+                    other => panic!("unexpected capture {other}"),
+                }
+            }
+        }
+        for (i, svc) in services.iter_mut().enumerate() {
+            let seq = services_seq + 1 + i as u32;
+            svc.destinations = dests
+                .remove(&seq)
+                .unwrap_or_default()
+                .iter()
+                .map(|a| Destination::try_from((a.as_slice(), svc.family)).unwrap())
+                .collect();
+        }
+        assert!(dests.is_empty(), "destinations of no service: {dests:?}");
+        IpvsState {
+            info: info.unwrap(),
+            timeouts: timeouts.unwrap(),
+            services,
+        }
+    }
+
+    /// The bytes of every kernel decode to exactly what the live snapshot printed.
+    #[test]
+    fn captured_replies_decode_to_the_live_snapshot() {
+        for dir in kernels() {
+            let state = rebuild(&dir);
+            let json: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.join("snapshot.json")).unwrap()).unwrap();
+            let live = &json["namespaces"][0]["ipvs"]["Ok"];
+            assert_eq!(&serde_json::to_value(&state).unwrap(), live, "{dir:?}");
+            // The scenario's kinds are all there.
+            let has = |f: &dyn Fn(&Service) -> bool| state.services.iter().any(f);
+            assert!(has(&|s| s.family == crate::model::Family::Inet6
+                && matches!(s.address, ServiceAddress::Inet { .. })));
+            assert!(has(&|s| s.family == crate::model::Family::Inet6
+                && matches!(s.address, ServiceAddress::Fwmark { mark: 7 })));
+            assert!(has(&|s| matches!(
+                s.address,
+                ServiceAddress::Fwmark { mark: 260 }
+            )));
+            assert!(has(&|s| s
+                .destinations
+                .iter()
+                .any(|d| d.tunnel_type == Some(TunnelType::Gue))));
+            assert!(has(&|s| s.stats.outpkts > 0));
+        }
+    }
+
+    /// Finds the first nested attribute `kind` inside `bytes[start..end]`: (value start, len).
+    fn find(bytes: &[u8], start: usize, end: usize, kind: u16) -> Option<(usize, usize)> {
+        let mut at = start;
+        while at + 4 <= end {
+            let len = u16::from_ne_bytes([bytes[at], bytes[at + 1]]) as usize;
+            let k = u16::from_ne_bytes([bytes[at + 2], bytes[at + 3]]) & 0x3fff;
+            if len < 4 {
+                return None;
+            }
+            if k == kind {
+                return Some((at + 4, len - 4));
+            }
+            at += (len + 3) & !3;
+        }
+        None
+    }
+
+    /// Counters above 2^32: a captured destination reply with its STATS64 values patched (no lab
+    /// can push 2^32 packets): the decoded values are the 64-bit ones, not the 32-bit block's.
+    #[test]
+    fn stats64_above_2_pow_32_from_a_patched_capture() {
+        for dir in kernels() {
+            let (_, _, mut bytes) = datagrams(&dir)
+                .into_iter()
+                .find(|(r, _, b)| r == "IPVS_CMD_GET_DEST" && b.len() > 100)
+                .expect("a destination reply");
+            // netlink header 16 + genl header 4, then IPVS_CMD_ATTR_DEST (2).
+            let (dest, dest_len) = find(&bytes, 20, bytes.len(), 2).unwrap();
+            let (s64, s64_len) = find(&bytes, dest, dest + dest_len, 12).unwrap();
+            let (s32, s32_len) = find(&bytes, dest, dest + dest_len, 10).unwrap();
+            let patched = [(1u16, (1u64 << 32) + 5), (2, 1 << 40), (4, u64::MAX - 1)];
+            for (kind, value) in patched {
+                let (v, len) = find(&bytes, s64, s64 + s64_len, kind).unwrap();
+                assert_eq!(len, 8);
+                bytes[v..v + 8].copy_from_slice(&value.to_ne_bytes());
+            }
+            let (c32, _) = find(&bytes, s32, s32 + s32_len, 1).unwrap();
+            let conns32 = u32::from_ne_bytes(bytes[c32..c32 + 4].try_into().unwrap());
+            let family = family_of(&bytes);
+            let msgs = decode_datagram(&bytes, family).unwrap();
+            let IpvsAttribute::Dest(a) = &msgs[0].attributes[0] else {
+                panic!()
+            };
+            let d = Destination::try_from((a.as_slice(), crate::model::Family::Inet)).unwrap();
+            assert_eq!(d.stats.conns, (1 << 32) + 5);
+            assert_eq!(d.stats.inpkts, 1 << 40);
+            assert_eq!(d.stats.inbytes, u64::MAX - 1);
+            assert_ne!(u64::from(conns32), d.stats.conns);
+        }
+    }
+}
