@@ -70,7 +70,7 @@ fn netlink(args: &[String]) -> Result<()> {
                print \"-A -t \" v \" -s rr\"; \
                for (d = 1; d <= {DESTS}; d++) \
                  printf \"-a -t %s -r 192.168.%d.%d:8080 -m -w 1\\n\", v, d, i % 250 + 1 }} }}' \
-             > /tmp/rules && ipvsadm -R < /tmp/rules && ipvsadm -Ln | grep -c -- '->'"
+             > /tmp/rules && ipvsadm -R < /tmp/rules && ipvsadm -Ln | grep -c '^  -> [0-9]'"
         );
         let n = vm.sh_ok_timeout(&rules, Duration::from_secs(900))?;
         let n: usize = n.trim().parse().context("destination count")?;
