@@ -1,4 +1,6 @@
-//! `cargo xtask bench`.
+//! `cargo xtask bench SCENARIO [OPTIONS]`: benchmarks; each prints its figures as BENCHMARKS.md
+//! table rows. Timing under TCG is noisy, so every scenario alternates its two sides (A B A B …)
+//! and reports medians and ratios.
 
 use anyhow::{Result, bail};
 use clap::Args;
@@ -6,16 +8,20 @@ use clap::Args;
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// Arguments passed through.
+    /// The scenario and its options.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
 
+const KNOWN: &str = "netlink, netns";
+
 /// Runs `cargo xtask bench`.
 pub fn run(opts: &Opts) -> Result<()> {
+    let rest = opts.args.get(1..).unwrap_or_default();
     match opts.args.first().map(String::as_str) {
-        Some("netns") => crate::bench_netns::run(&opts.args[1..]),
-        Some(other) => bail!("unknown benchmark {other:?} (known: netns)"),
-        None => bail!("which benchmark? (known: netns)"),
+        Some("netlink") => crate::bench_netlink::run(rest),
+        Some("netns") => crate::bench_netns::run(rest),
+        Some(other) => bail!("unknown benchmark {other:?} (known: {KNOWN})"),
+        None => bail!("which benchmark? (known: {KNOWN})"),
     }
 }

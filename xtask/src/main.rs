@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_netlink;
 mod bench_netns;
 mod build;
 mod deps;
