@@ -95,7 +95,7 @@ fn collector(args: &[&str], reader: IpvsReader, timeout: Duration) -> Collector 
     let cli = Cli::try_parse_from(argv).expect("flags");
     let mut c = Collector::new(&cli.common, timeout).expect("collector");
     let mut config = (*c.config).clone();
-    config.reader = reader;
+    config.reader = Some(reader);
     c.config = std::sync::Arc::new(config);
     c
 }

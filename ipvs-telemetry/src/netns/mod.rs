@@ -88,7 +88,7 @@ impl Collector {
                     include: opts.devices_include.clone(),
                     exclude: opts.devices_exclude.clone(),
                 },
-                reader: crate::netlink::read_current_namespace,
+                reader: None,
             }),
             workers: HashMap::new(),
             suspects: HashSet::new(),

@@ -44,8 +44,8 @@ impl DeviceFilter {
     }
 }
 
-/// Reads the IPVS state of the calling thread's namespace (`netlink::read_current_namespace`;
-/// host tests put a stand-in here, as the test host has no IPVS).
+/// A stand-in for the IPVS read of the calling thread's namespace (host tests use one: the test
+/// host has no IPVS).
 pub type IpvsReader = fn(Duration) -> Result<IpvsState, CollectFailure>;
 
 /// Settings shared by every worker.
@@ -55,8 +55,8 @@ pub struct WorkerConfig {
     pub timeout: Duration,
     /// Interface filter.
     pub devices: DeviceFilter,
-    /// The IPVS read.
-    pub reader: IpvsReader,
+    /// `None`: the worker's own netlink client (always, outside host tests).
+    pub reader: Option<IpvsReader>,
 }
 
 /// What one collection of one namespace produced.
@@ -223,6 +223,8 @@ fn open_namespace(path: &Path, identity: Identity) -> Result<File, CollectFailur
 struct State {
     name: String,
     config: Arc<WorkerConfig>,
+    /// The namespace's IPVS client, kept open between polls (one socket per namespace).
+    ipvs: Option<crate::netlink::Client>,
     links: Option<LinkSocket>,
     /// Published ports of fwmark services, by family, and the fwmark set they were read for.
     ports: Ports,
@@ -250,6 +252,7 @@ impl State {
         State {
             name,
             config,
+            ipvs: None,
             links: None,
             ports: Ports::default(),
             last_context_error: None,
@@ -260,9 +263,7 @@ impl State {
         let start = Instant::now();
         let timestamp = SystemTime::now();
         let timeout = self.config.timeout;
-        // The netlink client opens its socket per call for now; a persistent per-namespace
-        // client (`netlink::Client`) slots in here once it lands.
-        let mut ipvs = (self.config.reader)(timeout);
+        let mut ipvs = self.read_ipvs(timeout);
         if let Ok(state) = &mut ipvs {
             let remaining = timeout.saturating_sub(start.elapsed());
             self.annotate(state, remaining);
@@ -274,6 +275,22 @@ impl State {
             duration: start.elapsed(),
             timestamp,
         }
+    }
+
+    /// Reads IPVS with the namespace's client, opening it on first use. After an error the
+    /// client is dropped and the next poll opens a fresh socket and looks the IPVS family up
+    /// again (it changes when ip_vs is reloaded; a reply may still be queued on the old socket).
+    fn read_ipvs(&mut self, timeout: Duration) -> Result<IpvsState, CollectFailure> {
+        if let Some(read) = self.config.reader {
+            return read(timeout);
+        }
+        let mut client = match self.ipvs.take() {
+            Some(client) => client,
+            None => crate::netlink::Client::open(timeout).map_err(|e| e.failure())?,
+        };
+        let state = client.read_state().map_err(|e| e.failure())?;
+        self.ipvs = Some(client);
+        Ok(state)
     }
 
     /// Fills `published` of fwmark services from the namespace's mangle rules.
