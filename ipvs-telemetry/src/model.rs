@@ -252,7 +252,8 @@ pub struct Service {
     pub flags: u32,
     /// Persistence timeout in seconds, 0 when not persistent.
     pub timeout: u32,
-    /// Persistence netmask (IPv4: a mask, IPv6: a prefix length).
+    /// Persistence netmask. IPv4: the mask's 4 bytes read big-endian, so that
+    /// `Ipv4Addr::from(netmask)` is the dotted mask; IPv6: the prefix length.
     pub netmask: u32,
     /// Persistence engine name (`sip`), when set.
     pub persistence_engine: Option<String>,
@@ -378,6 +379,18 @@ pub struct InterfaceStats {
     pub tx_dropped: u64,
 }
 
+/// A firewall mark that the namespace's mangle rules map to exactly one protocol and port
+/// (Docker Swarm ingress publishes ports this way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PublishedPort {
+    /// The firewall mark of the fwmark service.
+    pub mark: u32,
+    /// The protocol the mark's packets match.
+    pub protocol: Protocol,
+    /// The destination port the mark's packets match (host order).
+    pub port: u16,
+}
+
 /// Context of a namespace besides IPVS (interfaces, conntrack).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct NetnsContext {
@@ -385,6 +398,9 @@ pub struct NetnsContext {
     pub interfaces: Vec<InterfaceStats>,
     /// Conntrack entries, `None` when conntrack is not loaded there.
     pub conntrack_entries: Option<u64>,
+    /// Fwmarks mapped to exactly one protocol/port; they fill the `protocol` and `virtual_port`
+    /// labels of fwmark services. Empty when unknown.
+    pub published_ports: Vec<PublishedPort>,
 }
 
 /// The result of one collection of one namespace.
