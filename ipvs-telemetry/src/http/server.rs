@@ -211,6 +211,9 @@ async fn http<I>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
+        // Clients that shut their write side after the request (nc, HTTP/1.0 tools) still get
+        // the answer.
+        .half_close(true)
         .keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     if let Err(e) = watcher.watch(conn).await {

@@ -398,3 +398,47 @@ fn empty_collection_still_valid() {
     );
     assert!(!t.contains("ipvs_service_connections"));
 }
+
+/// 10,000 services × 5 destinations, as in the benchmark.
+pub(crate) fn large_inputs(services: usize, dests: usize) -> Inputs {
+    let mut svcs = Vec::with_capacity(services);
+    for i in 0..services {
+        let vip: IpAddr = std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32).into();
+        let ds = (0..dests)
+            .map(|j| {
+                let mut d = dest("192.168.0.1", 8080, ForwardMethod::Masq);
+                d.address = std::net::Ipv4Addr::from(0xc0a8_0000u32 + j as u32).into();
+                d.stats = stats(i as u64 * 7 + j as u64);
+                d
+            })
+            .collect();
+        svcs.push(service(
+            ServiceAddress::Inet {
+                protocol: Protocol::Tcp,
+                address: vip,
+                port: 80,
+            },
+            Family::Inet,
+            ds,
+        ));
+    }
+    let mut inputs = sample_inputs();
+    let mut snap = (*inputs.snapshot).clone();
+    if let Ok(ipvs) = &mut snap.namespaces[0].ipvs {
+        ipvs.services = svcs;
+    }
+    inputs.snapshot = Arc::new(snap);
+    inputs
+}
+
+/// Encoding cost at 10,000 × 5 (run with `--release --ignored --nocapture`).
+#[test]
+#[ignore]
+fn large_collection_encoding() {
+    let inputs = Arc::new(large_inputs(10_000, 5));
+    for (f, gz) in VARIANTS {
+        let t = std::time::Instant::now();
+        let b = encode(&inputs, f, gz).unwrap();
+        eprintln!("{f:?} gzip={gz}: {} bytes in {:?}", b.len(), t.elapsed());
+    }
+}
