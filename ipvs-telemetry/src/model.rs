@@ -261,6 +261,13 @@ pub struct Service {
     pub stats: Stats,
     /// The real servers, in the kernel's order.
     pub destinations: Vec<Destination>,
+    /// For a fwmark service: the one protocol and destination port its mark is set for by the
+    /// namespace's mangle rules (Docker Swarm ingress publishes ports this way); `None` for
+    /// other services, when no rule sets the mark, or when rules set it for several ports.
+    ///
+    /// The netlink client leaves it `None`; the `netns` module fills it. Metrics use it for the
+    /// `protocol` and `virtual_port` labels of fwmark services.
+    pub published: Option<(Protocol, u16)>,
 }
 
 /// `IPVS_CMD_GET_INFO`: the IPVS version and connection table size.
@@ -379,18 +386,6 @@ pub struct InterfaceStats {
     pub tx_dropped: u64,
 }
 
-/// A firewall mark that the namespace's mangle rules map to exactly one protocol and port
-/// (Docker Swarm ingress publishes ports this way).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PublishedPort {
-    /// The firewall mark of the fwmark service.
-    pub mark: u32,
-    /// The protocol the mark's packets match.
-    pub protocol: Protocol,
-    /// The destination port the mark's packets match (host order).
-    pub port: u16,
-}
-
 /// Context of a namespace besides IPVS (interfaces, conntrack).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct NetnsContext {
@@ -398,9 +393,6 @@ pub struct NetnsContext {
     pub interfaces: Vec<InterfaceStats>,
     /// Conntrack entries, `None` when conntrack is not loaded there.
     pub conntrack_entries: Option<u64>,
-    /// Fwmarks mapped to exactly one protocol/port; they fill the `protocol` and `virtual_port`
-    /// labels of fwmark services. Empty when unknown.
-    pub published_ports: Vec<PublishedPort>,
 }
 
 /// The result of one collection of one namespace.

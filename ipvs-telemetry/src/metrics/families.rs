@@ -88,12 +88,7 @@ pub fn walk<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
                 .iter()
                 .map(|svc| {
                     let published = match svc.address {
-                        ServiceAddress::Fwmark { mark } => ns
-                            .context
-                            .published_ports
-                            .iter()
-                            .find(|p| p.mark == mark)
-                            .map(|p| (p.protocol, p.port)),
+                        ServiceAddress::Fwmark { .. } => svc.published,
                         ServiceAddress::Inet { .. } => None,
                     };
                     ServiceLabels::new(&ns.netns, svc.family, &svc.address, published)

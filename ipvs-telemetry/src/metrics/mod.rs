@@ -105,10 +105,14 @@ pub fn encode(inputs: &Arc<Inputs>, format: Format, gzip: bool) -> Result<Bytes,
     if gzip {
         let mut w = GzipWriter::new();
         encode_to(inputs, format, &mut w).map_err(|_| EncodeError)?;
-        w.finish().map(Bytes::from).map_err(|_| EncodeError)
+        let mut v = w.finish().map_err(|_| EncodeError)?;
+        // The bytes live for a whole poll interval: give back the growth slack.
+        v.shrink_to_fit();
+        Ok(Bytes::from(v))
     } else {
         let mut s = String::new();
         encode_to(inputs, format, &mut s).map_err(|_| EncodeError)?;
+        s.shrink_to_fit();
         Ok(Bytes::from(s))
     }
 }

@@ -61,6 +61,7 @@ fn service(address: ServiceAddress, family: Family, dests: Vec<Destination>) -> 
         persistence_engine: None,
         stats: stats(42),
         destinations: dests,
+        published: None,
     }
 }
 
@@ -100,12 +101,13 @@ pub(crate) fn sample_inputs() -> Inputs {
         Family::Inet6,
         vec![dest("2001:db8::1:0:0:1", 53, ForwardMethod::Tunnel)],
     );
-    let fwmark = service(
+    let mut fwmark = service(
         ServiceAddress::Fwmark { mark: 259 },
         Family::Inet,
         // Same real server as the first service: two distinct series.
         vec![dest("192.168.1.1", 8080, ForwardMethod::Masq)],
     );
+    fwmark.published = Some((Protocol::Tcp, 30080));
     let fwmark_unpublished = service(ServiceAddress::Fwmark { mark: 7 }, Family::Inet, vec![]);
     let ts = UNIX_EPOCH + Duration::from_millis(1_763_700_000_123);
     let host = NamespaceSnapshot {
@@ -130,11 +132,6 @@ pub(crate) fn sample_inputs() -> Inputs {
                 tx_dropped: 6,
             }],
             conntrack_entries: Some(17),
-            published_ports: vec![PublishedPort {
-                mark: 259,
-                protocol: Protocol::Tcp,
-                port: 30080,
-            }],
         },
         duration: Duration::from_micros(1500),
         timestamp: ts,
