@@ -482,6 +482,10 @@ fn ebpf_families<S: Sink>(
     sink: &mut S,
 ) -> fmt::Result {
     let ebpf = &*inputs.ebpf;
+    // No mode: there is no eBPF side at all (`snapshot` command), not even a disabled one.
+    if ebpf.mode.is_empty() {
+        return Ok(());
+    }
     {
         let mut f = sink.family(
             "ipvs_ebpf_up",

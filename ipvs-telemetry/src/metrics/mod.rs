@@ -100,6 +100,23 @@ pub fn encode_to(inputs: &Arc<Inputs>, format: Format, out: &mut dyn fmt::Write)
     }
 }
 
+/// The 0.0.4 text of one collection alone, for `snapshot --format prometheus`: the namespace,
+/// service, destination and context series plus `ipvs_telemetry_build_info`; no eBPF, error
+/// counter or process series (there is no daemon).
+pub fn snapshot_text(snapshot: Snapshot) -> String {
+    let inputs = Arc::new(Inputs {
+        snapshot: Arc::new(snapshot),
+        ebpf: Arc::new(EbpfSnapshot::default()),
+        errors: ErrorCounts::new(),
+        process: ProcessStats::default(),
+        build: BuildInfo::current(),
+    });
+    let mut s = String::new();
+    // Writing to a String cannot fail.
+    let _ = text::encode(&inputs, &mut s);
+    s
+}
+
 /// Encodes `inputs` in `format`, gzipped when `gzip`.
 pub fn encode(inputs: &Arc<Inputs>, format: Format, gzip: bool) -> Result<Bytes, EncodeError> {
     if gzip {

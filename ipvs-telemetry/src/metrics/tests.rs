@@ -382,7 +382,11 @@ fn gzip_round_trip_and_generation_memo() {
 fn empty_collection_still_valid() {
     let inputs = Inputs {
         snapshot: Arc::new(Snapshot::default()),
-        ebpf: Arc::new(EbpfSnapshot::default()),
+        ebpf: Arc::new(EbpfSnapshot {
+            mode: "off".into(),
+            reason: "disabled by --ebpf off".into(),
+            ..Default::default()
+        }),
         errors: BTreeMap::new(),
         process: ProcessStats::default(),
         build: BuildInfo::current(),
@@ -394,6 +398,17 @@ fn empty_collection_still_valid() {
         "{t}"
     );
     assert!(!t.contains("ipvs_service_connections"));
+    assert!(t.contains("ipvs_ebpf_up 0"));
+}
+
+#[test]
+fn snapshot_command_text() {
+    let t = snapshot_text((*sample_inputs().snapshot).clone());
+    assert!(t.contains("ipvs_service_connections_total{netns=\"host\""));
+    assert!(t.contains("ipvs_telemetry_build_info{"));
+    assert!(!t.contains("ipvs_ebpf"));
+    assert!(!t.contains("process_"));
+    assert!(!t.contains("ipvs_collection_errors_total{"));
 }
 
 /// 10,000 services × 5 destinations, as in the benchmark.
