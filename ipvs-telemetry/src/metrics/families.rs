@@ -523,6 +523,12 @@ fn ebpf_families<S: Sink>(
             f.counter(&StaticLabels(&[("kind", kind.as_str())]), Num::U(*n))?;
         }
     }
+    sink.family(
+        "ipvs_ebpf_overflow_events",
+        "Events of destinations beyond --ebpf.max-destinations, counted but in no per-destination series.",
+        Kind::Counter,
+    )?
+    .counter(&NoLabels, Num::U(ebpf.overflow))?;
     if ebpf.series.is_empty() {
         return Ok(());
     }

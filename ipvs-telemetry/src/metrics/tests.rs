@@ -290,6 +290,7 @@ fn text_format_lines() {
         r#"ipvs_ebpf_info{mode="auto",reason="attached"} 1"#,
         r#"ipvs_ebpf_events_total{kind="new_connection"} 12"#,
         r#"ipvs_ebpf_events_lost_total{kind="new_connection"} 0"#,
+        "ipvs_ebpf_overflow_events_total 0",
         "# TYPE ipvs_ebpf_destination_first_response_seconds histogram",
         r#"ipvs_ebpf_destination_first_response_seconds_bucket{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080",le="0.01"} 3"#,
         r#"ipvs_ebpf_destination_first_response_seconds_bucket{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080",le="+Inf"} 4"#,
