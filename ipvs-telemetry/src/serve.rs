@@ -164,8 +164,10 @@ async fn collect_loop(
     let mut errors: ErrorCounts = BTreeMap::new();
     let mut last_state: HashMap<String, Option<String>> = HashMap::new();
     let build = BuildInfo::current();
-    // Prometheus asks for OpenMetrics + gzip: have it ready for the first scrape.
-    let mut wanted = vec![(Format::OpenMetrics, true)];
+    // When each variant was last asked for. Prometheus asks for OpenMetrics + gzip: have it
+    // ready for the first scrape.
+    let mut asked = AskedFor::default();
+    asked.mark(&[(Format::OpenMetrics, true)], std::time::Instant::now());
     loop {
         ticker.tick().await;
         let snapshot = collector.collect().await;
@@ -180,15 +182,14 @@ async fn collect_loop(
             build,
         };
         let generation = Arc::new(Generation::new(inputs));
-        // What scrapers asked of the generation being replaced is what this one encodes ahead.
+        // What scrapers asked of the generations being replaced (recently) is what this one
+        // encodes ahead; nobody scraping means no encoding at all.
+        let now = std::time::Instant::now();
         if let Some(old) = tx.borrow().as_ref() {
-            let asked = old.requested();
-            if !asked.is_empty() {
-                wanted = asked;
-            }
+            asked.mark(&old.requested(), now);
         }
         let g = generation.clone();
-        let w = wanted.clone();
+        let w = asked.recent(now);
         let started = std::time::Instant::now();
         // Encoding 10,000 services takes a while: off the async workers.
         let _ = tokio::task::spawn_blocking(move || {
@@ -199,6 +200,33 @@ async fn collect_loop(
         .await;
         tracing::debug!(took = ?started.elapsed(), "encoded");
         tx.send_replace(Some(generation));
+    }
+}
+
+/// A variant unasked for this long is no longer encoded ahead (longer than any sane scrape
+/// interval).
+const ASKED_MEMORY: Duration = Duration::from_secs(180);
+
+/// When each encoding variant was last asked for.
+#[derive(Debug, Default)]
+struct AskedFor(Vec<((Format, bool), std::time::Instant)>);
+
+impl AskedFor {
+    fn mark(&mut self, variants: &[(Format, bool)], now: std::time::Instant) {
+        for v in variants {
+            match self.0.iter_mut().find(|(x, _)| x == v) {
+                Some(e) => e.1 = now,
+                None => self.0.push((*v, now)),
+            }
+        }
+    }
+
+    fn recent(&self, now: std::time::Instant) -> Vec<(Format, bool)> {
+        self.0
+            .iter()
+            .filter(|(_, t)| now.duration_since(*t) < ASKED_MEMORY)
+            .map(|(v, _)| *v)
+            .collect()
     }
 }
 
@@ -281,6 +309,25 @@ mod tests {
             &mut e,
         );
         assert!(e.is_empty());
+    }
+
+    #[test]
+    fn asked_variants_are_forgotten_after_a_while() {
+        let t0 = std::time::Instant::now();
+        let mut a = AskedFor::default();
+        a.mark(&[(Format::OpenMetrics, true)], t0);
+        a.mark(&[(Format::Text, false)], t0 + Duration::from_secs(100));
+        assert_eq!(a.recent(t0 + Duration::from_secs(1)).len(), 2);
+        assert_eq!(
+            a.recent(t0 + Duration::from_secs(200)),
+            vec![(Format::Text, false)]
+        );
+        a.mark(
+            &[(Format::OpenMetrics, true)],
+            t0 + Duration::from_secs(200),
+        );
+        assert_eq!(a.recent(t0 + Duration::from_secs(300)).len(), 1);
+        assert!(a.recent(t0 + Duration::from_secs(1000)).is_empty());
     }
 
     #[test]
