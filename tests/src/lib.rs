@@ -1,1 +1,85 @@
 //! Helpers that make each end-to-end test read like a recipe.
+//!
+//! ```no_run
+//! use ipvs_telemetry_e2e::{lab_or_skip, boot};
+//! use ipvs_lab::Kernel;
+//! # fn main() -> anyhow::Result<()> {
+//! if !lab_or_skip("my_test") {
+//!     return Ok(());
+//! }
+//! for k in Kernel::all() {
+//!     let vm = boot(k)?;
+//!     assert_eq!(vm.sh_ok("ipvsadm -Ln | wc -l")?.trim(), "3");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+pub use ipvs_lab::{CmdOutput, Kernel, Spawned, Vm, VmConfig};
+
+/// Whether the lab can run here; when it cannot, prints why (`skipped <test>: <reason>`) so
+/// the test can return early. Set `IPVS_LAB_REQUIRED=1` (CI) to turn a skip into a panic.
+pub fn lab_or_skip(test: &str) -> bool {
+    match ipvs_lab::prerequisites() {
+        Ok(()) => true,
+        Err(why) => {
+            if std::env::var_os("IPVS_LAB_REQUIRED").is_some_and(|v| !v.is_empty() && v != "0") {
+                panic!("{test}: the lab is required (IPVS_LAB_REQUIRED) but unavailable: {why}");
+            }
+            eprintln!("skipped {test}: {why}");
+            false
+        }
+    }
+}
+
+/// Boots a plain VM (no daemon, no forwards) on kernel `k`.
+pub fn boot(k: Kernel) -> anyhow::Result<Vm> {
+    Vm::boot(VmConfig::new(k))
+}
+
+/// The kernels to test: `IPVS_LAB_KERNELS` (comma-separated, e.g. `6.12`) or all of them.
+pub fn kernels() -> Vec<Kernel> {
+    match std::env::var("IPVS_LAB_KERNELS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|k| {
+                k.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("IPVS_LAB_KERNELS: {e}"))
+            })
+            .collect(),
+        _ => Kernel::all().to_vec(),
+    }
+}
+
+/// Starts the daemon in the VM in the background with `args` (after `serve`) and waits until
+/// its port answers; returns the spawned process.
+pub fn start_daemon(vm: &Vm, port: u16, args: &str) -> anyhow::Result<Spawned> {
+    let p = vm.spawn(&format!(
+        "exec ipvs-telemetry serve --web.listen-address 0.0.0.0:{port} {args}"
+    ))?;
+    vm.wait_until(
+        &format!("lab-client wait-tcp 127.0.0.1:{port} --timeout 1s"),
+        Duration::from_secs(60),
+    )
+    .map_err(|e| {
+        let log = vm
+            .sh(&format!("cat {}", p.log))
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        e.context(format!(
+            "the daemon did not listen on {port}; its log:\n{log}"
+        ))
+    })?;
+    Ok(p)
+}
+
+/// Runs `f` for each kernel of [`kernels`], naming the kernel in an error.
+pub fn for_each_kernel(mut f: impl FnMut(Kernel) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    for k in kernels() {
+        f(k).map_err(|e| e.context(format!("kernel {k}")))?;
+    }
+    Ok(())
+}

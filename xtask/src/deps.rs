@@ -31,6 +31,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // TLS tests.
     "curl",
     "openssl",
+    // systemd-analyze verify of the unit in deploy/.
+    "systemd",
 ];
 
 /// bpf-linker version known to build against Debian's LLVM 22 with this toolchain.
@@ -142,10 +144,32 @@ fn sh(cmdline: &str) -> Result<()> {
     build::run(Command::new("sh").args(["-c", cmdline]))
 }
 
-/// Checks and installs the host prerequisites.
+/// Checks and installs the host prerequisites and the lab kernels.
 pub fn run(opts: &Opts) -> Result<()> {
     ensure(opts.check)?;
+    if opts.check {
+        if let Some(k) = ipvs_lab::Kernel::all()
+            .into_iter()
+            .find(|k| ipvs_lab::cached_kernel(*k).is_none())
+        {
+            eprintln!("xtask: lab kernel {k} is not cached; `cargo xtask deps` downloads it");
+            std::process::exit(2);
+        }
+    } else {
+        ensure_lab_kernels()?;
+    }
     eprintln!("xtask: every prerequisite is present");
+    Ok(())
+}
+
+/// Downloads and unpacks the lab kernels that are not cached yet (fast when they are).
+pub fn ensure_lab_kernels() -> Result<()> {
+    for k in ipvs_lab::Kernel::all() {
+        if ipvs_lab::cached_kernel(k).is_none() {
+            eprintln!("xtask: fetching lab kernel {k}");
+            ipvs_lab::ensure_kernel(k).with_context(|| format!("preparing lab kernel {k}"))?;
+        }
+    }
     Ok(())
 }
 

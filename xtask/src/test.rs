@@ -120,6 +120,9 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
 pub fn run(opts: &Opts) -> Result<()> {
     let started = Instant::now();
     crate::deps::ensure(false)?;
+    if !opts.no_lab {
+        crate::deps::ensure_lab_kernels()?;
+    }
     let mut tally = Tally::default();
 
     check(

@@ -1,0 +1,259 @@
+//! `lab-client`: makes a known number of TCP connections or UDP request/replies, at a given rate
+//! or as fast as possible, and prints one summary line.
+//!
+//! ```text
+//! lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONCURRENCY] [--rate R[/s]] [--timeout DUR]
+//!                               [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors]
+//! lab-client wait-tcp ADDR:PORT [--timeout DUR]
+//! ```
+//! - `tcp`: each operation connects, sends the payload (default `ping\n`), shuts down its write
+//!   side and reads the reply to the end. `--connect-only` closes right after the handshake.
+//! - `udp`: each operation uses a fresh socket (so a fresh source port, so a new IPVS
+//!   connection), sends the payload and waits for one reply datagram (`--no-reply`: doesn't wait).
+//! - `--rate`: operation i starts at `i / rate` seconds; without it, as fast as possible.
+//! - `-c`: operations in flight at once (default 1). `-n`: total (default 1).
+//! - `wait-tcp`: retries connecting until it succeeds or the timeout (default 30s) expires.
+//!
+//! Output (stdout), e.g.:
+//! `proto=tcp target=10.0.0.1:80 ok=100 errors=0 elapsed=1.204s rate=83.1/s`
+//! plus ` first_error="..."` when something failed. Exit status 1 when any operation failed
+//! (unless `--allow-errors`), 2 on a usage error.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ipvs_lab_tools::args::{ArgIter, parse_duration, parse_rate};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    Tcp,
+    Udp,
+}
+
+struct Opts {
+    proto: Proto,
+    target: SocketAddr,
+    count: u64,
+    concurrency: u64,
+    rate: Option<f64>,
+    timeout: Duration,
+    payload: Vec<u8>,
+    connect_only: bool,
+    no_reply: bool,
+    allow_errors: bool,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("lab-client: {msg}");
+    eprintln!(
+        "usage: lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONC] [--rate R] [--timeout DUR] \
+         [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors]\n       \
+         lab-client wait-tcp ADDR:PORT [--timeout DUR]"
+    );
+    std::process::exit(2);
+}
+
+fn resolve(s: &str) -> Result<SocketAddr, String> {
+    s.to_socket_addrs()
+        .map_err(|e| format!("invalid address {s:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("address {s:?} resolves to nothing"))
+}
+
+fn main() {
+    let mut args = ArgIter::from_env();
+    let mode = args.next().unwrap_or_else(|| usage("missing mode"));
+    let target = args.next().unwrap_or_else(|| usage("missing ADDR:PORT"));
+    let target = resolve(&target).unwrap_or_else(|e| usage(&e));
+    let mut o = Opts {
+        proto: Proto::Tcp,
+        target,
+        count: 1,
+        concurrency: 1,
+        rate: None,
+        timeout: Duration::from_secs(5),
+        payload: b"ping\n".to_vec(),
+        connect_only: false,
+        no_reply: false,
+        allow_errors: false,
+    };
+    let mut timeout_set = false;
+    while let Some(a) = args.next() {
+        let r: Result<(), String> = (|| {
+            match a.as_str() {
+                "-n" | "--count" => {
+                    o.count = args.value(&a)?.parse().map_err(|_| "invalid count")?;
+                }
+                "-c" | "--concurrency" => {
+                    o.concurrency = args.value(&a)?.parse().map_err(|_| "invalid concurrency")?;
+                    if o.concurrency == 0 {
+                        return Err("concurrency must be at least 1".into());
+                    }
+                }
+                "--rate" => o.rate = Some(parse_rate(&args.value(&a)?)?),
+                "--timeout" => {
+                    o.timeout = parse_duration(&args.value(&a)?)?;
+                    timeout_set = true;
+                }
+                "--payload" => o.payload = args.value(&a)?.into_bytes(),
+                "--connect-only" => o.connect_only = true,
+                "--no-reply" => o.no_reply = true,
+                "--allow-errors" => o.allow_errors = true,
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            usage(&e);
+        }
+    }
+    match mode.as_str() {
+        "tcp" => o.proto = Proto::Tcp,
+        "udp" => o.proto = Proto::Udp,
+        "wait-tcp" => {
+            if !timeout_set {
+                o.timeout = Duration::from_secs(30);
+            }
+            wait_tcp(o.target, o.timeout)
+        }
+        other => usage(&format!("unknown mode {other:?}")),
+    }
+    run(o);
+}
+
+fn wait_tcp(target: SocketAddr, timeout: Duration) -> ! {
+    let start = Instant::now();
+    loop {
+        match TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+            Ok(_) => {
+                println!(
+                    "target={target} ready after {:.3}s",
+                    start.elapsed().as_secs_f64()
+                );
+                std::process::exit(0);
+            }
+            Err(e) if start.elapsed() >= timeout => {
+                println!("target={target} not ready after {timeout:?}: {e}");
+                std::process::exit(1);
+            }
+            Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn run(o: Opts) {
+    let o = Arc::new(o);
+    let next = Arc::new(AtomicU64::new(0));
+    let ok = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..o.concurrency.min(o.count.max(1)))
+        .map(|_| {
+            let (o, next, ok, errors, first_error) = (
+                Arc::clone(&o),
+                Arc::clone(&next),
+                Arc::clone(&ok),
+                Arc::clone(&errors),
+                Arc::clone(&first_error),
+            );
+            thread::spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= o.count {
+                        break;
+                    }
+                    if let Some(rate) = o.rate {
+                        let due = start + Duration::from_secs_f64(i as f64 / rate);
+                        let now = Instant::now();
+                        if due > now {
+                            thread::sleep(due - now);
+                        }
+                    }
+                    let r = match o.proto {
+                        Proto::Tcp => tcp_once(&o),
+                        Proto::Udp => udp_once(&o),
+                    };
+                    match r {
+                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Err(e) => {
+                            if let Ok(mut f) = first_error.lock() {
+                                f.get_or_insert(e);
+                            }
+                            errors.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let ok = ok.load(Ordering::Relaxed);
+    let errors = errors.load(Ordering::Relaxed);
+    let proto = if o.proto == Proto::Tcp { "tcp" } else { "udp" };
+    let mut line = format!(
+        "proto={proto} target={} ok={ok} errors={errors} elapsed={elapsed:.3}s rate={:.1}/s",
+        o.target,
+        if elapsed > 0.0 {
+            ok as f64 / elapsed
+        } else {
+            0.0
+        }
+    );
+    if let Some(e) = first_error.lock().ok().and_then(|f| f.clone()) {
+        line.push_str(&format!(" first_error={e:?}"));
+    }
+    println!("{line}");
+    if errors > 0 && !o.allow_errors {
+        std::process::exit(1);
+    }
+}
+
+fn tcp_once(o: &Opts) -> Result<(), String> {
+    let mut s = TcpStream::connect_timeout(&o.target, o.timeout).map_err(|e| e.to_string())?;
+    if o.connect_only {
+        return Ok(());
+    }
+    s.set_read_timeout(Some(o.timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(o.timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(&o.payload).map_err(|e| format!("send: {e}"))?;
+    let _ = s.shutdown(Shutdown::Write);
+    if o.no_reply {
+        return Ok(());
+    }
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply)
+        .map_err(|e| format!("receive: {e}"))?;
+    if reply.is_empty() {
+        return Err("empty reply".into());
+    }
+    Ok(())
+}
+
+fn udp_once(o: &Opts) -> Result<(), String> {
+    let bind: SocketAddr = if o.target.is_ipv4() {
+        "0.0.0.0:0".parse().map_err(|_| "bind address")?
+    } else {
+        "[::]:0".parse().map_err(|_| "bind address")?
+    };
+    let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
+    s.connect(o.target).map_err(|e| format!("connect: {e}"))?;
+    s.send(&o.payload).map_err(|e| format!("send: {e}"))?;
+    if o.no_reply {
+        return Ok(());
+    }
+    s.set_read_timeout(Some(o.timeout))
+        .map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 2048];
+    s.recv(&mut buf).map_err(|e| format!("receive: {e}"))?;
+    Ok(())
+}

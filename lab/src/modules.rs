@@ -1,0 +1,93 @@
+//! The kernel modules of the lab, in one place: which ones the initramfs carries and which ones
+//! `/etc/init.d/rcS` loads at boot. Names missing from a kernel (built in, or absent like
+//! `ip_vs_twos` on 6.1) are skipped.
+
+/// Loaded at boot, in this order (`modprobe` pulls in dependencies).
+pub const BOOT: &[&str] = &[
+    // Devices: the bus, the agent's serial port, the network card and the entropy source
+    // (built into 6.12, modules in 6.1).
+    "virtio_pci",
+    "virtio_console",
+    "virtio_net",
+    "virtio_rng",
+    // IPVS and its schedulers.
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_wrr",
+    "ip_vs_lc",
+    "ip_vs_wlc",
+    "ip_vs_sh",
+    "ip_vs_dh",
+    "ip_vs_sed",
+    "ip_vs_nq",
+    "ip_vs_fo",
+    "ip_vs_ovf",
+    "ip_vs_mh",
+    "ip_vs_lblc",
+    "ip_vs_lblcr",
+    "ip_vs_twos",
+    "nf_conntrack",
+    "nf_nat",
+    // Topologies: namespaces joined by veth pairs, tunnels for IPVS tunnel forwarding.
+    "veth",
+    "dummy",
+    "ipip",
+    "ip6_tunnel",
+    "fou",
+    "fou6",
+    // Delays for the latency tests.
+    "sch_netem",
+    // Marks for fwmark services: legacy tables and the nft backend of iptables.
+    "ip_tables",
+    "iptable_mangle",
+    "iptable_filter",
+    "iptable_nat",
+    "ip6_tables",
+    "ip6table_mangle",
+    "ip6table_filter",
+    "xt_mark",
+    "nf_tables",
+    "nft_compat",
+    "nft_chain_nat",
+];
+
+/// Carried in the initramfs (with their dependencies) but loaded only on demand.
+pub const ON_DEMAND: &[&str] = &[
+    "sctp",
+    "ip_vs_ftp",
+    "ip_vs_pe_sip",
+    "xt_ipvs",
+    "xt_conntrack",
+    "xt_MASQUERADE",
+    "xt_nat",
+    "xt_comment",
+    "xt_multiport",
+    "xt_addrtype",
+    "xt_tcpudp",
+    "ipt_REJECT",
+    "ip6t_REJECT",
+    "ip6table_nat",
+    "iptable_raw",
+    "nft_nat",
+    "nft_masq",
+    "nft_ct",
+    "nft_reject_inet",
+    "nf_conntrack_netlink",
+    "sch_htb",
+    "sch_prio",
+    "sch_tbf",
+    "sch_ingress",
+    "cls_u32",
+    "cls_fw",
+    "cls_bpf",
+    "cls_matchall",
+    "act_mirred",
+    "ifb",
+    "bridge",
+    "br_netfilter",
+    "macvlan",
+    "vxlan",
+    "gre",
+    "ip_gre",
+    "tun",
+];
