@@ -1,17 +1,27 @@
-//! `cargo xtask bench`.
+//! `cargo xtask bench`: benchmarks in the lab; figures go to BENCHMARKS.md.
 
 use anyhow::{Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// Arguments passed through.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// Which benchmark.
+    #[command(subcommand)]
+    pub which: Option<Which>,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum Which {
+    /// Scrape latency and RSS at 10,000 × 5 services, next to node_exporter's ipvs collector.
+    Scrape(crate::bench_scrape::Opts),
 }
 
 /// Runs `cargo xtask bench`.
-pub fn run(_opts: &Opts) -> Result<()> {
-    bail!("`cargo xtask bench` is not implemented yet")
+pub fn run(opts: &Opts) -> Result<()> {
+    match &opts.which {
+        Some(Which::Scrape(o)) => crate::bench_scrape::run(o),
+        None => bail!("name a benchmark: `cargo xtask bench scrape`"),
+    }
 }

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_scrape;
 mod build;
 mod deps;
 mod lab;
