@@ -303,10 +303,11 @@ fn hundred_concurrent_scrapes_at_ten_thousand_services() -> Result<()> {
     let vm = Vm::boot(VmConfig::new(k).forward(PORT).with_daemon())?;
     // 10,000 services x 5 destinations through one `ipvsadm -R`.
     vm.sh_ok_timeout(
-        "i=0; while [ $i -lt 10000 ]; do a=$((i / 250)); b=$((i % 250 + 1)); \
-         echo \"-A -t 10.1.$a.$b:80 -s rr\"; \
-         for j in 1 2 3 4 5; do echo \"-a -t 10.1.$a.$b:80 -r 192.168.100.$j:8080 -m\"; done; \
-         i=$((i + 1)); done > /tmp/rules && ipvsadm -R < /tmp/rules && ipvsadm -Ln | grep -c '^TCP'",
+        "busybox awk 'BEGIN { for (i = 0; i < 10000; i++) { \
+           v = sprintf(\"10.1.%d.%d:80\", int(i / 250), i % 250 + 1); \
+           print \"-A -t \" v \" -s rr\"; \
+           for (d = 1; d <= 5; d++) printf \"-a -t %s -r 192.168.100.%d:8080 -m\\n\", v, d } }' \
+         > /tmp/rules && ipvsadm -R < /tmp/rules && ipvsadm -Ln | grep -c '^TCP'",
         Duration::from_secs(600),
     )
     .and_then(|n| {

@@ -1,27 +1,23 @@
 //! `cargo xtask bench`: benchmarks in the lab; figures go to BENCHMARKS.md.
+//!
+//! `scrape`: see [`crate::bench_scrape`].
 
 use anyhow::{Result, bail};
-use clap::{Args, Subcommand};
+use clap::Args;
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// Which benchmark.
-    #[command(subcommand)]
-    pub which: Option<Which>,
-}
-
-/// The benchmarks.
-#[derive(Debug, Subcommand)]
-pub enum Which {
-    /// Scrape latency and RSS at 10,000 × 5 services, next to node_exporter's ipvs collector.
-    Scrape(crate::bench_scrape::Opts),
+    /// Arguments passed through: the scenario (`scrape`) and its options.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
 }
 
 /// Runs `cargo xtask bench`.
 pub fn run(opts: &Opts) -> Result<()> {
-    match &opts.which {
-        Some(Which::Scrape(o)) => crate::bench_scrape::run(o),
-        None => bail!("name a benchmark: `cargo xtask bench scrape`"),
+    match opts.args.first().map(String::as_str) {
+        Some("scrape") => crate::bench_scrape::run(&opts.args[1..]),
+        Some(other) => bail!("unknown benchmark {other:?} (known: scrape)"),
+        None => bail!("which benchmark? (known: scrape)"),
     }
 }

@@ -10,11 +10,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::Parser;
 use ipvs_lab::{Kernel, Vm, VmConfig};
 
 /// Options of `cargo xtask bench scrape`.
-#[derive(Debug, Args)]
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask bench scrape")]
 pub struct Opts {
     /// Lab kernel.
     #[arg(long, default_value = "6.12")]
@@ -36,8 +37,11 @@ pub struct Opts {
 const DAEMON_PORT: u16 = 10054;
 const NODE_PORT: u16 = 9100;
 
-/// Runs the benchmark and prints the figures as a Markdown table.
-pub fn run(opts: &Opts) -> Result<()> {
+/// Runs the benchmark with `args` (after `scrape`) and prints the figures as a Markdown table.
+pub fn run(args: &[String]) -> Result<()> {
+    let opts =
+        &Opts::try_parse_from(std::iter::once("scrape".to_string()).chain(args.iter().cloned()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Err(why) = ipvs_lab::prerequisites() {
         bail!("the lab cannot run here: {why}");
     }
@@ -56,10 +60,12 @@ pub fn run(opts: &Opts) -> Result<()> {
     let (n, m) = (opts.services, opts.destinations);
     vm.sh_ok_timeout(
         &format!(
-            "i=0; while [ $i -lt {n} ]; do a=$((i / 250)); b=$((i % 250 + 1)); \
-             echo \"-A -t 10.1.$a.$b:80 -s rr\"; j=1; while [ $j -le {m} ]; do \
-             echo \"-a -t 10.1.$a.$b:80 -r 192.168.$((j / 250)).$((j % 250 + 1)):8080 -m\"; \
-             j=$((j + 1)); done; i=$((i + 1)); done > /tmp/rules && ipvsadm -R < /tmp/rules"
+            "busybox awk 'BEGIN {{ for (i = 0; i < {n}; i++) {{ \
+               v = sprintf(\"10.%d.%d.%d:80\", int(i / 62500), int(i / 250) % 250, i % 250 + 1); \
+               print \"-A -t \" v \" -s rr\"; \
+               for (d = 1; d <= {m}; d++) \
+                 printf \"-a -t %s -r 192.168.%d.%d:8080 -m\\n\", v, d, i % 250 + 1 }} }}' \
+             > /tmp/rules && ipvsadm -R < /tmp/rules"
         ),
         Duration::from_secs(1800),
     )
