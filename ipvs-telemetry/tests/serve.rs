@@ -617,3 +617,35 @@ fn max_requests_answers_503_quickly() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn any_address_listens_on_ipv4_and_ipv6() {
+    if !have("curl") {
+        eprintln!("skipped: curl not installed");
+        return;
+    }
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this host");
+        return;
+    }
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["--web.listen-address", &format!(":{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for url in [
+        format!("http://127.0.0.1:{port}/-/healthy"),
+        format!("http://[::1]:{port}/-/healthy"),
+    ] {
+        assert_eq!(curl(&[&url]).unwrap().status, 200, "{url}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
