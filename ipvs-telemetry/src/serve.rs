@@ -64,9 +64,12 @@ pub fn run(cli: Cli) -> i32 {
     code
 }
 
-/// Per-request netlink timeout: the poll interval, within 1 s to 10 s.
+/// Deadline of one namespace's collection: at least 10 s, so that a large table (10,000
+/// services × 5 destinations take seconds on a slow or virtual machine) is never cut short
+/// by a short `--poll.interval`; longer polls allow as long, up to a minute. A collection that
+/// outlasts the poll interval only delays the next one.
 fn netlink_timeout(poll: Duration) -> Duration {
-    poll.clamp(Duration::from_secs(1), Duration::from_secs(10))
+    poll.clamp(Duration::from_secs(10), Duration::from_secs(60))
 }
 
 async fn daemon(cli: Cli, web: WebConfig) -> i32 {
@@ -334,11 +337,15 @@ mod tests {
     fn timeouts() {
         assert_eq!(
             netlink_timeout(Duration::from_millis(250)),
-            Duration::from_secs(1)
+            Duration::from_secs(10)
         );
         assert_eq!(
-            netlink_timeout(Duration::from_secs(60)),
-            Duration::from_secs(10)
+            netlink_timeout(Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            netlink_timeout(Duration::from_secs(600)),
+            Duration::from_secs(60)
         );
     }
 }
