@@ -316,14 +316,29 @@ fn hundred_concurrent_scrapes_at_ten_thousand_services() -> Result<()> {
     })?;
     start_daemon(&vm, PORT, "--poll.interval 5s")?;
     let port = vm.host_port(PORT);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while ipvs_lab::http_get(port, "/-/ready")
-        .map(|r| r.0)
-        .unwrap_or(0)
-        != 200
-    {
-        anyhow::ensure!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(500));
+    // The first collection of 50,000 destinations is slow under TCG: wait until it is served.
+    let scrape_text = || -> Result<String> {
+        let out = Command::new("curl")
+            .args(["-sS", "--compressed", "--max-time", "300"])
+            .arg(format!("http://127.0.0.1:{port}/metrics"))
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let text = scrape_text().unwrap_or_default();
+        if text.contains("ipvs_up{netns=\"host\"} 1") {
+            break;
+        }
+        let status: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("ipvs_up") || l.starts_with("ipvs_collection_"))
+            .collect();
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "IPVS never read by the daemon: {status:?}"
+        );
+        std::thread::sleep(Duration::from_secs(2));
     }
     let handles: Vec<_> = (0..100)
         .map(|_| {
