@@ -3,8 +3,9 @@
 //! --collector.ipvs`) scraped in turn from inside the VM (loopback, so QEMU's user network does
 //! not distort the figures): latency min/median/max over the scrapes, and each process's RSS.
 //!
-//! Both are scraped the way Prometheus does (OpenMetrics accepted, gzip). Scrapes are sequential
-//! and spaced by the daemon's poll interval, so each one may follow a fresh collection.
+//! Both are scraped the way Prometheus does (OpenMetrics accepted, gzip). Scrapes are sequential,
+//! one a second. The daemon polls every 15 s (a usual scrape interval): under TCG one collection
+//! of 50,000 destinations takes seconds.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,7 +77,8 @@ pub fn run(args: &[String]) -> Result<()> {
     }
 
     let daemon = vm.spawn(&format!(
-        "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{DAEMON_PORT} --ebpf off"
+        "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{DAEMON_PORT} --ebpf off \
+         --poll.interval 15s"
     ))?;
     vm.wait_until(
         &format!(
@@ -85,6 +87,15 @@ pub fn run(args: &[String]) -> Result<()> {
         Duration::from_secs(600),
     )
     .context("the daemon never became ready")?;
+    let want = u64::from(n) * u64::from(m);
+    vm.wait_until(
+        &format!(
+            "[ \"$(wget -q -O - --header 'Accept-Encoding: gzip' http://127.0.0.1:{DAEMON_PORT}/metrics \
+             | zcat | grep -c '^ipvs_destination_connections_total{{')\" = {want} ]"
+        ),
+        Duration::from_secs(600),
+    )
+    .context("the daemon never served every destination")?;
     let daemon_rows = measure(&vm, DAEMON_PORT, "/metrics", daemon.pid, opts.scrapes)?;
     vm.sh_ok(&format!("kill {}", daemon.pid))?;
 
