@@ -81,9 +81,7 @@ pub fn run(args: &[String]) -> Result<()> {
          --poll.interval 15s"
     ))?;
     vm.wait_until(
-        &format!(
-            "lab-client tcp 127.0.0.1:{DAEMON_PORT} --timeout 60s --payload \"$(printf 'GET /-/ready HTTP/1.0\\r\\n\\r\\n')\" >/dev/null"
-        ),
+        &format!("wget -q -O /dev/null http://127.0.0.1:{DAEMON_PORT}/-/ready"),
         Duration::from_secs(600),
     )
     .context("the daemon never became ready")?;
@@ -96,6 +94,7 @@ pub fn run(args: &[String]) -> Result<()> {
         Duration::from_secs(600),
     )
     .context("the daemon never served every destination")?;
+    eprintln!("bench: daemon serves every destination, scraping");
     let daemon_rows = measure(&vm, DAEMON_PORT, "/metrics", daemon.pid, opts.scrapes)?;
     vm.sh_ok(&format!("kill {}", daemon.pid))?;
 
