@@ -78,6 +78,36 @@ impl Console {
         &self.log
     }
 
+    /// The lines worth showing in an error: after a panic, from a few lines before the first
+    /// oops/panic line (up to 120 lines), otherwise the last `lines` lines.
+    pub fn report(&self, lines: usize) -> String {
+        if !self.panicked() {
+            return self.tail(lines);
+        }
+        let text = self.tail(400);
+        let all: Vec<&str> = text.lines().collect();
+        let first = all
+            .iter()
+            .position(|l| {
+                ["BUG:", "Oops:", "sysrq: ", "Kernel panic - not syncing"]
+                    .iter()
+                    .any(|m| l.contains(m))
+            })
+            .unwrap_or(0);
+        let start = first.saturating_sub(3);
+        let end = all.len().min(start + 120);
+        all[start..end].join("\n")
+    }
+
+    /// Waits up to `max` for QEMU to close the console (after a panic or exit), so that errors
+    /// carry everything it printed.
+    pub fn settle(&self, max: std::time::Duration) {
+        let deadline = std::time::Instant::now() + max;
+        while !self.ended() && std::time::Instant::now() < deadline {
+            thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// The last `lines` lines, carriage returns removed.
     pub fn tail(&self, lines: usize) -> String {
         let b = self.buf.lock().map(|b| b.clone()).unwrap_or_default();

@@ -14,7 +14,9 @@
 //! applets because `/bin/sh` is dash):
 //! `/usr/sbin/ipvsadm`, `/usr/sbin/ip`, `/usr/sbin/tc`, `/usr/sbin/iptables` (nft),
 //! `/usr/sbin/iptables-legacy`, `/usr/sbin/iptables-save`, `/usr/sbin/ip6tables`,
-//! `/usr/local/bin/lab-{agent,client,server}`, `/usr/local/bin/ipvs-telemetry`.
+//! `/usr/local/bin/lab-{agent,client,server}`, `/usr/local/bin/ipvs-telemetry`; and, when the
+//! host has them, the real `setsid timeout nohup env nice xargs nsenter unshare chroot taskset
+//! ionice flock ss capsh getpcaps setpriv prlimit strace jq` (see [`OPTIONAL_TOOLS`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -30,7 +32,7 @@ use crate::kernel::KernelFiles;
 use crate::{lock, modules, paths};
 
 /// Bump when the layout of the base image changes in a way the hash does not see.
-const FORMAT: &str = "ipvs-lab-initramfs-1";
+const FORMAT: &str = "ipvs-lab-initramfs-2";
 
 const RCS: &str = include_str!("guest/rcS");
 const INITTAB: &str = include_str!("guest/inittab");
@@ -96,6 +98,14 @@ const TOOLS: &[(&str, &str, &str)] = &[
         "xtables-legacy-multi",
         "iptables",
     ),
+];
+
+/// Real tools copied when the host has them. Busybox's applets that run other programs
+/// (`setsid`, `timeout`, `nsenter`, `xargs`, ...) would run busybox's own `ip` or `tc` instead of
+/// the real ones found in PATH, so the real versions of those replace them.
+const OPTIONAL_TOOLS: &[&str] = &[
+    "setsid", "timeout", "nohup", "env", "nice", "xargs", "nsenter", "unshare", "chroot",
+    "taskset", "ionice", "flock", "ss", "capsh", "getpcaps", "setpriv", "prlimit", "strace", "jq",
 ];
 
 /// Symlinks to the real tools: (guest path, target).
@@ -294,6 +304,16 @@ fn base_plan(kf: &KernelFiles) -> Result<(Vec<Item>, Vec<PathBuf>)> {
         elves.push(host);
         provided.insert(basename(guest));
     }
+    for name in OPTIONAL_TOOLS {
+        if let Some(host) = host_bin(name) {
+            items.push(Item::Host {
+                guest: host.to_string_lossy().into_owned(),
+                host: host.clone(),
+            });
+            elves.push(host);
+            provided.insert(name.to_string());
+        }
+    }
     for (guest, target) in TOOL_LINKS {
         items.push(Item::Symlink {
             guest: guest.to_string(),
@@ -339,20 +359,39 @@ fn base_plan(kf: &KernelFiles) -> Result<(Vec<Item>, Vec<PathBuf>)> {
             host: kf.modules.join(m),
         });
     }
-    for idx in [
-        "modules.dep",
-        "modules.alias",
-        "modules.symbols",
-        "modules.builtin",
-        "modules.order",
+    // Index files trimmed to the modules carried: busybox's modprobe parses them on every call.
+    let names: BTreeSet<String> = mods.iter().map(|m| module_name(m)).collect();
+    for (idx, keep) in [
+        ("modules.dep", IndexKey::DepPath),
+        ("modules.alias", IndexKey::LastWord),
+        ("modules.symbols", IndexKey::LastWord),
+        ("modules.builtin", IndexKey::All),
+        ("modules.order", IndexKey::DepPath),
     ] {
         let p = kf.modules.join(idx);
-        if p.is_file() {
-            items.push(Item::Host {
-                guest: format!("{guest_mods}/{idx}"),
-                host: p,
-            });
-        }
+        let Ok(text) = fs::read_to_string(&p) else {
+            continue;
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| match keep {
+                IndexKey::All => true,
+                IndexKey::DepPath => {
+                    let path = l.split(':').next().unwrap_or("").trim();
+                    mods.contains(path)
+                }
+                IndexKey::LastWord => l
+                    .split_whitespace()
+                    .last()
+                    .is_some_and(|w| names.contains(&w.replace('-', "_"))),
+            })
+            .flat_map(|l| [l, "\n"])
+            .collect();
+        items.push(Item::Data {
+            guest: format!("{guest_mods}/{idx}"),
+            mode: 0o644,
+            data: kept.into_bytes(),
+        });
     }
     items.push(Item::Data {
         guest: "/etc/ipvs-lab/modules".into(),
@@ -360,6 +399,16 @@ fn base_plan(kf: &KernelFiles) -> Result<(Vec<Item>, Vec<PathBuf>)> {
         data: (boot.join("\n") + "\n").into_bytes(),
     });
     Ok((items, elves))
+}
+
+/// Which lines of a module index file to keep.
+#[derive(Clone, Copy)]
+enum IndexKey {
+    All,
+    /// Lines whose first field (before `:`) is a carried module's path.
+    DepPath,
+    /// Lines whose last word is a carried module's name.
+    LastWord,
 }
 
 fn basename(p: &str) -> String {

@@ -32,6 +32,7 @@
 //! `IPVS_TELEMETRY_BIN` (daemon binary; default: built from the sources),
 //! `IPVS_LAB_PROFILE` (cargo profile of that build, default `release`),
 //! `IPVS_LAB_TOOLS_DIR` (prebuilt lab tools), `IPVS_LAB_MAX_VMS` (VMs at once on this machine,
+//! counted with lock files in `$TMPDIR/ipvs-lab-slots`,
 //! default 2), `IPVS_LAB_BOOT_TIMEOUT` (seconds, default 180), `IPVS_LAB_KEEP=1` (keep every
 //! console log, not only those of failed VMs).
 

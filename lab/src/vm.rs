@@ -251,7 +251,8 @@ impl Vm {
         layer.files = cfg.files.clone();
 
         let cache = paths::cache_dir();
-        let slot = lock::take_slot(&cache.join("slots"), max_vms())?;
+        // Machine-wide (not per cache): the limit is about this machine's CPUs.
+        let slot = lock::take_slot(&std::env::temp_dir().join("ipvs-lab-slots"), max_vms())?;
         let vms = cache.join("vms");
         prune_old(&vms);
         let n = VM_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -430,17 +431,26 @@ impl Vm {
     /// Builds an error for this VM with the console tail, and keeps the console log.
     fn fail(&self, what: String) -> anyhow::Error {
         self.failed.store(true, Ordering::SeqCst);
+        let exited = self
+            .child
+            .lock()
+            .ok()
+            .and_then(|mut c| c.try_wait().ok().flatten())
+            .is_some();
+        if self.console.panicked() || exited || what.contains("closed") {
+            self.console.settle(Duration::from_secs(3));
+        }
         let what = if self.console.panicked() && !what.contains("kernel panic") {
-            format!("{what} (kernel panic)")
+            format!("kernel panic; {what}")
         } else {
             what
         };
         anyhow!(
-            "lab vm {} (kernel {}): {what}\n--- console, last {TAIL_LINES} lines (full log kept: {}) ---\n{}\n---",
+            "lab vm {} (kernel {}): {what}\n--- console (full log kept: {}) ---\n{}\n---",
             self.qemu_pid,
             self.kernel,
             self.console.log().display(),
-            self.console.tail(TAIL_LINES)
+            self.console.report(TAIL_LINES)
         )
     }
 
@@ -585,6 +595,25 @@ impl Vm {
         }
     }
 
+    /// Writes `contents` to the file `guest` in the VM (parent directories created).
+    pub fn write_file(&self, guest: &str, contents: &[u8]) -> Result<()> {
+        let dir = Path::new(guest)
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_else(|| "/".into());
+        self.sh_ok(&format!(
+            "mkdir -p '{dir}' && base64 -d > '{guest}' <<'IPVS_LAB_EOF'\n{}\nIPVS_LAB_EOF",
+            base64(contents)
+        ))
+        .map(|_| ())
+    }
+
+    /// Reads the file `guest` from the VM.
+    pub fn read_file(&self, guest: &str) -> Result<Vec<u8>> {
+        let text = self.sh_ok(&format!("base64 '{guest}'"))?;
+        unbase64(&text).ok_or_else(|| self.fail(format!("reading {guest}: bad base64 from the VM")))
+    }
+
     /// The host port (on 127.0.0.1) forwarded to guest TCP `guest_port`.
     ///
     /// # Panics
@@ -656,6 +685,53 @@ impl Vm {
         }
         Ok(()) // Drop kills it.
     }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding, in lines of 76 characters.
+fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len() * 4 / 3 + data.len() / 57 + 4);
+    for (i, c) in data.chunks(3).enumerate() {
+        if i > 0 && i % 19 == 0 {
+            out.push('\n');
+        }
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for j in 0..4 {
+            if j <= c.len() {
+                out.push(B64[((n >> (18 - 6 * j)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn unbase64(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for b in text.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b'\n' | b'\r' | b' ' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }
 
 fn quote(script: &str) -> String {
@@ -754,7 +830,7 @@ impl PendingVm {
             .map(|b| String::from_utf8_lossy(&b).trim().to_string())
             .unwrap_or_default();
         anyhow!(
-            "lab vm (kernel {}): {what}{}\n--- console, last {TAIL_LINES} lines (full log kept: {}) ---\n{}\n---",
+            "lab vm (kernel {}): {what}{}\n--- console (full log kept: {}) ---\n{}\n---",
             self.kernel,
             if stderr.is_empty() {
                 String::new()
@@ -762,7 +838,7 @@ impl PendingVm {
                 format!("\nqemu stderr: {stderr}")
             },
             self.console.log().display(),
-            self.console.tail(TAIL_LINES)
+            self.console.report(TAIL_LINES)
         )
     }
 
@@ -840,6 +916,24 @@ impl Drop for Vm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for data in [&b""[..], b"a", b"ab", b"abc", b"hello world\n\0\xff"] {
+            assert_eq!(unbase64(&base64(data)).as_deref(), Some(data));
+        }
+        assert_eq!(base64(b"abcd"), "YWJjZA==");
+        let long = vec![7u8; 1000];
+        assert!(base64(&long).lines().all(|l| l.len() <= 76));
+        assert_eq!(unbase64(&base64(&long)), Some(long));
+    }
+
+    /// Tests share one VM between threads.
+    #[test]
+    fn vm_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Vm>();
+    }
 
     #[test]
     fn parses_plain_and_chunked_http() {

@@ -1,17 +1,244 @@
-//! `cargo xtask lab`.
+//! `cargo xtask lab`: the demo. Boots a lab kernel with the daemon, builds the scenario of
+//! `lab/scenarios/demo.sh` (TCP, UDP and fwmark services in the VM's namespace and in two named
+//! namespaces, NAT backends, steady traffic with bursts), starts the daemon with eBPF on auto,
+//! forwards it to `127.0.0.1:<port>`, optionally starts a real Prometheus on the host, and runs
+//! until Ctrl-C, then shuts everything down.
 
-use anyhow::{Result, bail};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use ipvs_lab::{Kernel, Vm, VmConfig};
+
+use crate::build;
 
 /// Options of `cargo xtask lab`.
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// Arguments passed through.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+    /// Lab kernel: 6.1 or 6.12.
+    #[arg(long, default_value = "6.12")]
+    pub kernel: Kernel,
+    /// Also run Prometheus (Debian's `prometheus`) on the host, scraping the daemon.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Use KVM instead of TCG (nested KVM hangs on some machines).
+    #[arg(long)]
+    pub kvm: bool,
+    /// Host port of the daemon's endpoint (forwarded to the same port in the VM).
+    #[arg(long, default_value_t = 10054)]
+    pub port: u16,
+    /// Host port of Prometheus.
+    #[arg(long, default_value_t = 9090)]
+    pub prometheus_port: u16,
+    /// Use the debug build of the daemon (faster to build).
+    #[arg(long)]
+    pub debug: bool,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+fn catch_interrupts() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 /// Runs `cargo xtask lab`.
-pub fn run(_opts: &Opts) -> Result<()> {
-    bail!("`cargo xtask lab` is not implemented yet")
+pub fn run(opts: &Opts) -> Result<()> {
+    catch_interrupts();
+    // Installs what is missing (as root), like `run` and `test`; then the kernels.
+    crate::deps::ensure(false)?;
+    crate::deps::ensure_lab_kernels()?;
+    ipvs_lab::prerequisites()
+        .map_err(|e| anyhow!("the lab cannot run here: {e} (try `cargo xtask deps`)"))?;
+    if !port_free(opts.port) {
+        bail!(
+            "127.0.0.1:{} is in use; pick another with --port",
+            opts.port
+        );
+    }
+    if opts.prometheus && !port_free(opts.prometheus_port) {
+        bail!(
+            "127.0.0.1:{} is in use; pick another with --prometheus-port",
+            opts.prometheus_port
+        );
+    }
+    if std::env::var_os("IPVS_TELEMETRY_BIN").is_none() {
+        let release = !opts.debug;
+        eprintln!(
+            "lab: building the probes and the daemon ({})",
+            if release { "release" } else { "debug" }
+        );
+        build::build(&build::BuildOpts { release })?;
+        let bin = build::root()
+            .join("target")
+            .join(if release { "release" } else { "debug" })
+            .join("ipvs-telemetry");
+        // SAFETY: single-threaded at this point; the lab reads it when it boots.
+        unsafe { std::env::set_var("IPVS_TELEMETRY_BIN", &bin) };
+    }
+    let scenario = build::root().join("lab/scenarios/demo.sh");
+    let t = Instant::now();
+    eprintln!(
+        "lab: booting kernel {} (TCG; takes a few seconds)",
+        opts.kernel
+    );
+    let mut cfg = VmConfig::new(opts.kernel)
+        .forward_fixed(opts.port, opts.port)
+        .file(&scenario, "/root/demo.sh")
+        .with_daemon();
+    cfg.kvm = opts.kvm;
+    let vm = Vm::boot(cfg)?;
+    eprintln!("lab: kernel {} up in {:.1?}", opts.kernel, vm.boot_time());
+    let summary = vm
+        .sh_ok_timeout("sh /root/demo.sh setup", Duration::from_secs(180))
+        .context("setting up the demo scenario")?;
+    eprintln!("lab: {}", summary.trim());
+    vm.spawn("exec sh /root/demo.sh traffic")?;
+    let daemon = vm.spawn(&format!(
+        "exec ipvs-telemetry serve --web.listen-address :{} --netns.discover /run/netns \
+         --netns.exclude '^be-' --ebpf auto",
+        opts.port
+    ))?;
+    let url = format!("http://127.0.0.1:{}/metrics", opts.port);
+    let ready = wait_ready(&vm, opts.port, daemon.pid, Duration::from_secs(90));
+    match &ready {
+        Ok(()) => eprintln!(
+            "lab: ipvs-telemetry is ready ({:.1?} after start)",
+            t.elapsed()
+        ),
+        Err(e) => {
+            let log = vm
+                .sh(&format!("tail -n 30 {}", daemon.log))
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            eprintln!("lab: the daemon is not answering yet ({e:#}); its log:\n{log}");
+        }
+    }
+    let mut prom = None;
+    if opts.prometheus {
+        prom = Some(start_prometheus(opts)?);
+    }
+    println!();
+    println!("  metrics:    {url}");
+    println!("  try:        curl -s {url} | grep -E '^ipvs_(up|service_connections_total)'");
+    if opts.prometheus {
+        println!(
+            "  prometheus: http://127.0.0.1:{}/graph?g0.expr=rate(ipvs_service_connections_total[1m])",
+            opts.prometheus_port
+        );
+    }
+    println!(
+        "  in the VM:  daemon log {}, scenario lab/scenarios/demo.sh",
+        daemon.log
+    );
+    println!("  Ctrl-C stops the lab.");
+    let mut last_check = Instant::now();
+    while !INTERRUPTED.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(200));
+        if last_check.elapsed() > Duration::from_secs(10) {
+            last_check = Instant::now();
+            if let Err(e) = vm.sh_timeout("true", Duration::from_secs(30)) {
+                stop_prometheus(prom.take());
+                return Err(e.context("the lab VM stopped answering"));
+            }
+        }
+    }
+    eprintln!("\nlab: shutting down");
+    stop_prometheus(prom.take());
+    vm.shutdown()?;
+    eprintln!("lab: stopped");
+    Ok(())
+}
+
+fn wait_ready(vm: &Vm, port: u16, pid: u32, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if !vm.sh(&format!("kill -0 {pid}"))?.success() {
+            bail!("the daemon exited");
+        }
+        match vm.http_get(port, "/metrics") {
+            Ok(body) if body.contains("ipvs_up") => return Ok(()),
+            Ok(_) if Instant::now() >= deadline => bail!("no ipvs_up series after {timeout:?}"),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            _ => {}
+        }
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            bail!("interrupted");
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+struct Prometheus {
+    child: Child,
+    dir: PathBuf,
+}
+
+fn start_prometheus(opts: &Opts) -> Result<Prometheus> {
+    let dir = std::env::temp_dir().join(format!("ipvs-lab-prometheus-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("data"))?;
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 5s\n  evaluation_interval: 5s\n\
+             scrape_configs:\n  - job_name: ipvs-telemetry-lab\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            opts.port
+        ),
+    )?;
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            opts.prometheus_port
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log"))?)
+        .process_group(0)
+        .spawn()
+        .context("starting prometheus (Debian package prometheus)")?;
+    eprintln!(
+        "lab: prometheus started (pid {}, log {})",
+        child.id(),
+        dir.join("prometheus.log").display()
+    );
+    Ok(Prometheus { child, dir })
+}
+
+fn stop_prometheus(p: Option<Prometheus>) {
+    if let Some(mut p) = p {
+        // SAFETY: kill(2) on the pid of a child we started.
+        unsafe { libc::kill(p.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = p.child.try_wait() {
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let _ = p.child.kill();
+        let _ = p.child.wait();
+        let _ = std::fs::remove_dir_all(&p.dir);
+    }
 }

@@ -15,8 +15,9 @@
 //! - `wait-tcp`: retries connecting until it succeeds or the timeout (default 30s) expires.
 //!
 //! Output (stdout), e.g.:
-//! `proto=tcp target=10.0.0.1:80 ok=100 errors=0 elapsed=1.204s rate=83.1/s`
-//! plus ` first_error="..."` when something failed. Exit status 1 when any operation failed
+//! `proto=tcp target=10.0.0.1:80 ok=100 errors=0 elapsed=1.204s rate=83.1/s p50=1.8ms p99=52.0ms max=60.1ms`
+//! (percentiles of the successful operations' durations, connect to last reply byte) plus
+//! ` first_error="..."` when something failed. Exit status 1 when any operation failed
 //! (unless `--allow-errors`), 2 on a usage error.
 
 use std::io::{Read, Write};
@@ -151,15 +152,17 @@ fn run(o: Opts) {
     let ok = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let durations: Arc<Mutex<Vec<Duration>>> = Arc::default();
     let start = Instant::now();
     let workers: Vec<_> = (0..o.concurrency.min(o.count.max(1)))
         .map(|_| {
-            let (o, next, ok, errors, first_error) = (
+            let (o, next, ok, errors, first_error, durations) = (
                 Arc::clone(&o),
                 Arc::clone(&next),
                 Arc::clone(&ok),
                 Arc::clone(&errors),
                 Arc::clone(&first_error),
+                Arc::clone(&durations),
             );
             thread::spawn(move || {
                 loop {
@@ -174,12 +177,18 @@ fn run(o: Opts) {
                             thread::sleep(due - now);
                         }
                     }
+                    let began = Instant::now();
                     let r = match o.proto {
                         Proto::Tcp => tcp_once(&o),
                         Proto::Udp => udp_once(&o),
                     };
                     match r {
-                        Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(()) => {
+                            if let Ok(mut d) = durations.lock() {
+                                d.push(began.elapsed());
+                            }
+                            ok.fetch_add(1, Ordering::Relaxed)
+                        }
                         Err(e) => {
                             if let Ok(mut f) = first_error.lock() {
                                 f.get_or_insert(e);
@@ -207,6 +216,20 @@ fn run(o: Opts) {
             0.0
         }
     );
+    let mut d = durations.lock().map(|d| d.clone()).unwrap_or_default();
+    if !d.is_empty() {
+        d.sort();
+        let pct = |p: f64| {
+            let i = ((d.len() as f64 * p).ceil() as usize).clamp(1, d.len()) - 1;
+            d[i].as_secs_f64() * 1000.0
+        };
+        line.push_str(&format!(
+            " p50={:.1}ms p99={:.1}ms max={:.1}ms",
+            pct(0.50),
+            pct(0.99),
+            pct(1.0)
+        ));
+    }
     if let Some(e) = first_error.lock().ok().and_then(|f| f.clone()) {
         line.push_str(&format!(" first_error={e:?}"));
     }
