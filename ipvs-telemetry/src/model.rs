@@ -252,7 +252,8 @@ pub struct Service {
     pub flags: u32,
     /// Persistence timeout in seconds, 0 when not persistent.
     pub timeout: u32,
-    /// Persistence netmask (IPv4: a mask, IPv6: a prefix length).
+    /// Persistence netmask. IPv4: the mask's 4 bytes read big-endian, so that
+    /// `Ipv4Addr::from(netmask)` is the dotted mask; IPv6: the prefix length.
     pub netmask: u32,
     /// Persistence engine name (`sip`), when set.
     pub persistence_engine: Option<String>,

@@ -2,7 +2,8 @@
 //!
 //! `table` is laid out exactly like `ipvsadm -Ln --stats --exact` (same header, column widths,
 //! sort order) after a `# netns NAME` line per namespace, so an operator can diff the two.
-//! `json` is every field of the model. `prometheus` needs the metrics encoder.
+//! `json` is every field of the model. `prometheus` is the daemon's 0.0.4 text of the netlink
+//! series (no eBPF, error-counter or process series: there is no daemon).
 
 use std::cmp::Ordering;
 use std::fmt::Write as _;
@@ -13,17 +14,12 @@ use std::time::Duration;
 use crate::cli::{Cli, SnapshotFormat, SnapshotOpts};
 use crate::model::{Destination, Family, IpvsState, Protocol, Service, ServiceAddress, Snapshot};
 
-/// Deadline of each netlink request of a snapshot.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline of one namespace's collection. Generous: a one-shot command should finish even for
+/// 10,000s of services on a slow machine, and still never hang on a stuck socket.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the snapshot command; returns the process exit status.
 pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
-    if opts.format == SnapshotFormat::Prometheus {
-        eprintln!(
-            "ipvs-telemetry: snapshot --format prometheus is not available yet (use table or json)"
-        );
-        return 1;
-    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -58,7 +54,7 @@ pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
             SnapshotFormat::Json => serde_json::to_string_pretty(&snapshot)
                 .map(|s| s + "\n")
                 .unwrap_or_default(),
-            SnapshotFormat::Prometheus => String::new(),
+            SnapshotFormat::Prometheus => crate::metrics::snapshot_text(snapshot.clone()),
         };
         let mut out = std::io::stdout().lock();
         if out

@@ -8,12 +8,12 @@ use clap::Args;
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// The scenario and its options.
+    /// The scenario (`netlink`, `netns`, `scrape`, `ebpf`) and its options.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
 
-const KNOWN: &str = "netlink, netns";
+const KNOWN: &str = "netlink, netns, scrape, ebpf";
 
 /// Runs `cargo xtask bench`.
 pub fn run(opts: &Opts) -> Result<()> {
@@ -21,6 +21,8 @@ pub fn run(opts: &Opts) -> Result<()> {
     match opts.args.first().map(String::as_str) {
         Some("netlink") => crate::bench_netlink::run(rest),
         Some("netns") => crate::bench_netns::run(rest),
+        Some("scrape") => crate::bench_scrape::run(rest),
+        Some("ebpf") => crate::bench_ebpf::run(rest),
         Some(other) => bail!("unknown benchmark {other:?} (known: {KNOWN})"),
         None => bail!("which benchmark? (known: {KNOWN})"),
     }
