@@ -154,12 +154,15 @@ fn stable_reading(vm: &Vm) -> Result<(Value, String, Vec<String>)> {
     }
 }
 
+/// A service line's tokens and its destinations' (destination name -> tokens).
+type ServiceRows = (Vec<String>, BTreeMap<String, Vec<String>>);
+
 /// One line of ipvsadm: the service or destination name and the other tokens.
 #[derive(Debug, Default)]
 struct Table {
     header: String,
-    /// service name -> (tokens, destination name -> tokens)
-    services: BTreeMap<String, (Vec<String>, BTreeMap<String, Vec<String>>)>,
+    /// service name -> its rows
+    services: BTreeMap<String, ServiceRows>,
 }
 
 fn parse_table(text: &str) -> Result<Table> {
