@@ -63,7 +63,10 @@ fn read<T>(base: *const u8, offset: u32) -> Result<T, i32> {
 #[kretprobe]
 pub fn ip_vs_conn_new_ret(ctx: RetProbeContext) -> u32 {
     if let Err(e) = try_conn_new(&ctx) {
-        warn!(&ctx, "ip_vs_conn_new: reading the connection failed ({})", e);
+        warn!(
+            &ctx,
+            "ip_vs_conn_new: reading the connection failed ({})", e
+        );
     }
     0
 }

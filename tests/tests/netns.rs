@@ -185,10 +185,11 @@ fn poll_line(line: &str) -> Result<Vec<(String, Value)>> {
         .collect())
 }
 
-/// Lines written so far by the running snapshot loop.
+/// Lines written so far by the running snapshot loop (none while the spawned shell has not
+/// created the file yet: `spawn` returns before its redirection runs).
 fn lines(vm: &Vm) -> Result<Vec<String>> {
     Ok(vm
-        .sh_ok("cat /tmp/polls.jsonl")?
+        .sh_ok("if [ -e /tmp/polls.jsonl ]; then cat /tmp/polls.jsonl; fi")?
         .lines()
         .filter(|l| l.starts_with('{'))
         .map(str::to_string)
