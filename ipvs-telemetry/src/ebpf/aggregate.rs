@@ -69,11 +69,11 @@ impl<const N: usize> Buckets<N> {
         self.sum = self.sum.wrapping_add(value);
     }
 
-    /// Records `n` observations of 0 (idle rate windows) at once.
+    /// Records `n` observations of 0 (idle rate windows) at once: 0 is at or below every
+    /// bound, so they all fall into the first bucket.
     #[inline]
-    fn record_zeros(&mut self, thresholds: &[u64], n: u64) {
-        let i = thresholds.partition_point(|&t| t < 0);
-        if let Some(c) = self.counts.get_mut(i) {
+    fn record_zeros(&mut self, n: u64) {
+        if let Some(c) = self.counts.first_mut() {
             *c += n;
         }
     }
@@ -412,7 +412,7 @@ impl Aggregator {
         let end = d.win_start.saturating_add(window_ns);
         let idle = now.saturating_sub(end) / window_ns;
         if idle > 0 {
-            d.rate.record_zeros(thresholds, idle);
+            d.rate.record_zeros(idle);
         }
         d.win_start = end.saturating_add(idle.saturating_mul(window_ns));
         d.win_count = 0;
