@@ -329,9 +329,10 @@ pub fn import_image(vm: &Vm) -> Result<()> {
 pub fn start_dockerd(vm: &Vm) -> Result<Duration> {
     let t = Instant::now();
     vm.spawn("export DOCKER_RAMDISK=true; exec dockerd >> /var/log/lab/dockerd.log 2>&1")?;
-    vm.wait_until(
+    wait_in_vm(
+        vm,
         "docker info --format '{{.ServerVersion}}' >/dev/null 2>&1",
-        Duration::from_secs(120),
+        Duration::from_secs(180),
     )
     .map_err(|e| e.context(dockerd_log(vm)))?;
     Ok(t.elapsed())
@@ -348,7 +349,8 @@ fn dockerd_log(vm: &Vm) -> String {
 /// Stops `dockerd` (SIGTERM, as a service manager does) and waits until it has exited.
 pub fn stop_dockerd(vm: &Vm) -> Result<()> {
     vm.sh_ok("[ -f /var/run/docker.pid ] && kill $(cat /var/run/docker.pid) || true")?;
-    vm.wait_until(
+    wait_in_vm(
+        vm,
         "! pidof dockerd >/dev/null && ! pidof containerd >/dev/null",
         Duration::from_secs(120),
     )
@@ -362,9 +364,10 @@ pub fn restart_dockerd(vm: &Vm) -> Result<Duration> {
     let t = Instant::now();
     stop_dockerd(vm)?;
     start_dockerd(vm)?;
-    vm.wait_until(
+    wait_in_vm(
+        vm,
         &format!("[ -e {INGRESS_NETNS} ] && nsenter --net={INGRESS_NETNS} true"),
-        Duration::from_secs(120),
+        Duration::from_secs(180),
     )
     .context("waiting for the ingress namespace after the restart")?;
     Ok(t.elapsed())
@@ -437,14 +440,33 @@ pub fn create_service(
 
 /// Waits until `replicas` tasks of service `name` run.
 pub fn wait_replicas(vm: &Vm, name: &str, replicas: u32) -> Result<()> {
-    vm.wait_until(
+    wait_in_vm(
+        vm,
         &format!(
             "[ \"$(docker service ls --filter name={name} --format '{{{{.Name}}}} {{{{.Replicas}}}}' \
              | grep '^{name} ' | cut -d' ' -f2)\" = '{replicas}/{replicas}' ]"
         ),
-        Duration::from_secs(180),
+        Duration::from_secs(300),
     )
-    .with_context(|| format!("waiting for {replicas} replicas of service {name}"))?;
+    .with_context(|| format!("waiting for {replicas} replicas of service {name}"))
+}
+
+/// Re-runs the shell condition `cond` in the VM until it succeeds or `timeout` expires. Unlike
+/// [`Vm::wait_until`], every attempt may take as long as it needs (the docker CLI is slow on a
+/// loaded machine under TCG); only the whole wait is bounded.
+pub fn wait_in_vm(vm: &Vm, cond: &str, timeout: Duration) -> Result<()> {
+    let secs = timeout.as_secs().max(1);
+    let script = format!(
+        "end=$(( $(date +%s) + {secs} ))\nuntil {cond}\ndo\n  [ $(date +%s) -lt $end ] || exit 1\n  sleep 0.5\ndone"
+    );
+    let out = vm.sh_timeout(&script, timeout + Duration::from_secs(60))?;
+    if !out.success() {
+        bail!(
+            "condition not met within {timeout:?}: {cond}\nstdout: {}\nstderr: {}",
+            out.stdout.trim_end(),
+            out.stderr.trim_end()
+        );
+    }
     Ok(())
 }
 

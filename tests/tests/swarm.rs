@@ -53,28 +53,48 @@ fn ingress_marks(vm: &Vm) -> anyhow::Result<BTreeMap<(String, u16), u32>> {
     Ok(marks)
 }
 
-/// Per-destination connection counters of fwmark service `mark` in the ingress namespace, from
-/// `ipvsadm -Ln --stats --exact`: destination address -> (conns, inpkts, outpkts, inbytes, outbytes).
-fn ipvsadm_fwm(vm: &Vm, mark: u32) -> anyhow::Result<BTreeMap<String, [u64; 5]>> {
-    let out = in_ingress(vm, "ipvsadm -Ln --stats --exact")?;
-    let mut dests = BTreeMap::new();
-    let mut inside = false;
+/// Counters of every service and destination of a namespace from
+/// `ipvsadm -Ln --stats --exact`: keys `FWM 256`, `TCP 10.0.1.2:80` and
+/// `FWM 256 -> 10.0.0.5:0`; values (conns, inpkts, outpkts, inbytes, outbytes).
+fn ipvsadm_stats(vm: &Vm, ns: &str) -> anyhow::Result<BTreeMap<String, [u64; 5]>> {
+    let out = vm.sh_ok(&format!("nsenter --net={ns} ipvsadm -Ln --stats --exact"))?;
+    let mut stats = BTreeMap::new();
+    let mut service = String::new();
     for l in out.lines() {
         let w: Vec<&str> = l.split_whitespace().collect();
-        match w.first() {
-            Some(&"FWM") => inside = w.get(1) == Some(&mark.to_string().as_str()),
-            Some(&"TCP") | Some(&"UDP") | Some(&"SCTP") => inside = false,
-            Some(&"->") if inside && w.len() == 7 => {
-                let n: Vec<u64> = w[2..7]
-                    .iter()
-                    .map(|x| x.parse())
-                    .collect::<Result<_, _>>()?;
-                dests.insert(w[1].to_string(), [n[0], n[1], n[2], n[3], n[4]]);
+        if w.len() != 7 {
+            continue;
+        }
+        let Ok(n) = w[2..7]
+            .iter()
+            .map(|x| x.parse())
+            .collect::<Result<Vec<u64>, _>>()
+        else {
+            continue;
+        };
+        let n = [n[0], n[1], n[2], n[3], n[4]];
+        match w[0] {
+            "FWM" | "TCP" | "UDP" | "SCTP" => {
+                service = format!("{} {}", w[0], w[1]);
+                stats.insert(service.clone(), n);
+            }
+            "->" => {
+                stats.insert(format!("{service} -> {}", w[1]), n);
             }
             _ => {}
         }
     }
-    Ok(dests)
+    Ok(stats)
+}
+
+/// Per-destination counters of fwmark service `mark` in the ingress namespace (destination
+/// `address:port` -> counters of [`ipvsadm_stats`]).
+fn ipvsadm_fwm(vm: &Vm, mark: u32) -> anyhow::Result<BTreeMap<String, [u64; 5]>> {
+    let prefix = format!("FWM {mark} -> ");
+    Ok(ipvsadm_stats(vm, INGRESS_NETNS)?
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|d| (d.to_string(), v)))
+        .collect())
 }
 
 /// Waits until every destination of fwmark `mark` counts `per_dest` connections.
@@ -154,6 +174,434 @@ fn swarm_routing_mesh_is_ipvs() -> anyhow::Result<()> {
 
         swarm::down(&vm)?;
         eprintln!("kernel {k}: swarm profile test took {:.1?}", t0.elapsed());
+        Ok(())
+    })
+}
+
+/// One sample of the daemon's text exposition.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+impl Sample {
+    fn label(&self, k: &str) -> &str {
+        self.labels.get(k).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Parses the Prometheus text format (0.0.4 or OpenMetrics), skipping comments.
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (name, rest) = match line.find('{') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => match line.split_once(' ') {
+                Some((n, v)) => (n, v),
+                None => continue,
+            },
+        };
+        let mut labels = BTreeMap::new();
+        let mut rest = rest;
+        if line.contains('{') {
+            loop {
+                rest = rest.trim_start_matches(',');
+                if let Some(r) = rest.strip_prefix('}') {
+                    rest = r;
+                    break;
+                }
+                let Some((k, r)) = rest.split_once("=\"") else {
+                    break;
+                };
+                let mut v = String::new();
+                let mut chars = r.char_indices();
+                let mut end = r.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some((_, e)) = chars.next() {
+                                v.push(match e {
+                                    'n' => '\n',
+                                    other => other,
+                                });
+                            }
+                        }
+                        '"' => {
+                            end = i + 1;
+                            break;
+                        }
+                        c => v.push(c),
+                    }
+                }
+                labels.insert(k.to_string(), v);
+                rest = &r[end..];
+            }
+        }
+        let value = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+        if let Some(value) = value {
+            out.push(Sample {
+                name: name.to_string(),
+                labels,
+                value,
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn metrics_parser_reads_labels_and_values() {
+    let s = parse_metrics(
+        "# HELP x y\nipvs_up{netns=\"ingress_sbox\"} 1\nipvs_destination_connections_total{netns=\"a\\\"b\",fwmark=\"256\",protocol=\"tcp\"} 12 1700000000\nplain 3.5\n",
+    );
+    assert_eq!(s.len(), 3);
+    assert_eq!(s[0].label("netns"), "ingress_sbox");
+    assert_eq!(s[1].label("netns"), "a\"b");
+    assert_eq!(s[1].label("fwmark"), "256");
+    assert_eq!(s[1].value, 12.0);
+    assert_eq!((s[2].name.as_str(), s[2].value), ("plain", 3.5));
+}
+
+/// The daemon's port in the VM (forwarded to the host).
+const PORT: u16 = 10054;
+
+/// The daemon's poll interval (`--poll.interval`).
+const POLL: Duration = Duration::from_secs(1);
+
+/// "Within two polls" of [`POLL`], plus 3 s for a scrape and TCG's jitter.
+const TWO_POLLS: Duration = Duration::from_secs(5);
+
+const COUNTERS: [&str; 5] = [
+    "connections_total",
+    "incoming_packets_total",
+    "outgoing_packets_total",
+    "incoming_bytes_total",
+    "outgoing_bytes_total",
+];
+
+fn scrape(vm: &Vm) -> anyhow::Result<Vec<Sample>> {
+    Ok(parse_metrics(&vm.http_get(PORT, "/metrics")?))
+}
+
+/// The ipvsadm key of a service series (see [`ipvsadm_stats`]).
+fn service_key(s: &Sample) -> String {
+    if !s.label("fwmark").is_empty() {
+        format!("FWM {}", s.label("fwmark"))
+    } else {
+        let addr = s.label("virtual_address");
+        let addr = if addr.contains(':') {
+            format!("[{addr}]")
+        } else {
+            addr.to_string()
+        };
+        format!(
+            "{} {addr}:{}",
+            s.label("protocol").to_uppercase(),
+            s.label("virtual_port")
+        )
+    }
+}
+
+/// The same counters as [`ipvsadm_stats`], from the daemon's series of namespace `netns`.
+fn daemon_stats(samples: &[Sample], netns: &str) -> BTreeMap<String, [u64; 5]> {
+    let mut stats: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.label("netns") == netns) {
+        for (kind, dest) in [("ipvs_service_", false), ("ipvs_destination_", true)] {
+            let Some(counter) = s.name.strip_prefix(kind) else {
+                continue;
+            };
+            let Some(i) = COUNTERS.iter().position(|c| *c == counter) else {
+                continue;
+            };
+            let mut key = service_key(s);
+            if dest {
+                key = format!(
+                    "{key} -> {}:{}",
+                    s.label("real_address"),
+                    s.label("real_port")
+                );
+            }
+            stats.entry(key).or_default()[i] = s.value as u64;
+        }
+    }
+    stats
+}
+
+/// Waits until the daemon's counters of namespace `netns` (file `path`) equal ipvsadm's in
+/// it (IPVS refreshes them every 2 s, the daemon polls every second); returns them.
+fn wait_equal(vm: &Vm, netns: &str, path: &str) -> anyhow::Result<BTreeMap<String, [u64; 5]>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let kernel = ipvsadm_stats(vm, path)?;
+        let daemon = daemon_stats(&scrape(vm)?, netns);
+        if kernel == daemon && !kernel.is_empty() {
+            return Ok(kernel);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "netns {netns}: the daemon's counters differ from ipvsadm's\nipvsadm: {kernel:#?}\ndaemon: {daemon:#?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until `cond` holds for a scrape; returns how long that took.
+fn wait_scrape(
+    vm: &Vm,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn(&[Sample]) -> bool,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    loop {
+        let s = scrape(vm)?;
+        if cond(&s) {
+            return Ok(t.elapsed());
+        }
+        if t.elapsed() > timeout {
+            let ours: Vec<String> = s
+                .iter()
+                .filter(|x| x.name == "ipvs_destination_connections_total")
+                .map(|x| format!("{:?} {}", x.labels, x.value))
+                .collect();
+            anyhow::bail!(
+                "{what}: not within {timeout:?}; destination series:\n{}",
+                ours.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Destination series of fwmark `mark` in ingress_sbox.
+fn ingress_dests(samples: &[Sample], mark: u32) -> Vec<&Sample> {
+    let mark = mark.to_string();
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == "ipvs_destination_connections_total"
+                && s.label("netns") == "ingress_sbox"
+                && s.label("fwmark") == mark
+        })
+        .collect()
+}
+
+/// The daemon run the way a Swarm user runs it, against a real swarm: published TCP and UDP
+/// ports (fwmark services labelled with protocol and published port, counters equal to
+/// ipvsadm's, eBPF counters reconciled), scaling, removal, a dockerd restart and an overlay
+/// network's load-balancer namespace.
+#[test]
+#[ignore = "needs the namespaces, netlink and daemon parts on main"]
+fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
+    if !swarm_or_skip("swarm_daemon_follows_the_routing_mesh") {
+        return Ok(());
+    }
+    for_each_kernel(|k| {
+        let t0 = Instant::now();
+        let vm = Vm::boot(VmConfig::swarm(k).with_daemon().forward(PORT))?;
+        let up = swarm::up(&vm)?;
+        eprintln!(
+            "kernel {k}: boot {:.1?}, dockerd {:.1?}, swarm init {:.1?}, image {:.1?}",
+            vm.boot_time(),
+            up.dockerd,
+            up.swarm_init,
+            up.image
+        );
+        swarm::create_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
+        swarm::create_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
+        let marks = ingress_marks(&vm)?;
+        let web = marks[&("tcp".to_string(), 30080)];
+        let dns = marks[&("udp".to_string(), 30053)];
+
+        let daemon = ipvs_telemetry_e2e::start_daemon(
+            &vm,
+            PORT,
+            &format!(
+                "--netns.discover {} --namespace-path {INGRESS_NETNS} --ebpf on --poll.interval {}s",
+                swarm::NETNS_DIR,
+                POLL.as_secs()
+            ),
+        )?;
+        let daemon_log = daemon.log.clone();
+        let result = (|| -> anyhow::Result<()> {
+            // 1. Published ports: labels, exact counters, eBPF.
+            vm.sh_ok("lab-client tcp 127.0.0.1:30080 -n 6 && lab-client tcp 10.0.2.15:30080 -n 4")?;
+            vm.sh_ok("lab-client udp 127.0.0.1:30053 -n 6 && lab-client udp 10.0.2.15:30053 -n 4")?;
+            wait_balanced(&vm, web, 2, 5)?;
+            wait_balanced(&vm, dns, 2, 5)?;
+            let counters = wait_equal(&vm, "ingress_sbox", INGRESS_NETNS)?;
+            let samples = scrape(&vm)?;
+            for (mark, proto, port) in [(web, "tcp", "30080"), (dns, "udp", "30053")] {
+                let dests = ingress_dests(&samples, mark);
+                assert_eq!(dests.len(), 2, "fwmark {mark}: {dests:?}");
+                for d in &dests {
+                    assert_eq!(
+                        (
+                            d.label("protocol"),
+                            d.label("virtual_port"),
+                            d.label("family")
+                        ),
+                        (proto, port, "inet"),
+                        "{d:?}"
+                    );
+                    assert_eq!(d.label("virtual_address"), "", "{d:?}");
+                }
+                let svc = samples.iter().find(|s| {
+                    s.name == "ipvs_service_connections_total"
+                        && s.label("netns") == "ingress_sbox"
+                        && s.label("fwmark") == mark.to_string()
+                });
+                let svc =
+                    svc.ok_or_else(|| anyhow::anyhow!("no service series for fwmark {mark}"))?;
+                assert_eq!(
+                    (svc.label("protocol"), svc.label("virtual_port")),
+                    (proto, port)
+                );
+                assert_eq!(svc.value, 10.0);
+            }
+            // eBPF: new connections per destination = the kernel's conns.
+            let ebpf_up = samples
+                .iter()
+                .find(|s| s.name == "ipvs_ebpf_up")
+                .map(|s| s.value);
+            assert_eq!(ebpf_up, Some(1.0), "--ebpf on");
+            let mut reconciled = 0;
+            for s in samples.iter().filter(|s| {
+                s.name == "ipvs_ebpf_destination_new_connections_total"
+                    && s.label("netns") == "ingress_sbox"
+            }) {
+                let key = format!(
+                    "FWM {} -> {}:{}",
+                    s.label("fwmark"),
+                    s.label("real_address"),
+                    s.label("real_port")
+                );
+                let kernel = counters.get(&key).map(|c| c[0]);
+                assert_eq!(Some(s.value as u64), kernel, "eBPF vs netlink for {key}");
+                reconciled += 1;
+            }
+            assert_eq!(reconciled, 4, "eBPF series of the 4 replicas");
+
+            // 2. Scale 2 -> 3: the new destination within two polls of the kernel having it.
+            swarm::scale(&vm, "web", 3)?;
+            vm.wait_until(
+                &format!(
+                    "[ $(nsenter --net={INGRESS_NETNS} ipvsadm -Ln | sed -n '/^FWM  {web} /,/^[A-Z]/p' | grep -c -- '->') = 3 ]"
+                ),
+                Duration::from_secs(60),
+            )?;
+            let took = wait_scrape(&vm, "third web destination", TWO_POLLS, |s| {
+                ingress_dests(s, web).len() == 3
+            })?;
+            eprintln!("kernel {k}: scale 2->3 seen by the daemon {took:.1?} after ipvsadm");
+
+            // 3. Remove dns: its series vanish within two polls of the kernel dropping it.
+            swarm::remove_service(&vm, "dns")?;
+            vm.wait_until(
+                &format!("! nsenter --net={INGRESS_NETNS} ipvsadm -Ln | grep -q '^FWM  {dns} '"),
+                Duration::from_secs(60),
+            )?;
+            let took = wait_scrape(&vm, "dns series gone", TWO_POLLS, |s| {
+                !s.iter().any(|x| {
+                    x.label("netns") == "ingress_sbox" && x.label("fwmark") == dns.to_string()
+                })
+            })?;
+            eprintln!("kernel {k}: service rm seen by the daemon {took:.1?} after ipvsadm");
+
+            // 4. dockerd restart: ingress_sbox re-created with a new inode, the daemon keeps
+            // counting without a restart.
+            let inode = |vm: &Vm| vm.sh_ok(&format!("stat -L -c %i {INGRESS_NETNS}"));
+            let before = inode(&vm)?;
+            let took = swarm::restart_dockerd(&vm)?;
+            swarm::wait_replicas(&vm, "web", 3)?;
+            let after = inode(&vm)?;
+            assert_ne!(
+                before, after,
+                "ingress_sbox is a new namespace after the restart"
+            );
+            eprintln!("kernel {k}: dockerd restart {took:.1?}");
+            vm.sh_ok(&format!("kill -0 {}", daemon.pid))?;
+            let marks = ingress_marks(&vm)?;
+            let web = marks[&("tcp".to_string(), 30080)];
+            vm.wait_until(
+                &format!(
+                    "[ $(nsenter --net={INGRESS_NETNS} ipvsadm -Ln | sed -n '/^FWM  {web} /,/^[A-Z]/p' | grep -c -- '->') = 3 ]"
+                ),
+                Duration::from_secs(60),
+            )?;
+            vm.sh_ok("lab-client tcp 127.0.0.1:30080 -n 9")?;
+            wait_balanced(&vm, web, 3, 3)?;
+            let counters = wait_equal(&vm, "ingress_sbox", INGRESS_NETNS)?;
+            let samples = scrape(&vm)?;
+            assert_eq!(ingress_dests(&samples, web).len(), 3, "{counters:?}");
+            let host_up = samples
+                .iter()
+                .find(|s| s.name == "ipvs_up" && s.label("netns") == "host")
+                .map(|s| s.value);
+            assert_eq!(host_up, Some(1.0), "the host namespace is still collected");
+
+            // 5. Overlay network: a VIP service reached from another service's container;
+            // its load-balancer namespace lb_* is collected with ipvsadm's values.
+            vm.sh_ok_timeout(
+                "docker network create --driver overlay --attachable backnet >/dev/null",
+                Duration::from_secs(60),
+            )?;
+            swarm::create_service(&vm, "api", 2, &[], "--network backnet")?;
+            swarm::create_service(&vm, "caller", 1, &[], "--network backnet")?;
+            let vip = vm.sh_ok(
+                "docker service inspect api --format '{{range .Endpoint.VirtualIPs}}{{.Addr}}{{end}}' | cut -d/ -f1",
+            )?;
+            let vip = vip.trim();
+            let replies = vm.sh_ok_timeout(
+                &format!(
+                    "c=$(docker ps -q --filter label=com.docker.swarm.service.name=caller | head -n1); \
+                     docker exec $c sh -c 'for i in 1 2 3 4 5 6 7 8; do echo ping | nc -w 5 {vip} 80; done'"
+                ),
+                Duration::from_secs(120),
+            )?;
+            assert_eq!(
+                replies.lines().count(),
+                8,
+                "8 replies through VIP {vip}: {replies}"
+            );
+            let lb = vm.sh_ok(&format!("ls {} | grep '^lb_'", swarm::NETNS_DIR))?;
+            let lb: Vec<&str> = lb.lines().map(str::trim).collect();
+            assert_eq!(lb.len(), 1, "one overlay network, one lb namespace: {lb:?}");
+            let lb = lb[0];
+            let path = format!("{}/{lb}", swarm::NETNS_DIR);
+            vm.wait_until(
+                &format!(
+                    "nsenter --net={path} ipvsadm -Ln --stats --exact | awk '$1==\"FWM\" {{ s += $3 }} END {{ exit !(s == 8) }}'"
+                ),
+                Duration::from_secs(30),
+            )?;
+            let counters = wait_equal(&vm, lb, &path)?;
+            let conns: u64 = counters
+                .iter()
+                .filter(|(k, _)| !k.contains("->"))
+                .map(|(_, v)| v[0])
+                .sum();
+            assert_eq!(
+                conns, 8,
+                "8 connections through the VIP in {lb}: {counters:?}"
+            );
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let log = vm
+                .sh(&format!("tail -n 40 {daemon_log}"))
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            return Err(e.context(format!("the daemon's log:\n{log}")));
+        }
+        swarm::down(&vm)?;
+        eprintln!("kernel {k}: Swarm daemon test took {:.1?}", t0.elapsed());
         Ok(())
     })
 }
