@@ -423,6 +423,19 @@ pub fn create_service(
     publish: &[Publish],
     extra: &str,
 ) -> Result<()> {
+    start_service(vm, name, replicas, publish, extra)?;
+    wait_replicas(vm, name, replicas)
+}
+
+/// [`create_service`] without waiting for the replicas (several services start faster
+/// together; then [`wait_replicas`] for each).
+pub fn start_service(
+    vm: &Vm,
+    name: &str,
+    replicas: u32,
+    publish: &[Publish],
+    extra: &str,
+) -> Result<()> {
     let mut cmd = format!(
         "docker service create --detach --no-resolve-image --name {name} --replicas {replicas}"
     );
@@ -435,7 +448,7 @@ pub fn create_service(
     cmd.push_str(&format!(" {extra} {IMAGE} >/dev/null"));
     vm.sh_ok_timeout(&cmd, Duration::from_secs(120))
         .with_context(|| format!("creating service {name}"))?;
-    wait_replicas(vm, name, replicas)
+    Ok(())
 }
 
 /// Waits until `replicas` tasks of service `name` run.

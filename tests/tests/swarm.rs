@@ -131,8 +131,10 @@ fn swarm_routing_mesh_is_ipvs() -> anyhow::Result<()> {
             up.dockerd, up.swarm_init, up.image
         );
         let t = Instant::now();
-        swarm::create_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
-        swarm::create_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
+        swarm::start_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
+        swarm::start_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
+        swarm::wait_replicas(&vm, "web", 2)?;
+        swarm::wait_replicas(&vm, "dns", 2)?;
         eprintln!(
             "kernel {k}: two services of 2 replicas in {:.1?}",
             t.elapsed()
@@ -413,8 +415,10 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
             up.swarm_init,
             up.image
         );
-        swarm::create_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
-        swarm::create_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
+        swarm::start_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
+        swarm::start_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
+        swarm::wait_replicas(&vm, "web", 2)?;
+        swarm::wait_replicas(&vm, "dns", 2)?;
         let marks = ingress_marks(&vm)?;
         let web = marks[&("tcp".to_string(), 30080)];
         let dns = marks[&("udp".to_string(), 30053)];
@@ -552,8 +556,10 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
                 "docker network create --driver overlay --attachable backnet >/dev/null",
                 Duration::from_secs(60),
             )?;
-            swarm::create_service(&vm, "api", 2, &[], "--network backnet")?;
-            swarm::create_service(&vm, "caller", 1, &[], "--network backnet")?;
+            swarm::start_service(&vm, "api", 2, &[], "--network backnet")?;
+            swarm::start_service(&vm, "caller", 1, &[], "--network backnet")?;
+            swarm::wait_replicas(&vm, "api", 2)?;
+            swarm::wait_replicas(&vm, "caller", 1)?;
             let vip = vm.sh_ok(
                 "docker service inspect api --format '{{range .Endpoint.VirtualIPs}}{{.Addr}}{{end}}' | cut -d/ -f1",
             )?;
