@@ -640,7 +640,11 @@ fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
                 conns, 8,
                 "8 connections through the VIP in {lb}: {counters:?}"
             );
-            eprintln!("kernel {k}: {lb}: {counters:?}");
+            for x in scrape(&vm)?.iter().filter(|x| {
+                x.label("netns") == lb && x.name == "ipvs_destination_connections_total"
+            }) {
+                eprintln!("kernel {k}: {}{:?} {}", x.name, x.labels, x.value);
+            }
             Ok(())
         })();
         if let Err(e) = result {
