@@ -1,4 +1,126 @@
 //! Types shared by the probes (`ipvs-telemetry-ebpf`) and the daemon: the ring-buffer event
-//! layout. `#![no_std]`, `#[repr(C)]`, explicit padding, sizes pinned at compile time.
+//! layout and the struct offsets the daemon computes from BTF. `#![no_std]`, `#[repr(C)]`,
+//! explicit padding, sizes pinned at compile time.
 
 #![no_std]
+
+/// Name of the ring buffer carrying [`Event`]s.
+pub const EVENTS_MAP: &str = "EVENTS";
+/// Name of the per-CPU array counting events the ring buffer could not take, indexed by kind.
+pub const LOST_MAP: &str = "LOST";
+/// Name of the global holding the [`Offsets`] (overridden at load time).
+pub const OFFSETS_GLOBAL: &str = "OFFSETS";
+/// Name of the kretprobe program on `ip_vs_conn_new`.
+pub const CONN_NEW_PROGRAM: &str = "ip_vs_conn_new_ret";
+/// Kernel function the connection probe attaches to.
+pub const CONN_NEW_FUNCTION: &str = "ip_vs_conn_new";
+
+/// Ring-buffer size in bytes (a power of two multiple of the page size). Each [`Event`] takes
+/// `size_of::<Event>() + 8` bytes (record header), rounded up to 96 bytes, so 2^22 bytes (4 MiB) hold 43,690 events: a burst of
+/// that many new connections can wait unread for the consumer without loss.
+pub const RING_BYTES: u32 = 1 << 22;
+
+/// [`Event::kind`]: a connection was scheduled to a destination (`ip_vs_conn_new` returned).
+pub const KIND_NEW_CONNECTION: u32 = 0;
+/// [`Event::kind`]: the first packet from the real server passed the director (latency issue);
+/// [`Event::value_ns`] carries the delay since the connection was created.
+pub const KIND_FIRST_RESPONSE: u32 = 1;
+/// Number of event kinds (size of the lost-events array).
+pub const KINDS: u32 = 2;
+
+/// `IP_VS_CONN_F_SYNC`: connection created by the sync daemon.
+pub const IP_VS_CONN_F_SYNC: u32 = 0x0020;
+/// `IP_VS_CONN_F_TEMPLATE`: persistence template.
+pub const IP_VS_CONN_F_TEMPLATE: u32 = 0x1000;
+
+/// One ring-buffer record.
+///
+/// The service identity (`fwmark`, `protocol`, `vaddr`, `vport`) and the real server
+/// (`daf`, `daddr`, `dport`) are read from the connection's `struct ip_vs_dest`, so a fwmark
+/// service is identified by its mark (a connection's own `vport` is the packet's port).
+/// Addresses are in network order, IPv4 in the first four bytes; ports in network order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) when the event happened.
+    pub timestamp_ns: u64,
+    /// The `struct ip_vs_conn *` (identifies the connection across event kinds).
+    pub conn: u64,
+    /// Kind-specific value: nanoseconds for [`KIND_FIRST_RESPONSE`], 0 otherwise.
+    pub value_ns: u64,
+    /// One of the `KIND_*` constants.
+    pub kind: u32,
+    /// `ns.inum` of the connection's network namespace.
+    pub netns_inode: u32,
+    /// Connection flags (`cp->flags`).
+    pub flags: u32,
+    /// Firewall mark of the service (`dest->vfwmark`), 0 for address services.
+    pub fwmark: u32,
+    /// Family of the service (`cp->af`).
+    pub af: u16,
+    /// Family of the real server (`dest->af`).
+    pub daf: u16,
+    /// Protocol of the service (`dest->protocol`).
+    pub protocol: u16,
+    /// Virtual port of the service (`dest->vport`), network order.
+    pub vport: u16,
+    /// Port of the real server (`dest->port`), network order.
+    pub dport: u16,
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 6],
+    /// Virtual address of the service (`dest->vaddr`).
+    pub vaddr: [u8; 16],
+    /// Address of the real server (`dest->addr`).
+    pub daddr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<Event>() == 88);
+const _: () = assert!(core::mem::align_of::<Event>() == 8);
+
+/// Byte offsets of the kernel struct members the probes read, computed by the daemon from
+/// `/sys/kernel/btf/vmlinux` and `/sys/kernel/btf/ip_vs` (Rust eBPF has no CO-RE), handed to
+/// the probes as the global `OFFSETS`. `valid` is 0 in the compiled-in default, so probes that
+/// somehow run without overridden offsets do nothing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Offsets {
+    /// 1 when filled from BTF.
+    pub valid: u32,
+    /// `struct ip_vs_conn`: `af` (u16).
+    pub conn_af: u32,
+    /// `struct ip_vs_conn`: `flags` (u32).
+    pub conn_flags: u32,
+    /// `struct ip_vs_conn`: `dest` (pointer).
+    pub conn_dest: u32,
+    /// `struct ip_vs_conn`: `ipvs` (pointer to `struct netns_ipvs`).
+    pub conn_ipvs: u32,
+    /// `struct netns_ipvs`: `net` (pointer to `struct net`).
+    pub ipvs_net: u32,
+    /// `struct net`: `ns.inum` (u32).
+    pub net_inum: u32,
+    /// `struct ip_vs_dest`: `af` (u16).
+    pub dest_af: u32,
+    /// `struct ip_vs_dest`: `port` (u16).
+    pub dest_port: u32,
+    /// `struct ip_vs_dest`: `addr` (16 bytes).
+    pub dest_addr: u32,
+    /// `struct ip_vs_dest`: `protocol` (u16).
+    pub dest_protocol: u32,
+    /// `struct ip_vs_dest`: `vport` (u16).
+    pub dest_vport: u32,
+    /// `struct ip_vs_dest`: `vaddr` (16 bytes).
+    pub dest_vaddr: u32,
+    /// `struct ip_vs_dest`: `vfwmark` (u32).
+    pub dest_vfwmark: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<Offsets>() == 56);
+
+#[cfg(feature = "user")]
+// SAFETY: both are `#[repr(C)]`, contain only integers and have no implicit padding (sizes are
+// pinned above), so every bit pattern is valid.
+unsafe impl aya::Pod for Event {}
+
+#[cfg(feature = "user")]
+// SAFETY: as above.
+unsafe impl aya::Pod for Offsets {}

@@ -1,30 +1,334 @@
 //! The eBPF side: probe loading with BTF-derived offsets, the ring-buffer consumer and the
 //! per-destination histograms.
+//!
+//! [`Ebpf::start`] checks what the kernel offers (kprobes, lockdown, BTF), then a supervisor
+//! task attaches the probes whenever `ip_vs` is loaded: at start, when the module appears
+//! later, and again after `rmmod`/`modprobe` (it polls `/sys/module/ip_vs` once a second, one
+//! `stat`). The consumer task drains the ring buffer into the [`aggregate::Aggregator`];
+//! [`Ebpf::snapshot`] reads it at each collection.
 
-use crate::cli::ServeOpts;
-use crate::model::{EbpfSnapshot, Snapshot};
+pub mod aggregate;
+pub mod bench;
+pub mod btf;
+mod loader;
+mod logbridge;
+pub mod offsets;
 
-/// The running eBPF side (probes, consumer, histograms). Placeholder until the eBPF issue lands.
+use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ipvs_telemetry_common::KINDS;
+
+use crate::cli::{EbpfMode, Granularity, ServeOpts};
+use crate::model::{EbpfSeries, EbpfSnapshot, HistogramSnapshot, Snapshot};
+use aggregate::{Aggregator, RawKey};
+use loader::{Attached, Failure};
+
+/// Label values of the `kind` label of the event counters, indexed by event kind.
+pub const KIND_LABELS: [&str; KINDS as usize] = ["new_connection", "first_response"];
+
+/// How often the supervisor checks whether `ip_vs` was loaded, unloaded or reloaded.
+const MODULE_POLL: Duration = Duration::from_secs(1);
+
+/// State shared by the supervisor, the consumer and [`Ebpf::snapshot`].
+struct State {
+    up: bool,
+    reason: String,
+    agg: Aggregator,
+    /// Events taken from the ring buffer, by kind.
+    events: [u64; KINDS as usize],
+    /// Lost events of probe instances already unloaded (module reloads), by kind.
+    lost_base: [u64; KINDS as usize],
+    /// The live instance's per-CPU lost counters.
+    lost: Option<loader::LostMap>,
+}
+
+type Shared = Arc<Mutex<State>>;
+
+fn lock(s: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves plain counters behind: keep serving them.
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The running eBPF side (probes, consumer, histograms).
 pub struct Ebpf {
-    mode: &'static str,
+    mode: EbpfMode,
+    granularity: Granularity,
+    shared: Shared,
+    supervisor: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Ebpf {
+    fn drop(&mut self) {
+        if let Some(h) = self.supervisor.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Identity of the loaded `ip_vs` module: the inode of `/sys/module/ip_vs`, which changes when
+/// the module is unloaded and loaded again. `None` when not loaded.
+fn module_identity() -> Option<u64> {
+    std::fs::metadata("/sys/module/ip_vs").ok().map(|m| m.ino())
 }
 
 impl Ebpf {
     /// Loads and attaches the probes per `--ebpf`. `Err` (a one-line cause) only with
     /// `--ebpf on`; with `auto` a failure is reported through [`Ebpf::snapshot`].
+    ///
+    /// With `--ebpf on`, `ip_vs` not being loaded yet is not an error: the probes attach when it
+    /// appears (the kernel's kprobe, BTF and permission checks are done at start).
     pub async fn start(opts: &ServeOpts) -> Result<Ebpf, String> {
-        Ok(Ebpf {
-            mode: opts.ebpf.as_str(),
+        let mut ebpf = Ebpf {
+            mode: opts.ebpf,
+            granularity: opts.ebpf_granularity,
+            shared: Arc::new(Mutex::new(State {
+                up: false,
+                reason: "disabled".into(),
+                agg: Aggregator::new(
+                    opts.ebpf_granularity,
+                    opts.ebpf_rate_window,
+                    opts.ebpf_max_destinations,
+                ),
+                events: [0; KINDS as usize],
+                lost_base: [0; KINDS as usize],
+                lost: None,
+            })),
+            supervisor: None,
+        };
+        if opts.ebpf == EbpfMode::Off {
+            return Ok(ebpf);
+        }
+        let fail = |f: Failure, ebpf: &Ebpf| {
+            tracing::warn!(reason = f.reason, "ebpf: {}", f.message);
+            lock(&ebpf.shared).reason = f.reason.into();
+            f
+        };
+        if let Err(f) = loader::preflight() {
+            let f = fail(f, &ebpf);
+            return match opts.ebpf {
+                EbpfMode::On => Err(f.message),
+                _ => Ok(ebpf),
+            };
+        }
+        let mut attached = None;
+        let module = module_identity();
+        match module {
+            None => {
+                lock(&ebpf.shared).reason = "ip_vs not loaded".into();
+                tracing::info!("ebpf: ip_vs is not loaded; the probes attach when it is");
+            }
+            Some(_) => match loader::attach(&ebpf.shared) {
+                Ok(a) => attached = Some(a),
+                Err(f) => {
+                    let f = fail(f, &ebpf);
+                    if opts.ebpf == EbpfMode::On {
+                        return Err(f.message);
+                    }
+                }
+            },
+        }
+        let shared = ebpf.shared.clone();
+        ebpf.supervisor = Some(tokio::spawn(supervise(shared, attached, module)));
+        Ok(ebpf)
+    }
+
+    /// The current series; destinations absent from `netlink` (twice in a row: a destination
+    /// added between the netlink read and this call is kept) are forgotten.
+    pub fn snapshot(&self, netlink: &Snapshot) -> EbpfSnapshot {
+        let present = presence(netlink, self.granularity);
+        self.snapshot_with(|k| {
+            if !present.readable.contains(&k.netns()) {
+                // Namespace unreadable this time: keep; not selected at all: forget.
+                return if present.unreadable.contains(&k.netns()) {
+                    None
+                } else {
+                    Some(false)
+                };
+            }
+            Some(present.keys.contains(k))
         })
     }
 
-    /// The current series; destinations absent from `netlink` are forgotten.
-    pub fn snapshot(&self, _netlink: &Snapshot) -> EbpfSnapshot {
+    /// Every tracked series without the netlink join (nothing is forgotten): for diagnostics
+    /// (`examples/ebpf-dump.rs`) and tests.
+    pub fn snapshot_all(&self) -> EbpfSnapshot {
+        self.snapshot_with(|_| None)
+    }
+
+    fn snapshot_with(&self, present: impl FnMut(&RawKey) -> Option<bool>) -> EbpfSnapshot {
+        let now = monotonic_ns();
+        let mut st = lock(&self.shared);
+        let lost_now = st.lost.as_ref().map(loader::read_lost).unwrap_or_default();
+        let lost: Vec<(String, u64)> = KIND_LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), st.lost_base[i] + lost_now[i]))
+            .collect();
+        let events = KIND_LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), st.events[i]))
+            .collect();
+        let series = st
+            .agg
+            .collect(now, present)
+            .into_iter()
+            .filter_map(|(k, v)| {
+                Some(EbpfSeries {
+                    key: k.to_model()?,
+                    new_connections: v.count,
+                    connection_rate: v.rate,
+                    peak_connection_rate: v.peak_rate,
+                    interarrival: v.interarrival,
+                    first_response: HistogramSnapshot::default(),
+                })
+            })
+            .collect();
         EbpfSnapshot {
-            up: false,
-            mode: self.mode.into(),
-            reason: "not implemented".into(),
-            ..Default::default()
+            up: st.up,
+            mode: self.mode.as_str().into(),
+            reason: st.reason.clone(),
+            events,
+            lost,
+            overflow: st.agg.overflow,
+            series,
         }
+    }
+}
+
+/// Which keys and namespaces a netlink snapshot holds.
+struct Presence {
+    keys: std::collections::HashSet<RawKey>,
+    readable: std::collections::HashSet<u32>,
+    unreadable: std::collections::HashSet<u32>,
+}
+
+fn presence(netlink: &Snapshot, granularity: Granularity) -> Presence {
+    let mut p = Presence {
+        keys: Default::default(),
+        readable: Default::default(),
+        unreadable: Default::default(),
+    };
+    for ns in &netlink.namespaces {
+        let inode = ns.netns.inode;
+        let Ok(ipvs) = &ns.ipvs else {
+            p.unreadable.insert(inode as u32);
+            continue;
+        };
+        p.readable.insert(inode as u32);
+        for svc in &ipvs.services {
+            p.keys.insert(RawKey::of_netlink(
+                inode,
+                svc.family,
+                &svc.address,
+                None,
+                Granularity::Service,
+            ));
+            if granularity == Granularity::Destination {
+                for d in &svc.destinations {
+                    p.keys.insert(RawKey::of_netlink(
+                        inode,
+                        svc.family,
+                        &svc.address,
+                        Some((d.family, d.address, d.port)),
+                        granularity,
+                    ));
+                }
+            }
+        }
+    }
+    p
+}
+
+/// `CLOCK_MONOTONIC` in ns, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Keeps the probes attached to the current `ip_vs` module instance.
+async fn supervise(shared: Shared, mut attached: Option<Attached>, mut seen: Option<u64>) {
+    // The module instance an attach attempt failed for: not retried until it changes.
+    let mut failed_for = if attached.is_none() { seen } else { None };
+    loop {
+        tokio::time::sleep(MODULE_POLL).await;
+        let now = module_identity();
+        if now != seen {
+            if let Some(a) = attached.take() {
+                tracing::info!("ebpf: ip_vs was unloaded or reloaded; detaching the probes");
+                loader::detach(&shared, a);
+            }
+            if now.is_none() {
+                let mut st = lock(&shared);
+                st.up = false;
+                st.reason = "ip_vs not loaded".into();
+            }
+            seen = now;
+        }
+        if attached.is_none() && now.is_some() && failed_for != now {
+            match loader::attach(&shared) {
+                Ok(a) => {
+                    attached = Some(a);
+                    failed_for = None;
+                }
+                Err(f) => {
+                    tracing::warn!(reason = f.reason, "ebpf: {}", f.message);
+                    lock(&shared).reason = f.reason.into();
+                    failed_for = now;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn opts(mode: &str) -> ServeOpts {
+        Cli::try_parse_from(["ipvs-telemetry", "--ebpf", mode])
+            .map(|c| c.serve)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// On a kernel without kprobes (like the development host): `on` fails with one line,
+    /// `auto` starts and says why, `off` says disabled.
+    #[tokio::test]
+    async fn modes_without_kprobes() {
+        if std::path::Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+            eprintln!("skipped: this kernel has kprobes");
+            return;
+        }
+        let err = Ebpf::start(&opts("on")).await.err().unwrap_or_default();
+        assert_eq!(
+            err,
+            "kprobes unavailable: /sys/bus/event_source/devices/kprobe does not exist (kernel without CONFIG_KPROBES)"
+        );
+        let auto = Ebpf::start(&opts("auto")).await.unwrap();
+        let s = auto.snapshot(&Snapshot::default());
+        assert!(!s.up);
+        assert_eq!(
+            (s.mode.as_str(), s.reason.as_str()),
+            ("auto", "kprobes unavailable")
+        );
+        assert_eq!(
+            s.lost,
+            vec![("new_connection".into(), 0), ("first_response".into(), 0)]
+        );
+        let off = Ebpf::start(&opts("off")).await.unwrap();
+        let s = off.snapshot(&Snapshot::default());
+        assert_eq!(
+            (s.up, s.mode.as_str(), s.reason.as_str()),
+            (false, "off", "disabled")
+        );
     }
 }

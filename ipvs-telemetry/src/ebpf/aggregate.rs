@@ -1,0 +1,639 @@
+//! The consumer's hot path: ring-buffer events into per-destination counters and histograms.
+//!
+//! Per event: one hash-map lookup keyed by a compact 56-byte key, a counter increment, one
+//! inter-arrival bucket increment and, when a rate window closes, one rate bucket increment.
+//! Nothing allocates after a destination's first event.
+//!
+//! Rate windows tile the time since a destination's first connection, computed lazily: a window
+//! lasts `--ebpf.rate-window` and closes (one observation: its connections divided by the window
+//! length) when a later event falls past its end, or at the next collection if its end has
+//! passed. The idle windows that follow are observed as 0/s all at once, in O(1), when the next
+//! event or collection comes; after an idle gap the next window starts at the next connection
+//! (the partial idle window before it is dropped), so a burst is never split by a grid line. An
+//! idle destination therefore costs nothing per window, and the histogram describes the share
+//! of windows at each rate, idle ones included.
+//!
+//! Histograms are accumulated directly into their fixed Prometheus buckets (see
+//! [`RATE_BUCKETS`], [`INTERARRIVAL_BUCKETS`]): exact at every bucket boundary and 8 bytes per
+//! bucket, so `--ebpf.max-destinations` (default 100,000) destinations stay within tens of MB.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use ipvs_telemetry_common::Event;
+
+use crate::cli::Granularity;
+use crate::model::{EbpfKey, Family, HistogramSnapshot, Protocol, ServiceAddress};
+
+/// Upper bounds (connections per second) of `ipvs_ebpf_destination_connection_rate_per_second`.
+pub const RATE_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1e3, 2e3, 5e3, 1e4, 2e4, 5e4, 1e5, 2e5,
+    5e5, 1e6,
+];
+
+/// Upper bounds (seconds) of `ipvs_ebpf_destination_connection_interarrival_seconds`.
+pub const INTERARRIVAL_BUCKETS: &[f64] = &[
+    1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
+const RATE_SLOTS: usize = RATE_BUCKETS.len() + 1;
+const INTERARRIVAL_SLOTS: usize = INTERARRIVAL_BUCKETS.len() + 1;
+
+/// A histogram with fixed bounds, accumulated in integer units (window connections, or ns).
+/// `N` slots: one per bound plus `+Inf`; stored inline so a destination is one allocation.
+#[derive(Debug, Clone)]
+struct Buckets<const N: usize> {
+    /// Non-cumulative counts; the last slot is `+Inf`.
+    counts: [u64; N],
+    /// Sum of the recorded values, in the recording unit.
+    sum: u64,
+}
+
+impl<const N: usize> Buckets<N> {
+    fn new() -> Self {
+        Buckets {
+            counts: [0; N],
+            sum: 0,
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, thresholds: &[u64], value: u64) {
+        let i = thresholds.partition_point(|&t| t < value);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum = self.sum.wrapping_add(value);
+    }
+
+    /// Records `n` observations of 0 (idle rate windows) at once.
+    #[inline]
+    fn record_zeros(&mut self, thresholds: &[u64], n: u64) {
+        let i = thresholds.partition_point(|&t| t < 0);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += n;
+        }
+    }
+
+    /// Cumulative buckets, converting the sum with `scale` (unit to exported unit).
+    fn snapshot(&self, bounds: &[f64], scale: f64) -> HistogramSnapshot {
+        let mut acc = 0;
+        let buckets = bounds
+            .iter()
+            .zip(self.counts.iter())
+            .map(|(&b, &c)| {
+                acc += c;
+                (b, acc)
+            })
+            .collect();
+        HistogramSnapshot {
+            buckets,
+            count: self.counts.iter().sum(),
+            sum: self.sum as f64 * scale,
+        }
+    }
+}
+
+/// Identity of a destination (or service) as the probe reports it; the hash-map key.
+/// Addresses and ports in network order, as in [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RawKey {
+    netns: u32,
+    fwmark: u32,
+    af: u16,
+    daf: u16,
+    protocol: u16,
+    vport: u16,
+    dport: u16,
+    vaddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
+impl Hash for RawKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let w = |b: &[u8; 16]| {
+            let (lo, hi) = b.split_at(8);
+            (
+                u64::from_ne_bytes(lo.try_into().unwrap_or_default()),
+                u64::from_ne_bytes(hi.try_into().unwrap_or_default()),
+            )
+        };
+        let (v0, v1) = w(&self.vaddr);
+        let (d0, d1) = w(&self.daddr);
+        let words = [
+            (self.netns as u64) << 32 | self.fwmark as u64,
+            (self.af as u64) << 48
+                | (self.daf as u64) << 32
+                | (self.protocol as u64) << 16
+                | self.vport as u64,
+            self.dport as u64,
+            v0,
+            v1,
+            d0,
+            d1,
+        ];
+        let mut h: u64 = 0;
+        for x in words {
+            h = (h.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+        state.write_u64(h);
+    }
+}
+
+/// Passes a precomputed 64-bit hash through, finished with a multiply-xorshift.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0;
+        (x ^ (x >> 32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (x >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+fn addr_bytes(a: IpAddr) -> [u8; 16] {
+    let mut out = [0; 16];
+    match a {
+        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out = v6.octets(),
+    }
+    out
+}
+
+fn addr_of(af: u16, b: &[u8; 16]) -> Option<IpAddr> {
+    match Family::from_af(af)? {
+        Family::Inet => Some(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
+        Family::Inet6 => Some(IpAddr::V6(Ipv6Addr::from(*b))),
+    }
+}
+
+impl RawKey {
+    /// The key of an event at `granularity`.
+    #[inline]
+    pub fn of_event(e: &Event, granularity: Granularity) -> Self {
+        let mut k = RawKey {
+            netns: e.netns_inode,
+            fwmark: e.fwmark,
+            af: e.af,
+            daf: e.daf,
+            protocol: e.protocol,
+            vport: e.vport,
+            dport: e.dport,
+            vaddr: e.vaddr,
+            daddr: e.daddr,
+        };
+        k.normalize(granularity);
+        k
+    }
+
+    /// The key of a netlink service/destination, comparable with [`RawKey::of_event`].
+    pub fn of_netlink(
+        netns: u64,
+        family: Family,
+        service: &ServiceAddress,
+        destination: Option<(Family, IpAddr, u16)>,
+        granularity: Granularity,
+    ) -> Self {
+        let mut k = RawKey {
+            netns: netns as u32,
+            fwmark: 0,
+            af: family.af(),
+            daf: 0,
+            protocol: 0,
+            vport: 0,
+            dport: 0,
+            vaddr: [0; 16],
+            daddr: [0; 16],
+        };
+        match *service {
+            ServiceAddress::Inet {
+                protocol,
+                address,
+                port,
+            } => {
+                k.protocol = protocol.number();
+                k.vaddr = addr_bytes(address);
+                k.vport = port.to_be();
+            }
+            ServiceAddress::Fwmark { mark } => k.fwmark = mark,
+        }
+        if let Some((f, a, p)) = destination {
+            k.daf = f.af();
+            k.daddr = addr_bytes(a);
+            k.dport = p.to_be();
+        }
+        k.normalize(granularity);
+        k
+    }
+
+    /// Fwmark services are identified by mark alone; service granularity drops the real server.
+    #[inline]
+    fn normalize(&mut self, granularity: Granularity) {
+        if self.fwmark != 0 {
+            self.protocol = 0;
+            self.vport = 0;
+            self.vaddr = [0; 16];
+        }
+        if granularity == Granularity::Service {
+            self.daf = 0;
+            self.dport = 0;
+            self.daddr = [0; 16];
+        }
+    }
+
+    /// The namespace inode.
+    pub fn netns(&self) -> u32 {
+        self.netns
+    }
+
+    /// The model's key; `None` for families other than IPv4/IPv6.
+    pub fn to_model(&self) -> Option<EbpfKey> {
+        let family = Family::from_af(self.af)?;
+        let service = if self.fwmark != 0 {
+            ServiceAddress::Fwmark { mark: self.fwmark }
+        } else {
+            ServiceAddress::Inet {
+                protocol: Protocol::from_number(self.protocol),
+                address: addr_of(self.af, &self.vaddr)?,
+                port: u16::from_be(self.vport),
+            }
+        };
+        let destination = if self.daf == 0 {
+            None
+        } else {
+            Some((addr_of(self.daf, &self.daddr)?, u16::from_be(self.dport)))
+        };
+        Some(EbpfKey {
+            netns_inode: self.netns as u64,
+            family,
+            service,
+            destination,
+        })
+    }
+}
+
+/// State of one destination.
+#[derive(Debug, Clone)]
+pub struct DestState {
+    /// New connections seen.
+    pub count: u64,
+    last_ts: u64,
+    win_start: u64,
+    win_count: u64,
+    /// Largest closed window count since the previous collection.
+    peak: u64,
+    rate: Buckets<RATE_SLOTS>,
+    interarrival: Buckets<INTERARRIVAL_SLOTS>,
+    /// Absent from the previous netlink snapshot (forgotten if absent again).
+    missing: bool,
+}
+
+/// One destination's values at a collection, in exported units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestValues {
+    /// New connections.
+    pub count: u64,
+    /// Rate histogram (connections per second).
+    pub rate: HistogramSnapshot,
+    /// Highest window rate since the previous collection.
+    pub peak_rate: f64,
+    /// Inter-arrival histogram (seconds).
+    pub interarrival: HistogramSnapshot,
+}
+
+/// All destinations.
+pub struct Aggregator {
+    granularity: Granularity,
+    window_ns: u64,
+    max: usize,
+    rate_thresholds: Vec<u64>,
+    interarrival_thresholds: Vec<u64>,
+    map: HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
+    /// Events dropped because `max` destinations were already tracked.
+    pub overflow: u64,
+}
+
+impl Aggregator {
+    /// An empty aggregator.
+    pub fn new(granularity: Granularity, window: Duration, max_destinations: usize) -> Self {
+        let window_ns = (window.as_nanos() as u64).max(1);
+        let secs = window_ns as f64 / 1e9;
+        Aggregator {
+            granularity,
+            window_ns,
+            max: max_destinations,
+            // rate <= bound  <=>  count <= bound * window (in seconds)
+            rate_thresholds: RATE_BUCKETS
+                .iter()
+                .map(|b| (b * secs + 1e-9).floor() as u64)
+                .collect(),
+            interarrival_thresholds: INTERARRIVAL_BUCKETS
+                .iter()
+                .map(|b| (b * 1e9).round() as u64)
+                .collect(),
+            map: HashMap::default(),
+            overflow: 0,
+        }
+    }
+
+    /// Tracked destinations.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// No destination tracked.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Records one new connection.
+    #[inline]
+    pub fn record(&mut self, e: &Event) {
+        let key = RawKey::of_event(e, self.granularity);
+        let ts = e.timestamp_ns;
+        let d = match self.map.get_mut(&key) {
+            Some(d) => d,
+            None => {
+                if self.map.len() >= self.max {
+                    self.overflow += 1;
+                    return;
+                }
+                self.map.entry(key).or_insert_with(|| DestState {
+                    count: 0,
+                    last_ts: 0,
+                    win_start: 0,
+                    win_count: 0,
+                    peak: 0,
+                    rate: Buckets::new(),
+                    interarrival: Buckets::new(),
+                    missing: false,
+                })
+            }
+        };
+        if d.count > 0 {
+            d.interarrival
+                .record(&self.interarrival_thresholds, ts.saturating_sub(d.last_ts));
+        }
+        d.count += 1;
+        d.last_ts = d.last_ts.max(ts);
+        if d.count == 1 {
+            d.win_start = ts;
+            d.win_count = 1;
+        } else if ts < d.win_start.saturating_add(self.window_ns) {
+            // In the open window (or slightly older, from another CPU's ring position).
+            d.win_count += 1;
+        } else {
+            Self::close_windows(&self.rate_thresholds, self.window_ns, d, ts);
+            // The next window starts at this connection.
+            d.win_start = ts;
+            d.win_count = 1;
+        }
+    }
+
+    /// Closes the open window of `d` (its end is at or before `now`) and observes every whole
+    /// idle window between its end and `now` as 0/s. Leaves `d.win_start` at the end of the
+    /// last observed window, with an empty open window.
+    #[inline]
+    fn close_windows(thresholds: &[u64], window_ns: u64, d: &mut DestState, now: u64) {
+        d.rate.record(thresholds, d.win_count);
+        d.peak = d.peak.max(d.win_count);
+        let end = d.win_start.saturating_add(window_ns);
+        let idle = now.saturating_sub(end) / window_ns;
+        if idle > 0 {
+            d.rate.record_zeros(thresholds, idle);
+        }
+        d.win_start = end.saturating_add(idle.saturating_mul(window_ns));
+        d.win_count = 0;
+    }
+
+    /// Closes windows that ended before `now_ns`, forgets destinations absent from two
+    /// consecutive netlink snapshots (`present` says whether a key is in the current one;
+    /// `None` keeps the key unconditionally, e.g. when its namespace could not be read), and
+    /// returns every remaining destination's values. Resets the peaks.
+    pub fn collect(
+        &mut self,
+        now_ns: u64,
+        mut present: impl FnMut(&RawKey) -> Option<bool>,
+    ) -> Vec<(RawKey, DestValues)> {
+        let secs = self.window_ns as f64 / 1e9;
+        let mut out = Vec::with_capacity(self.map.len());
+        self.map.retain(|k, d| match present(k) {
+            Some(false) if d.missing => false,
+            p => {
+                d.missing = p == Some(false);
+                true
+            }
+        });
+        for (k, d) in &mut self.map {
+            if d.count > 0 && now_ns >= d.win_start.saturating_add(self.window_ns) {
+                Self::close_windows(&self.rate_thresholds, self.window_ns, d, now_ns);
+            }
+            let peak = d.peak.max(d.win_count);
+            d.peak = 0;
+            out.push((
+                *k,
+                DestValues {
+                    count: d.count,
+                    rate: d.rate.snapshot(RATE_BUCKETS, 1.0 / secs),
+                    peak_rate: peak as f64 / secs,
+                    interarrival: d.interarrival.snapshot(INTERARRIVAL_BUCKETS, 1e-9),
+                },
+            ));
+        }
+        out.sort_by_key(|a| a.0);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+
+    fn event(ts: u64, dport: u16) -> Event {
+        let mut vaddr = [0; 16];
+        vaddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        let mut daddr = [0; 16];
+        daddr[..4].copy_from_slice(&[10, 0, 1, 1]);
+        Event {
+            timestamp_ns: ts,
+            conn: 0xffff_8880_0000_0000,
+            value_ns: 0,
+            kind: 0,
+            netns_inode: 4026531840,
+            flags: 0,
+            fwmark: 0,
+            af: 2,
+            daf: 2,
+            protocol: 6,
+            vport: 80u16.to_be(),
+            dport: dport.to_be(),
+            _pad: [0; 6],
+            vaddr,
+            daddr,
+        }
+    }
+
+    fn bucket(h: &HistogramSnapshot, le: f64) -> u64 {
+        h.buckets
+            .iter()
+            .find(|(b, _)| *b == le)
+            .map(|x| x.1)
+            .unwrap()
+    }
+
+    #[test]
+    fn bursts_of_ten_then_idle_give_known_buckets() {
+        // 100 ms windows; 5 bursts of 10 connections 1 ms apart, bursts 1 s apart.
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
+        for burst in 0..5u64 {
+            for i in 0..10u64 {
+                a.record(&event(1_000 * MS + burst * 1_000 * MS + i * MS, 8080));
+            }
+        }
+        let out = a.collect(10_000 * MS, |_| Some(true));
+        assert_eq!(out.len(), 1);
+        let v = &out[0].1;
+        assert_eq!(v.count, 50);
+        // Five windows of 10 connections in 0.1 s: 100/s each; between bursts 9 idle windows
+        // (0.1 s to 1.0 s after each burst's start), after the last one 49 (5.1 s to 10 s).
+        assert_eq!(v.rate.count, 5 + 4 * 9 + 49);
+        assert_eq!(bucket(&v.rate, 1.0), 4 * 9 + 49);
+        assert_eq!(bucket(&v.rate, 50.0), 4 * 9 + 49);
+        assert_eq!(bucket(&v.rate, 100.0), 90);
+        assert!((v.rate.sum - 500.0).abs() < 1e-9);
+        assert!((v.peak_rate - 100.0).abs() < 1e-9);
+        // 45 gaps of 1 ms, 4 gaps of 991 ms.
+        assert_eq!(v.interarrival.count, 49);
+        assert_eq!(bucket(&v.interarrival, 5e-4), 0);
+        assert_eq!(bucket(&v.interarrival, 1e-3), 45);
+        assert_eq!(bucket(&v.interarrival, 0.5), 45);
+        assert_eq!(bucket(&v.interarrival, 1.0), 49);
+        assert!((v.interarrival.sum - (45.0 * 0.001 + 4.0 * 0.991)).abs() < 1e-9);
+        // The peak resets at each collection.
+        let again = a.collect(20_000 * MS, |_| Some(true));
+        assert_eq!(again[0].1.peak_rate, 0.0);
+        assert_eq!(again[0].1.count, 50);
+        // Every window from 10 s to 20 s was idle: 100 more observations of 0/s.
+        assert_eq!(again[0].1.rate.count, 190);
+        assert_eq!(bucket(&again[0].1.rate, 1.0), 185);
+    }
+
+    #[test]
+    fn open_window_is_observed_once_it_has_ended() {
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_secs(1), 10);
+        for i in 0..3 {
+            a.record(&event(5_000 * MS + i * 10 * MS, 1));
+        }
+        let v = &a.collect(5_500 * MS, |_| Some(true))[0].1;
+        assert_eq!(v.rate.count, 0, "window still open");
+        assert!(
+            (v.peak_rate - 3.0).abs() < 1e-9,
+            "open window counts towards the peak"
+        );
+        let v = &a.collect(6_000 * MS, |_| Some(true))[0].1;
+        assert_eq!(v.rate.count, 1);
+        assert_eq!(bucket(&v.rate, 2.0), 0);
+        assert_eq!(bucket(&v.rate, 5.0), 1);
+    }
+
+    #[test]
+    fn destinations_are_separate_and_capped() {
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 2);
+        a.record(&event(MS, 1));
+        a.record(&event(2 * MS, 2));
+        a.record(&event(3 * MS, 3));
+        a.record(&event(4 * MS, 1));
+        assert_eq!(a.len(), 2);
+        assert_eq!(a.overflow, 1);
+        let out = a.collect(5 * MS, |_| Some(true));
+        let counts: Vec<u64> = out.iter().map(|(_, v)| v.count).collect();
+        assert_eq!(counts, vec![2, 1]);
+        let key = out[0].0.to_model().unwrap();
+        assert_eq!(key.destination, Some(("10.0.1.1".parse().unwrap(), 1)));
+        assert_eq!(
+            key.service,
+            ServiceAddress::Inet {
+                protocol: Protocol::Tcp,
+                address: "10.0.0.1".parse().unwrap(),
+                port: 80
+            }
+        );
+    }
+
+    #[test]
+    fn service_granularity_merges_destinations() {
+        let mut a = Aggregator::new(Granularity::Service, Duration::from_millis(100), 10);
+        a.record(&event(MS, 1));
+        a.record(&event(2 * MS, 2));
+        let out = a.collect(3 * MS, |_| Some(true));
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].1.count, 2);
+        assert_eq!(out[0].0.to_model().unwrap().destination, None);
+    }
+
+    #[test]
+    fn netlink_keys_match_event_keys_and_absent_ones_are_forgotten() {
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
+        let mut fw = event(MS, 8080);
+        fw.fwmark = 7;
+        fw.vport = 443u16.to_be(); // whatever the packet's port was
+        a.record(&fw);
+        a.record(&event(MS, 9090));
+        let svc = ServiceAddress::Fwmark { mark: 7 };
+        let dest = (Family::Inet, "10.0.1.1".parse().unwrap(), 8080);
+        let fw_key = RawKey::of_netlink(
+            4026531840,
+            Family::Inet,
+            &svc,
+            Some(dest),
+            Granularity::Destination,
+        );
+        let only_fw = |k: &RawKey| Some(*k == fw_key);
+        assert_eq!(a.collect(2 * MS, only_fw).len(), 2, "one miss is tolerated");
+        let out = a.collect(3 * MS, only_fw);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, fw_key);
+        // None (namespace unreadable) never forgets.
+        assert_eq!(a.collect(4 * MS, |_| None).len(), 1);
+        assert_eq!(a.collect(5 * MS, |_| None).len(), 1);
+    }
+
+    #[test]
+    fn ipv6_keys_round_trip() {
+        let mut e = event(MS, 80);
+        e.af = 10;
+        e.daf = 10;
+        e.vaddr = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+        e.daddr = "2001:db8::2".parse::<Ipv6Addr>().unwrap().octets();
+        let k = RawKey::of_event(&e, Granularity::Destination);
+        let m = k.to_model().unwrap();
+        assert_eq!(m.family, Family::Inet6);
+        assert_eq!(m.destination, Some(("2001:db8::2".parse().unwrap(), 80)));
+        let n = RawKey::of_netlink(
+            4026531840,
+            Family::Inet6,
+            &ServiceAddress::Inet {
+                protocol: Protocol::Tcp,
+                address: "2001:db8::1".parse().unwrap(),
+                port: 80,
+            },
+            Some((Family::Inet6, "2001:db8::2".parse().unwrap(), 80)),
+            Granularity::Destination,
+        );
+        assert_eq!(k, n);
+    }
+}

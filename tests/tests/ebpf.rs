@@ -1,0 +1,498 @@
+//! eBPF connection telemetry against real kernels (6.1 and 6.12: their struct layouts differ,
+//! which is what proves the BTF-derived offsets).
+//!
+//! The eBPF side runs in the VM as `ebpf-dump` (the daemon's eBPF code alone, writing its series
+//! as JSON, see `ipvs-telemetry/examples/ebpf-dump.rs`); `ipvsadm -Ln --stats --exact` is the
+//! independent source of truth.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use ipvs_telemetry_e2e::{Vm, VmConfig, kernels, lab_or_skip};
+use serde_json::Value;
+
+/// Builds `ebpf-dump` once (release, with the probes of this checkout).
+fn dump_binary() -> Result<PathBuf> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let root = ipvs_lab::paths::repo_root();
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(&root).args([
+            "build",
+            "--release",
+            "--package",
+            "ipvs-telemetry",
+            "--example",
+            "ebpf-dump",
+        ]);
+        let obj =
+            root.join("ipvs-telemetry-ebpf/target/bpfel-unknown-none/release/ipvs-telemetry-ebpf");
+        if std::env::var_os("IPVS_TELEMETRY_EBPF_OBJECT").is_none() && obj.is_file() {
+            cmd.env("IPVS_TELEMETRY_EBPF_OBJECT", obj);
+        }
+        let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("building ebpf-dump failed ({status})"));
+        }
+        Ok(ipvs_lab::paths::target_dir().join("release/examples/ebpf-dump"))
+    })
+    .clone()
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// Services in a namespace (`$1` prefixes every command, e.g. `ip netns exec ns2`):
+/// TCP and UDP over IPv4 and IPv6, a fwmark service and a persistent one. Real servers are
+/// local addresses without listeners: IPVS schedules the connection either way.
+const SETUP: &str = r#"
+setup() {
+  $1 ip link add d0 type dummy && $1 ip link set d0 up && $1 ip link set lo up
+  for a in 10.0.0.1 10.0.0.2 10.0.0.3 10.0.0.4 10.0.1.1 10.0.1.2; do $1 ip addr add $a/32 dev d0; done
+  for a in 2001:db8::1 2001:db8:1::1 2001:db8:1::2; do $1 ip -6 addr add $a/128 dev d0 nodad; done
+  $1 ipvsadm -A -t 10.0.0.1:80 -s rr
+  $1 ipvsadm -a -t 10.0.0.1:80 -r 10.0.1.1:8080 -m; $1 ipvsadm -a -t 10.0.0.1:80 -r 10.0.1.2:8080 -m
+  $1 ipvsadm -A -u 10.0.0.1:53 -s rr
+  $1 ipvsadm -a -u 10.0.0.1:53 -r 10.0.1.1:5353 -m; $1 ipvsadm -a -u 10.0.0.1:53 -r 10.0.1.2:5353 -m
+  $1 ipvsadm -A -t [2001:db8::1]:80 -s rr
+  $1 ipvsadm -a -t [2001:db8::1]:80 -r [2001:db8:1::1]:8080 -m
+  $1 ipvsadm -a -t [2001:db8::1]:80 -r [2001:db8:1::2]:8080 -m
+  $1 ipvsadm -A -u [2001:db8::1]:53 -s rr; $1 ipvsadm -a -u [2001:db8::1]:53 -r [2001:db8:1::1]:5353 -m
+  $1 ipvsadm -A -t 10.0.0.3:80 -s rr -p 300
+  $1 ipvsadm -a -t 10.0.0.3:80 -r 10.0.1.1:8081 -m; $1 ipvsadm -a -t 10.0.0.3:80 -r 10.0.1.2:8081 -m
+  $1 iptables -t mangle -A OUTPUT -d 10.0.0.2 -p tcp --dport 443 -j MARK --set-mark 7
+  $1 ipvsadm -A -f 7 -s rr; $1 ipvsadm -a -f 7 -r 10.0.1.1:8443 -m; $1 ipvsadm -a -f 7 -r 10.0.1.2:8443 -m
+  $1 ipvsadm -A -t 10.0.0.4:80 -s rr; $1 ipvsadm -a -t 10.0.0.4:80 -r 10.0.1.1:9000 -m
+}
+"#;
+
+/// `(namespace label, "PROT service -> destination")`.
+type Key = (String, String);
+
+/// Destination `Conns` of `ipvsadm -Ln --stats --exact`, keyed like [`ebpf_counts`].
+fn ipvsadm_conns(ns: &str, text: &str) -> BTreeMap<Key, u64> {
+    let mut out = BTreeMap::new();
+    let mut svc = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        match f.as_slice() {
+            [p @ ("TCP" | "UDP" | "FWM"), addr, conns, ..] if conns.parse::<u64>().is_ok() => {
+                svc = Some(format!("{p} {addr}"));
+            }
+            ["->", dest, conns, ..] => {
+                if let (Some(s), Ok(n)) = (&svc, conns.parse::<u64>()) {
+                    out.insert((ns.to_string(), format!("{s} -> {dest}")), n);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn bracket(addr: &str) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr.to_string()
+    }
+}
+
+/// Per-destination `new_connections` of an `ebpf-dump` JSON, namespaces named by `inodes`.
+fn ebpf_counts(json: &Value, inodes: &BTreeMap<u64, String>) -> Result<BTreeMap<Key, u64>> {
+    let mut out = BTreeMap::new();
+    for s in json["series"].as_array().context("no series")? {
+        let k = &s["key"];
+        let Some(ns) = k["netns_inode"].as_u64().and_then(|i| inodes.get(&i)) else {
+            continue;
+        };
+        let svc = &k["service"];
+        let svc = if svc["kind"] == "fwmark" {
+            format!("FWM {}", svc["mark"])
+        } else {
+            format!(
+                "{} {}:{}",
+                svc["protocol"].as_str().unwrap_or("?").to_uppercase(),
+                bracket(svc["address"].as_str().unwrap_or("?")),
+                svc["port"]
+            )
+        };
+        let d = &k["destination"];
+        let dest = if d.is_null() {
+            "*".to_string()
+        } else {
+            format!("{}:{}", bracket(d[0].as_str().unwrap_or("?")), d[1])
+        };
+        let n = s["new_connections"].as_u64().context("no count")?;
+        out.insert((ns.clone(), format!("{svc} -> {dest}")), n);
+    }
+    Ok(out)
+}
+
+fn kind_total(json: &Value, field: &str, kind: &str) -> u64 {
+    json[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e[0] == kind)
+        .and_then(|e| e[1].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
+fn read_dump(vm: &Vm, path: &str) -> Result<Value> {
+    let text = vm.sh_ok(&format!("cat {path}"))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {path}: {text}"))
+}
+
+/// Both namespaces' destination conns per ipvsadm, after the estimator has run (2 s ticks:
+/// waits until two reads 2.5 s apart agree).
+fn settled_ipvsadm(vm: &Vm) -> Result<BTreeMap<Key, u64>> {
+    let read = || -> Result<BTreeMap<Key, u64>> {
+        let mut m = ipvsadm_conns("host", &vm.sh_ok("ipvsadm -Ln --stats --exact")?);
+        m.extend(ipvsadm_conns(
+            "ns2",
+            &vm.sh_ok("ip netns exec ns2 ipvsadm -Ln --stats --exact")?,
+        ));
+        Ok(m)
+    };
+    let mut prev = read()?;
+    for _ in 0..20 {
+        vm.sh_ok("sleep 2.5")?;
+        let now = read()?;
+        if now == prev {
+            return Ok(now);
+        }
+        prev = now;
+    }
+    bail!("ipvsadm counters did not settle")
+}
+
+fn namespaces(vm: &Vm) -> Result<BTreeMap<u64, String>> {
+    let host: u64 = vm
+        .sh_ok("stat -L -c %i /proc/self/ns/net")?
+        .trim()
+        .parse()?;
+    let ns2: u64 = vm.sh_ok("stat -L -c %i /run/netns/ns2")?.trim().parse()?;
+    Ok(BTreeMap::from([(host, "host".into()), (ns2, "ns2".into())]))
+}
+
+/// Asserts that for every destination the eBPF count increased exactly as ipvsadm's conns.
+fn assert_deltas(
+    before: (&BTreeMap<Key, u64>, &BTreeMap<Key, u64>),
+    after: (&BTreeMap<Key, u64>, &BTreeMap<Key, u64>),
+) {
+    let (ipvs0, ebpf0) = before;
+    let (ipvs1, ebpf1) = after;
+    let mut moved = 0;
+    for (k, &n) in ipvs1 {
+        let want = n - ipvs0.get(k).copied().unwrap_or(0);
+        let got = ebpf1.get(k).copied().unwrap_or(0) - ebpf0.get(k).copied().unwrap_or(0);
+        eprintln!("  {:4} {:45} ipvsadm +{want:6}  ebpf +{got:6}", k.0, k.1);
+        assert_eq!(got, want, "{k:?}");
+        moved += want;
+    }
+    for (k, &n) in ebpf1 {
+        assert!(
+            ipvs1.contains_key(k) || n == ebpf0.get(k).copied().unwrap_or(0),
+            "eBPF counted a destination ipvsadm does not list: {k:?}"
+        );
+    }
+    assert!(moved > 0, "no traffic was counted at all");
+}
+
+fn start_dump(vm: &Vm, out: &str, args: &str) -> Result<()> {
+    vm.spawn(&format!(
+        "EBPF_DUMP_OUT={out} exec /usr/local/bin/ebpf-dump --ebpf on {args}"
+    ))?;
+    vm.wait_until(
+        &format!("grep -q '\"up\":true' {out}"),
+        Duration::from_secs(60),
+    )?;
+    Ok(())
+}
+
+/// Sum of the eBPF counts of one service (`PROT addr` prefix) in one namespace.
+fn service_total(m: &BTreeMap<Key, u64>, ns: &str, svc: &str) -> u64 {
+    m.iter()
+        .filter(|(k, _)| k.0 == ns && k.1.starts_with(&format!("{svc} -> ")))
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[test]
+fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
+    if !lab_or_skip("ebpf_counts_match_ipvsadm_on_both_kernels") {
+        return Ok(());
+    }
+    let dump = dump_binary()?;
+    for k in kernels() {
+        eprintln!("kernel {k}");
+        let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
+        vm.sh_ok(&format!(
+            "{SETUP}\nsysctl -qw net.ipv4.ip_local_port_range='1024 65001' && \
+             setup '' && ip netns add ns2 && setup 'ip netns exec ns2'"
+        ))?;
+        let inodes = namespaces(&vm)?;
+        start_dump(&vm, "/tmp/ebpf.json", "")?;
+        // A second instance with 1 s windows watches the arrival-pattern service, a third
+        // counts per service.
+        start_dump(&vm, "/tmp/ebpf-1s.json", "--ebpf.rate-window 1s")?;
+        start_dump(&vm, "/tmp/ebpf-svc.json", "--ebpf.granularity service")?;
+        let svc0 = ebpf_counts(&read_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
+
+        // Exact counts over every kind of service, in two namespaces.
+        let ipvs0 = settled_ipvsadm(&vm)?;
+        let ebpf0 = ebpf_counts(&read_dump(&vm, "/tmp/ebpf.json")?, &inodes)?;
+        let tcp = |a: &str, n: u32| {
+            format!("lab-client tcp {a} -n {n} --connect-only --allow-errors --timeout 2s")
+        };
+        let udp = |a: &str, n: u32| format!("lab-client udp {a} -n {n} --no-reply --allow-errors");
+        vm.sh_ok_timeout(
+            &[
+                tcp("10.0.0.1:80", 101),
+                udp("10.0.0.1:53", 53),
+                tcp("[2001:db8::1]:80", 37),
+                udp("[2001:db8::1]:53", 11),
+                tcp("10.0.0.2:443", 29),
+                tcp("10.0.0.3:80", 17),
+                format!("ip netns exec ns2 {}", tcp("10.0.0.1:80", 13)),
+                format!("ip netns exec ns2 {}", udp("[2001:db8::1]:53", 7)),
+                format!("ip netns exec ns2 {}", tcp("10.0.0.2:443", 5)),
+            ]
+            .join(" && "),
+            Duration::from_secs(300),
+        )?;
+        let ipvs1 = settled_ipvsadm(&vm)?;
+        let json = read_dump(&vm, "/tmp/ebpf.json")?;
+        let ebpf1 = ebpf_counts(&json, &inodes)?;
+        assert_deltas((&ipvs0, &ebpf0), (&ipvs1, &ebpf1));
+        // TCP connects to one address take successive source ports, so each is a new IPVS
+        // connection (UDP sockets take random ports and may meet an earlier connection: those
+        // are compared with ipvsadm only). The persistent service counts connections, not
+        // templates.
+        for (ns, svc, n) in [
+            ("host", "TCP 10.0.0.1:80", 101),
+            ("host", "TCP [2001:db8::1]:80", 37),
+            ("host", "FWM 7", 29),
+            ("host", "TCP 10.0.0.3:80", 17),
+            ("ns2", "TCP 10.0.0.1:80", 13),
+            ("ns2", "FWM 7", 5),
+        ] {
+            let got = service_total(&ebpf1, ns, svc) - service_total(&ebpf0, ns, svc);
+            assert_eq!(got, n, "{ns} {svc}");
+        }
+        assert_eq!(kind_total(&json, "lost", "new_connection"), 0);
+        // --ebpf.granularity service: one series per service, the sum of its destinations.
+        let svc1 = ebpf_counts(&read_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
+        for ((ns, name), n) in &svc1 {
+            let svc = name.trim_end_matches(" -> *");
+            assert!(name.ends_with(" -> *"), "{name}");
+            let want = service_total(&ipvs1, ns, svc) - service_total(&ipvs0, ns, svc);
+            let got = n - svc0.get(&(ns.clone(), name.clone())).copied().unwrap_or(0);
+            assert_eq!(got, want, "service granularity {ns} {svc}");
+        }
+        assert!(svc1.len() >= 8, "{svc1:?}");
+
+        // Freshness: a connection made just before reading is in the eBPF series at once
+        // (the dump refreshes every 100 ms); netlink's counter moves on the estimator's 2 s tick.
+        let key = ("host", "TCP 10.0.0.1:80");
+        let e0 = service_total(&ebpf1, key.0, key.1);
+        let out = vm.sh_ok(&format!(
+            "{} >/dev/null && ipvsadm -Ln --stats --exact",
+            tcp("10.0.0.1:80", 1)
+        ))?;
+        let netlink = service_total(&ipvsadm_conns("host", &out), key.0, key.1)
+            - service_total(&ipvs1, key.0, key.1);
+        let mut fresh = 0;
+        for _ in 0..50 {
+            fresh = service_total(
+                &ebpf_counts(&read_dump(&vm, "/tmp/ebpf.json")?, &inodes)?,
+                key.0,
+                key.1,
+            ) - e0;
+            if fresh >= 1 {
+                break;
+            }
+            vm.sh_ok("sleep 0.1")?;
+        }
+        eprintln!("freshness: one connection just made: eBPF +{fresh}, netlink +{netlink}");
+        assert_eq!(fresh, 1);
+
+        // Burst: everything accounted for (eBPF + lost == netlink delta).
+        let ipvs0 = settled_ipvsadm(&vm)?;
+        let json = read_dump(&vm, "/tmp/ebpf.json")?;
+        let ebpf0 = ebpf_counts(&json, &inodes)?;
+        let lost0 = kind_total(&json, "lost", "new_connection");
+        let out = vm.sh_ok_timeout(&tcp("10.0.0.1:80", 20000), Duration::from_secs(600))?;
+        eprintln!("burst: {}", out.trim());
+        let ipvs1 = settled_ipvsadm(&vm)?;
+        let json = read_dump(&vm, "/tmp/ebpf.json")?;
+        let ebpf1 = ebpf_counts(&json, &inodes)?;
+        let lost = kind_total(&json, "lost", "new_connection") - lost0;
+        let got = service_total(&ebpf1, "host", "TCP 10.0.0.1:80")
+            - service_total(&ebpf0, "host", "TCP 10.0.0.1:80");
+        let want = service_total(&ipvs1, "host", "TCP 10.0.0.1:80")
+            - service_total(&ipvs0, "host", "TCP 10.0.0.1:80");
+        eprintln!("burst: netlink +{want}, eBPF +{got}, lost {lost}");
+        assert_eq!(got + lost, want);
+        assert!(want >= 20000, "the burst made {want} IPVS connections");
+
+        // Known arrival pattern: 5 bursts of 10 connections, 1.5 s apart, 1 s windows.
+        for _ in 0..5 {
+            vm.sh_ok(&format!("{} && sleep 1.5", tcp("10.0.0.4:80", 10)))?;
+        }
+        let json = read_dump(&vm, "/tmp/ebpf-1s.json")?;
+        let s = json["series"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["key"]["service"]["address"] == "10.0.0.4")
+            .context("no series for 10.0.0.4")?;
+        assert_eq!(s["new_connections"], 50);
+        let bucket = |h: &str, le: f64| {
+            s[h]["buckets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|b| b[0].as_f64() == Some(le))
+                .and_then(|b| b[1].as_u64())
+        };
+        // Each burst is one window of 10 connections in 1 s: 10/s. The 0.5 s gaps between
+        // bursts hold no whole window; the whole idle windows after the last burst (as many as
+        // have passed when the dump was written) are observed as 0/s.
+        let count = s["connection_rate"]["count"]
+            .as_u64()
+            .context("rate count")?;
+        assert!(count >= 5, "{s}");
+        assert_eq!(bucket("connection_rate", 1.0), Some(count - 5), "{s}");
+        assert_eq!(bucket("connection_rate", 5.0), Some(count - 5), "{s}");
+        assert_eq!(bucket("connection_rate", 10.0), Some(count), "{s}");
+        // 45 gaps inside bursts (well under 0.5 s), 4 between bursts (over 1 s).
+        assert_eq!(s["interarrival"]["count"], 49, "{s}");
+        assert_eq!(bucket("interarrival", 0.5), Some(45), "{s}");
+        assert_eq!(bucket("interarrival", 1.0), Some(45), "{s}");
+        vm.shutdown()?;
+    }
+    Ok(())
+}
+
+#[test]
+fn ebpf_follows_ip_vs_module_load_and_reload() -> Result<()> {
+    if !lab_or_skip("ebpf_follows_ip_vs_module_load_and_reload") {
+        return Ok(());
+    }
+    let dump = dump_binary()?;
+    let unload = "ipvsadm -C; for m in $(awk '/^ip_vs_/{print $1}' /proc/modules); do rmmod $m; done; rmmod ip_vs";
+    for k in kernels() {
+        eprintln!("kernel {k}");
+        let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
+        vm.sh_ok(unload)?;
+        let dumper =
+            vm.spawn("EBPF_DUMP_OUT=/tmp/e.json exec /usr/local/bin/ebpf-dump --ebpf on")?;
+        vm.wait_until(
+            "grep -q '\"reason\":\"ip_vs not loaded\"' /tmp/e.json",
+            Duration::from_secs(60),
+        )?;
+        for round in 0..2 {
+            vm.sh_ok(&format!(
+                "modprobe ip_vs && modprobe ip_vs_rr && {SETUP}\n\
+                 ip link del d0 2>/dev/null; setup ''"
+            ))?;
+            vm.wait_until("grep -q '\"up\":true' /tmp/e.json", Duration::from_secs(60))?;
+            let before = read_dump(&vm, "/tmp/e.json")?;
+            let before = kind_total(&before, "events", "new_connection");
+            vm.sh_ok("lab-client udp 10.0.0.1:53 -n 40 --no-reply")?;
+            vm.wait_until(
+                &format!(
+                    "grep -q '\"new_connection\",{}\\]' /tmp/e.json",
+                    before + 40
+                ),
+                Duration::from_secs(30),
+            )
+            .with_context(|| format!("round {round}: 40 connections not seen"))?;
+            // The probe's aya-log message reaches the daemon's log (once per probe instance).
+            vm.wait_until(
+                &format!(
+                    "test $(grep -c 'first connection seen' {}) -ge {}",
+                    dumper.log,
+                    round + 1
+                ),
+                Duration::from_secs(30),
+            )?;
+            vm.sh_ok(unload)?;
+            vm.wait_until(
+                "grep -q '\"up\":false,.*\"reason\":\"ip_vs not loaded\"' /tmp/e.json",
+                Duration::from_secs(30),
+            )?;
+        }
+        vm.shutdown()?;
+    }
+    Ok(())
+}
+
+/// `cargo xtask bench ebpf` part (a), not a test (speed is measured, never asserted): in one VM,
+/// connections/s of `lab-client` with the probes attached vs detached, alternating A B A B over
+/// `IPVS_BENCH_PAIRS` pairs (default 10); medians and their ratio are printed. Run: `cargo test -p ipvs-telemetry-e2e --test ebpf -- --ignored
+/// --nocapture probe_overhead`.
+#[test]
+#[ignore]
+fn probe_overhead() -> Result<()> {
+    if !lab_or_skip("probe_overhead") {
+        return Ok(());
+    }
+    let dump = dump_binary()?;
+    let k = kernels()[0];
+    let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
+    vm.sh_ok(&format!(
+        "{SETUP}\nsysctl -qw net.ipv4.ip_local_port_range='1024 65001' && setup ''"
+    ))?;
+    let run = || -> Result<f64> {
+        let out = vm.sh_ok_timeout(
+            "lab-client tcp 10.0.0.1:80 -n 5000 --connect-only --allow-errors --timeout 2s",
+            Duration::from_secs(300),
+        )?;
+        // Every connection is refused by the local real server (no listener): count attempts.
+        let field = |name: &str| {
+            out.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .and_then(|v| v.trim_end_matches('s').parse::<f64>().ok())
+        };
+        match (field("ok="), field("errors="), field("elapsed=")) {
+            (Some(ok), Some(errors), Some(secs)) if secs > 0.0 => Ok((ok + errors) / secs),
+            _ => bail!("unexpected lab-client output: {out}"),
+        }
+    };
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let pairs: usize = std::env::var("IPVS_BENCH_PAIRS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    for _ in 0..pairs {
+        off.push(run()?);
+        let p = vm.spawn("EBPF_DUMP_OUT=/tmp/o.json exec /usr/local/bin/ebpf-dump --ebpf on")?;
+        vm.wait_until("grep -q '\"up\":true' /tmp/o.json", Duration::from_secs(60))?;
+        on.push(run()?);
+        vm.sh_ok(&format!("kill {} && rm -f /tmp/o.json", p.pid))?;
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let minmax = |v: &[f64]| {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
+        format!("{lo:.0} / {:.0} / {hi:.0}", median(v))
+    };
+    println!(
+        "ebpf probe overhead (kernel {k}, TCG, {pairs} pairs): detached conn/s min/median/max {}, attached {}, ratio of medians {:.3}",
+        minmax(&off),
+        minmax(&on),
+        median(&on) / median(&off)
+    );
+    vm.shutdown()?;
+    Ok(())
+}
