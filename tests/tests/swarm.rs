@@ -400,7 +400,6 @@ fn ingress_dests(samples: &[Sample], mark: u32) -> Vec<&Sample> {
 /// ipvsadm's, eBPF counters reconciled), scaling, removal, a dockerd restart and an overlay
 /// network's load-balancer namespace.
 #[test]
-#[ignore = "needs the namespaces, netlink and daemon parts on main"]
 fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
     if !swarm_or_skip("swarm_daemon_follows_the_routing_mesh") {
         return Ok(());
