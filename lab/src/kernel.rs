@@ -140,7 +140,7 @@ pub fn ensure_kernel(k: Kernel) -> Result<KernelFiles> {
     cached_kernel(k).ok_or_else(|| anyhow!("lab kernel {k} incomplete in {}", dir.display()))
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let line = format!("{cmd:?}");
     let out = cmd
         .output()

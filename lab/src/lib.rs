@@ -35,6 +35,8 @@
 //! counted with lock files in `$TMPDIR/ipvs-lab-slots`,
 //! default 2), `IPVS_LAB_BOOT_TIMEOUT` (seconds, default 180), `IPVS_LAB_KEEP=1` (keep every
 //! console log, not only those of failed VMs).
+//!
+//! The Swarm profile ([`VmConfig::swarm`], [`swarm`]) adds Docker 20.10 in swarm mode.
 
 pub mod binaries;
 mod channel;
@@ -45,6 +47,7 @@ pub mod kernel;
 mod lock;
 pub mod modules;
 pub mod paths;
+pub mod swarm;
 mod vm;
 
 pub use kernel::{Kernel, KernelFiles, cached_kernel, ensure_kernel};

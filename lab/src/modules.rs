@@ -90,4 +90,7 @@ pub const ON_DEMAND: &[&str] = &[
     "gre",
     "ip_gre",
     "tun",
+    // Docker (the Swarm profile): image layers, NAT redirects.
+    "overlay",
+    "xt_REDIRECT",
 ];

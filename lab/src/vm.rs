@@ -62,6 +62,9 @@ pub struct VmConfig {
     pub boot_timeout: Duration,
     /// Extra kernel command line arguments.
     pub cmdline: String,
+    /// The Swarm profile: Docker, containerd, runc and the service image in the VM (see
+    /// [`crate::swarm`]).
+    pub swarm: bool,
 }
 
 impl VmConfig {
@@ -83,7 +86,17 @@ impl VmConfig {
             kvm: false,
             boot_timeout,
             cmdline: String::new(),
+            swarm: false,
         }
+    }
+
+    /// The Swarm profile on `kernel`: the defaults with 2 GiB and Docker in the VM (see
+    /// [`crate::swarm`]; [`crate::swarm::up`] starts the swarm).
+    pub fn swarm(kernel: Kernel) -> Self {
+        let mut cfg = VmConfig::new(kernel);
+        cfg.memory_mb = cfg.memory_mb.max(crate::swarm::MEMORY_MB);
+        cfg.swarm = true;
+        cfg
     }
 
     /// Adds a forward of guest TCP `port` from a free host port.
@@ -249,6 +262,9 @@ impl Vm {
                 .push(("/usr/local/bin/ipvs-telemetry".into(), bin));
         }
         layer.files = cfg.files.clone();
+        if cfg.swarm {
+            crate::swarm::add_to_layer(&mut layer)?;
+        }
 
         let cache = paths::cache_dir();
         // Machine-wide (not per cache): the limit is about this machine's CPUs.

@@ -3,6 +3,11 @@
 //! namespaces, NAT backends, steady traffic with bursts), starts the daemon with eBPF on auto,
 //! forwards it to `127.0.0.1:<port>`, optionally starts a real Prometheus on the host, and runs
 //! until Ctrl-C, then shuts everything down.
+//!
+//! `--swarm` boots the Swarm profile instead: a single-node Docker Swarm (2 GiB VM) with a TCP
+//! service published on 30080 and a UDP service on 30053 (2 replicas each) under steady traffic
+//! through the routing mesh, and the daemon run as a Swarm user runs it
+//! (`--netns.discover /var/run/docker/netns`).
 
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -38,6 +43,9 @@ pub struct Opts {
     /// Use the debug build of the daemon (faster to build).
     #[arg(long)]
     pub debug: bool,
+    /// A real Docker Swarm (the lab's Swarm profile) instead of the ipvsadm demo.
+    #[arg(long)]
+    pub swarm: bool,
 }
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -66,6 +74,10 @@ pub fn run(opts: &Opts) -> Result<()> {
     crate::deps::ensure_lab_kernels()?;
     ipvs_lab::prerequisites()
         .map_err(|e| anyhow!("the lab cannot run here: {e} (try `cargo xtask deps`)"))?;
+    if opts.swarm {
+        ipvs_lab::swarm::prerequisites()
+            .map_err(|e| anyhow!("the Swarm profile cannot run here: {e}"))?;
+    }
     if !port_free(opts.port) {
         bail!(
             "127.0.0.1:{} is in use; pick another with --port",
@@ -92,29 +104,16 @@ pub fn run(opts: &Opts) -> Result<()> {
         // SAFETY: single-threaded at this point; the lab reads it when it boots.
         unsafe { std::env::set_var("IPVS_TELEMETRY_BIN", &bin) };
     }
-    let scenario = build::root().join("lab/scenarios/demo.sh");
     let t = Instant::now();
     eprintln!(
         "lab: booting kernel {} (TCG; takes a few seconds)",
         opts.kernel
     );
-    let mut cfg = VmConfig::new(opts.kernel)
-        .forward_fixed(opts.port, opts.port)
-        .file(&scenario, "/root/demo.sh")
-        .with_daemon();
-    cfg.kvm = opts.kvm;
-    let vm = Vm::boot(cfg)?;
-    eprintln!("lab: kernel {} up in {:.1?}", opts.kernel, vm.boot_time());
-    let summary = vm
-        .sh_ok_timeout("sh /root/demo.sh setup", Duration::from_secs(180))
-        .context("setting up the demo scenario")?;
-    eprintln!("lab: {}", summary.trim());
-    vm.spawn("exec sh /root/demo.sh traffic")?;
-    let daemon = vm.spawn(&format!(
-        "exec ipvs-telemetry serve --web.listen-address :{} --netns.discover /run/netns \
-         --netns.exclude '^be-' --ebpf auto",
-        opts.port
-    ))?;
+    let (vm, daemon) = if opts.swarm {
+        start_swarm(opts)?
+    } else {
+        start_demo(opts)?
+    };
     let url = format!("http://127.0.0.1:{}/metrics", opts.port);
     let ready = wait_ready(&vm, opts.port, daemon.pid, Duration::from_secs(90));
     match &ready {
@@ -144,8 +143,13 @@ pub fn run(opts: &Opts) -> Result<()> {
         );
     }
     println!(
-        "  in the VM:  daemon log {}, scenario lab/scenarios/demo.sh",
-        daemon.log
+        "  in the VM:  daemon log {}, scenario {}",
+        daemon.log,
+        if opts.swarm {
+            "Docker Swarm (services web: 30080/tcp, dns: 30053/udp)"
+        } else {
+            "lab/scenarios/demo.sh"
+        }
     );
     println!("  Ctrl-C stops the lab.");
     let mut last_check = Instant::now();
@@ -161,9 +165,69 @@ pub fn run(opts: &Opts) -> Result<()> {
     }
     eprintln!("\nlab: shutting down");
     stop_prometheus(prom.take());
+    if opts.swarm {
+        if let Err(e) = ipvs_lab::swarm::down(&vm) {
+            eprintln!("lab: leaving the swarm: {e:#}");
+        }
+    }
     vm.shutdown()?;
     eprintln!("lab: stopped");
     Ok(())
+}
+
+/// Boots the ipvsadm demo scenario and starts the daemon.
+fn start_demo(opts: &Opts) -> Result<(Vm, ipvs_lab::Spawned)> {
+    let scenario = build::root().join("lab/scenarios/demo.sh");
+    let mut cfg = VmConfig::new(opts.kernel)
+        .forward_fixed(opts.port, opts.port)
+        .file(&scenario, "/root/demo.sh")
+        .with_daemon();
+    cfg.kvm = opts.kvm;
+    let vm = Vm::boot(cfg)?;
+    eprintln!("lab: kernel {} up in {:.1?}", opts.kernel, vm.boot_time());
+    let summary = vm
+        .sh_ok_timeout("sh /root/demo.sh setup", Duration::from_secs(180))
+        .context("setting up the demo scenario")?;
+    eprintln!("lab: {}", summary.trim());
+    vm.spawn("exec sh /root/demo.sh traffic")?;
+    let daemon = vm.spawn(&format!(
+        "exec ipvs-telemetry serve --web.listen-address :{} --netns.discover /run/netns \
+         --netns.exclude '^be-' --ebpf auto",
+        opts.port
+    ))?;
+    Ok((vm, daemon))
+}
+
+/// Boots the Swarm profile, brings up the swarm with two published services and traffic, and
+/// starts the daemon the way a Swarm user runs it.
+fn start_swarm(opts: &Opts) -> Result<(Vm, ipvs_lab::Spawned)> {
+    use ipvs_lab::swarm::{self, Publish};
+    let mut cfg = VmConfig::swarm(opts.kernel)
+        .forward_fixed(opts.port, opts.port)
+        .with_daemon();
+    cfg.kvm = opts.kvm;
+    let vm = Vm::boot(cfg)?;
+    eprintln!("lab: kernel {} up in {:.1?}", opts.kernel, vm.boot_time());
+    let up = swarm::up(&vm).context("bringing up the swarm")?;
+    eprintln!(
+        "lab: dockerd up in {:.1?}, swarm init {:.1?}, image imported in {:.1?}",
+        up.dockerd, up.swarm_init, up.image
+    );
+    swarm::start_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
+    swarm::start_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
+    swarm::wait_replicas(&vm, "web", 2)?;
+    swarm::wait_replicas(&vm, "dns", 2)?;
+    eprintln!("lab: services web (30080/tcp) and dns (30053/udp) run 2 replicas each");
+    vm.spawn(
+        "while :; do lab-client tcp 127.0.0.1:30080 -n 20 --rate 10 --allow-errors; \
+         lab-client udp 127.0.0.1:30053 -n 10 --rate 10 --allow-errors; done >/dev/null 2>&1",
+    )?;
+    let daemon = vm.spawn(&format!(
+        "exec ipvs-telemetry serve --web.listen-address :{} --netns.discover {} --ebpf auto",
+        opts.port,
+        swarm::NETNS_DIR
+    ))?;
+    Ok((vm, daemon))
 }
 
 fn wait_ready(vm: &Vm, port: u16, pid: u32, timeout: Duration) -> Result<()> {

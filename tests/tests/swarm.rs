@@ -1,0 +1,662 @@
+//! A real Docker Swarm in the lab (issue 9): the ingress routing mesh is IPVS fwmark services in
+//! `/var/run/docker/netns/ingress_sbox`, marked by Docker's own mangle rules, balancing
+//! requests to published ports over the replicas. `ipvsadm` and `iptables-save` inside the
+//! namespace are the independent source of truth.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use ipvs_lab::swarm::{self, INGRESS_NETNS, Publish};
+use ipvs_telemetry_e2e::{Vm, VmConfig, for_each_kernel, lab_or_skip};
+
+/// Whether the Swarm profile can run here; prints why not (and skips) like [`lab_or_skip`].
+fn swarm_or_skip(test: &str) -> bool {
+    if !lab_or_skip(test) {
+        return false;
+    }
+    match swarm::prerequisites() {
+        Ok(()) => true,
+        Err(why) => {
+            if std::env::var_os("IPVS_LAB_REQUIRED").is_some_and(|v| !v.is_empty() && v != "0") {
+                panic!("{test}: the lab is required (IPVS_LAB_REQUIRED) but unavailable: {why}");
+            }
+            eprintln!("skipped {test}: {why}");
+            false
+        }
+    }
+}
+
+/// Runs `cmd` in the ingress namespace.
+fn in_ingress(vm: &Vm, cmd: &str) -> anyhow::Result<String> {
+    vm.sh_ok(&format!("nsenter --net={INGRESS_NETNS} {cmd}"))
+}
+
+/// The marks of Docker's mangle rules in the ingress namespace: (protocol, port) -> mark.
+fn ingress_marks(vm: &Vm) -> anyhow::Result<BTreeMap<(String, u16), u32>> {
+    let save = in_ingress(vm, "iptables-save -t mangle")?;
+    let mut marks = BTreeMap::new();
+    for l in save.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        let arg = |flag: &str| w.iter().position(|x| *x == flag).and_then(|i| w.get(i + 1));
+        if w.first() != Some(&"-A") || w.get(1) != Some(&"PREROUTING") {
+            continue;
+        }
+        let (Some(proto), Some(port), Some(mark)) = (arg("-p"), arg("--dport"), arg("--set-xmark"))
+        else {
+            continue;
+        };
+        let (value, mask) = mark.split_once('/').unwrap_or((mark, "0xffffffff"));
+        assert_eq!(mask, "0xffffffff", "unexpected mask in {l:?}");
+        let value = u32::from_str_radix(value.trim_start_matches("0x"), 16)?;
+        marks.insert((proto.to_string(), port.parse()?), value);
+    }
+    Ok(marks)
+}
+
+/// Counters of every service and destination of a namespace from
+/// `ipvsadm -Ln --stats --exact`: keys `FWM 256`, `TCP 10.0.1.2:80` and
+/// `FWM 256 -> 10.0.0.5:0`; values (conns, inpkts, outpkts, inbytes, outbytes).
+fn ipvsadm_stats(vm: &Vm, ns: &str) -> anyhow::Result<BTreeMap<String, [u64; 5]>> {
+    let out = vm.sh_ok(&format!("nsenter --net={ns} ipvsadm -Ln --stats --exact"))?;
+    let mut stats = BTreeMap::new();
+    let mut service = String::new();
+    for l in out.lines() {
+        let w: Vec<&str> = l.split_whitespace().collect();
+        if w.len() != 7 {
+            continue;
+        }
+        let Ok(n) = w[2..7]
+            .iter()
+            .map(|x| x.parse())
+            .collect::<Result<Vec<u64>, _>>()
+        else {
+            continue;
+        };
+        let n = [n[0], n[1], n[2], n[3], n[4]];
+        match w[0] {
+            "FWM" | "TCP" | "UDP" | "SCTP" => {
+                service = format!("{} {}", w[0], w[1]);
+                stats.insert(service.clone(), n);
+            }
+            "->" => {
+                stats.insert(format!("{service} -> {}", w[1]), n);
+            }
+            _ => {}
+        }
+    }
+    Ok(stats)
+}
+
+/// Per-destination counters of fwmark service `mark` in the ingress namespace (destination
+/// `address:port` -> counters of [`ipvsadm_stats`]).
+fn ipvsadm_fwm(vm: &Vm, mark: u32) -> anyhow::Result<BTreeMap<String, [u64; 5]>> {
+    let prefix = format!("FWM {mark} -> ");
+    Ok(ipvsadm_stats(vm, INGRESS_NETNS)?
+        .into_iter()
+        .filter_map(|(k, v)| k.strip_prefix(&prefix).map(|d| (d.to_string(), v)))
+        .collect())
+}
+
+/// Waits until every destination of fwmark `mark` counts `per_dest` connections.
+fn wait_balanced(vm: &Vm, mark: u32, replicas: usize, per_dest: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let d = ipvsadm_fwm(vm, mark)?;
+        if d.len() == replicas && d.values().all(|c| c[0] == per_dest) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "fwmark {mark}: expected {replicas} destinations with {per_dest} connections each, ipvsadm shows {d:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The Swarm profile alone: a single-node swarm with a TCP and a UDP service published through
+/// the routing mesh, seen by IPVS in ingress_sbox and balanced round-robin over the replicas.
+#[test]
+fn swarm_routing_mesh_is_ipvs() -> anyhow::Result<()> {
+    if !swarm_or_skip("swarm_routing_mesh_is_ipvs") {
+        return Ok(());
+    }
+    for_each_kernel(|k| {
+        let t0 = Instant::now();
+        let vm = Vm::boot(VmConfig::swarm(k))?;
+        let boot = vm.boot_time();
+        let up = swarm::up(&vm)?;
+        eprintln!(
+            "kernel {k}: swarm VM booted in {boot:.1?}; dockerd {:.1?}, swarm init {:.1?}, image {:.1?}",
+            up.dockerd, up.swarm_init, up.image
+        );
+        let t = Instant::now();
+        swarm::start_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
+        swarm::start_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
+        swarm::wait_replicas(&vm, "web", 2)?;
+        swarm::wait_replicas(&vm, "dns", 2)?;
+        eprintln!(
+            "kernel {k}: two services of 2 replicas in {:.1?}",
+            t.elapsed()
+        );
+
+        let marks = ingress_marks(&vm)?;
+        let web = marks[&("tcp".to_string(), 30080)];
+        let dns = marks[&("udp".to_string(), 30053)];
+        assert_ne!(web, dns, "one mark per published port: {marks:?}");
+        let save = in_ingress(&vm, "iptables-save -t mangle")?;
+        assert!(
+            save.contains(&format!(
+                "-A PREROUTING -p tcp -m tcp --dport 30080 -j MARK --set-xmark {web:#x}/0xffffffff"
+            )),
+            "Docker's rule for 30080 as iptables-save prints it:\n{save}"
+        );
+        let table = in_ingress(&vm, "ipvsadm -Ln")?;
+        for m in [web, dns] {
+            assert!(
+                table.contains(&format!("FWM  {m} rr")),
+                "fwmark {m} service in ingress_sbox:\n{table}"
+            );
+        }
+        assert_eq!(ipvsadm_fwm(&vm, web)?.len(), 2, "{table}");
+        assert_eq!(ipvsadm_fwm(&vm, dns)?.len(), 2, "{table}");
+
+        // Through the routing mesh: loopback and the VM's address.
+        let out = vm.sh_ok(
+            "lab-client tcp 127.0.0.1:30080 -n 10 && lab-client tcp 10.0.2.15:30080 -n 10",
+        )?;
+        assert!(out.contains("ok=10 errors=0"), "{out}");
+        vm.sh_ok("lab-client udp 127.0.0.1:30053 -n 10 && lab-client udp 10.0.2.15:30053 -n 10")?;
+        wait_balanced(&vm, web, 2, 10)?;
+        wait_balanced(&vm, dns, 2, 10)?;
+        // Two different replicas answered (lab-server replies with the container's host name).
+        let names = vm
+            .sh_ok("for i in 1 2 3 4; do echo ping | nc 127.0.0.1 30080; done | sort -u | wc -l")?;
+        assert_eq!(names.trim(), "2", "replies from two replicas");
+
+        swarm::down(&vm)?;
+        eprintln!("kernel {k}: swarm profile test took {:.1?}", t0.elapsed());
+        Ok(())
+    })
+}
+
+/// One sample of the daemon's text exposition.
+#[derive(Debug, Clone)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+impl Sample {
+    fn label(&self, k: &str) -> &str {
+        self.labels.get(k).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// Parses the Prometheus text format (0.0.4 or OpenMetrics), skipping comments.
+fn parse_metrics(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let (name, rest) = match line.find('{') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => match line.split_once(' ') {
+                Some((n, v)) => (n, v),
+                None => continue,
+            },
+        };
+        let mut labels = BTreeMap::new();
+        let mut rest = rest;
+        if line.contains('{') {
+            loop {
+                rest = rest.trim_start_matches(',');
+                if let Some(r) = rest.strip_prefix('}') {
+                    rest = r;
+                    break;
+                }
+                let Some((k, r)) = rest.split_once("=\"") else {
+                    break;
+                };
+                let mut v = String::new();
+                let mut chars = r.char_indices();
+                let mut end = r.len();
+                while let Some((i, c)) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some((_, e)) = chars.next() {
+                                v.push(match e {
+                                    'n' => '\n',
+                                    other => other,
+                                });
+                            }
+                        }
+                        '"' => {
+                            end = i + 1;
+                            break;
+                        }
+                        c => v.push(c),
+                    }
+                }
+                labels.insert(k.to_string(), v);
+                rest = &r[end..];
+            }
+        }
+        let value = rest.split_whitespace().next().and_then(|v| v.parse().ok());
+        if let Some(value) = value {
+            out.push(Sample {
+                name: name.to_string(),
+                labels,
+                value,
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn metrics_parser_reads_labels_and_values() {
+    let s = parse_metrics(
+        "# HELP x y\nipvs_up{netns=\"ingress_sbox\"} 1\nipvs_destination_connections_total{netns=\"a\\\"b\",fwmark=\"256\",protocol=\"tcp\"} 12 1700000000\nplain 3.5\n",
+    );
+    assert_eq!(s.len(), 3);
+    assert_eq!(s[0].label("netns"), "ingress_sbox");
+    assert_eq!(s[1].label("netns"), "a\"b");
+    assert_eq!(s[1].label("fwmark"), "256");
+    assert_eq!(s[1].value, 12.0);
+    assert_eq!((s[2].name.as_str(), s[2].value), ("plain", 3.5));
+}
+
+/// The daemon's port in the VM (forwarded to the host).
+const PORT: u16 = 10054;
+
+/// The daemon's poll interval (`--poll.interval`).
+const POLL: Duration = Duration::from_secs(1);
+
+/// "Within two polls" of [`POLL`], plus 3 s for a scrape and TCG's jitter.
+const TWO_POLLS: Duration = Duration::from_secs(5);
+
+const COUNTERS: [&str; 5] = [
+    "connections_total",
+    "incoming_packets_total",
+    "outgoing_packets_total",
+    "incoming_bytes_total",
+    "outgoing_bytes_total",
+];
+
+fn scrape(vm: &Vm) -> anyhow::Result<Vec<Sample>> {
+    Ok(parse_metrics(&vm.http_get(PORT, "/metrics")?))
+}
+
+/// The ipvsadm key of a service series (see [`ipvsadm_stats`]).
+fn service_key(s: &Sample) -> String {
+    if !s.label("fwmark").is_empty() {
+        format!("FWM {}", s.label("fwmark"))
+    } else {
+        let addr = s.label("virtual_address");
+        let addr = if addr.contains(':') {
+            format!("[{addr}]")
+        } else {
+            addr.to_string()
+        };
+        format!(
+            "{} {addr}:{}",
+            s.label("protocol").to_uppercase(),
+            s.label("virtual_port")
+        )
+    }
+}
+
+/// The same counters as [`ipvsadm_stats`], from the daemon's series of namespace `netns`.
+fn daemon_stats(samples: &[Sample], netns: &str) -> BTreeMap<String, [u64; 5]> {
+    let mut stats: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.label("netns") == netns) {
+        for (kind, dest) in [("ipvs_service_", false), ("ipvs_destination_", true)] {
+            let Some(counter) = s.name.strip_prefix(kind) else {
+                continue;
+            };
+            let Some(i) = COUNTERS.iter().position(|c| *c == counter) else {
+                continue;
+            };
+            let mut key = service_key(s);
+            if dest {
+                key = format!(
+                    "{key} -> {}:{}",
+                    s.label("real_address"),
+                    s.label("real_port")
+                );
+            }
+            stats.entry(key).or_default()[i] = s.value as u64;
+        }
+    }
+    stats
+}
+
+/// Waits until the daemon's counters of namespace `netns` (file `path`) equal ipvsadm's in
+/// it (IPVS refreshes them every 2 s, the daemon polls every second); returns them.
+fn wait_equal(vm: &Vm, netns: &str, path: &str) -> anyhow::Result<BTreeMap<String, [u64; 5]>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let kernel = ipvsadm_stats(vm, path)?;
+        let daemon = daemon_stats(&scrape(vm)?, netns);
+        if kernel == daemon && !kernel.is_empty() {
+            return Ok(kernel);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!(
+                "netns {netns}: the daemon's counters differ from ipvsadm's\nipvsadm: {kernel:#?}\ndaemon: {daemon:#?}"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until `cond` holds for a scrape; returns how long that took.
+fn wait_scrape(
+    vm: &Vm,
+    what: &str,
+    timeout: Duration,
+    cond: impl Fn(&[Sample]) -> bool,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    loop {
+        // 503 until the first collection: not an error while waiting.
+        let s = scrape(vm).unwrap_or_default();
+        if cond(&s) {
+            return Ok(t.elapsed());
+        }
+        if t.elapsed() > timeout {
+            let ours: Vec<String> = s
+                .iter()
+                .filter(|x| x.name == "ipvs_destination_connections_total")
+                .map(|x| format!("{:?} {}", x.labels, x.value))
+                .collect();
+            anyhow::bail!(
+                "{what}: not within {timeout:?}; destination series:\n{}",
+                ours.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Destination series of fwmark `mark` in ingress_sbox.
+fn ingress_dests(samples: &[Sample], mark: u32) -> Vec<&Sample> {
+    let mark = mark.to_string();
+    samples
+        .iter()
+        .filter(|s| {
+            s.name == "ipvs_destination_connections_total"
+                && s.label("netns") == "ingress_sbox"
+                && s.label("fwmark") == mark
+        })
+        .collect()
+}
+
+/// The daemon run the way a Swarm user runs it, against a real swarm: published TCP and UDP
+/// ports (fwmark services labelled with protocol and published port, counters equal to
+/// ipvsadm's, eBPF counters reconciled), scaling, removal, a dockerd restart and an overlay
+/// network's load-balancer namespace.
+#[test]
+fn swarm_daemon_follows_the_routing_mesh() -> anyhow::Result<()> {
+    if !swarm_or_skip("swarm_daemon_follows_the_routing_mesh") {
+        return Ok(());
+    }
+    for_each_kernel(|k| {
+        let t0 = Instant::now();
+        let vm = Vm::boot(VmConfig::swarm(k).with_daemon().forward(PORT))?;
+        let up = swarm::up(&vm)?;
+        eprintln!(
+            "kernel {k}: boot {:.1?}, dockerd {:.1?}, swarm init {:.1?}, image {:.1?}",
+            vm.boot_time(),
+            up.dockerd,
+            up.swarm_init,
+            up.image
+        );
+        swarm::start_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
+        swarm::start_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
+        swarm::wait_replicas(&vm, "web", 2)?;
+        swarm::wait_replicas(&vm, "dns", 2)?;
+        let marks = ingress_marks(&vm)?;
+        let web = marks[&("tcp".to_string(), 30080)];
+        let dns = marks[&("udp".to_string(), 30053)];
+
+        let daemon = ipvs_telemetry_e2e::start_daemon(
+            &vm,
+            PORT,
+            &format!(
+                "--netns.discover {} --namespace-path {INGRESS_NETNS} --ebpf on --poll.interval {}s",
+                swarm::NETNS_DIR,
+                POLL.as_secs()
+            ),
+        )?;
+        let daemon_log = daemon.log.clone();
+        let result = (|| -> anyhow::Result<()> {
+            // The probe attaches in the background: traffic only once it is up and the
+            // ingress namespace is collected.
+            wait_scrape(
+                &vm,
+                "eBPF up, ingress_sbox collected",
+                Duration::from_secs(60),
+                |s| {
+                    let v = |name: &str, netns: Option<&str>| {
+                        s.iter()
+                            .find(|x| x.name == name && netns.is_none_or(|n| x.label("netns") == n))
+                            .map(|x| x.value)
+                    };
+                    v("ipvs_ebpf_up", None) == Some(1.0)
+                        && v("ipvs_up", Some("ingress_sbox")) == Some(1.0)
+                },
+            )?;
+            // 1. Published ports: labels, exact counters, eBPF.
+            vm.sh_ok("lab-client tcp 127.0.0.1:30080 -n 6 && lab-client tcp 10.0.2.15:30080 -n 4")?;
+            vm.sh_ok("lab-client udp 127.0.0.1:30053 -n 6 && lab-client udp 10.0.2.15:30053 -n 4")?;
+            wait_balanced(&vm, web, 2, 5)?;
+            wait_balanced(&vm, dns, 2, 5)?;
+            let counters = wait_equal(&vm, "ingress_sbox", INGRESS_NETNS)?;
+            let samples = scrape(&vm)?;
+            for (mark, proto, port) in [(web, "tcp", "30080"), (dns, "udp", "30053")] {
+                let dests = ingress_dests(&samples, mark);
+                assert_eq!(dests.len(), 2, "fwmark {mark}: {dests:?}");
+                for d in &dests {
+                    assert_eq!(
+                        (
+                            d.label("protocol"),
+                            d.label("virtual_port"),
+                            d.label("family")
+                        ),
+                        (proto, port, "inet"),
+                        "{d:?}"
+                    );
+                    assert_eq!(d.label("virtual_address"), "", "{d:?}");
+                }
+                let svc = samples.iter().find(|s| {
+                    s.name == "ipvs_service_connections_total"
+                        && s.label("netns") == "ingress_sbox"
+                        && s.label("fwmark") == mark.to_string()
+                });
+                let svc =
+                    svc.ok_or_else(|| anyhow::anyhow!("no service series for fwmark {mark}"))?;
+                assert_eq!(
+                    (svc.label("protocol"), svc.label("virtual_port")),
+                    (proto, port)
+                );
+                assert_eq!(svc.value, 10.0);
+            }
+            for x in samples.iter().filter(|x| {
+                x.label("netns") == "ingress_sbox"
+                    && (x.name.ends_with("connections_total") || x.name == "ipvs_up")
+            }) {
+                eprintln!("kernel {k}: {}{:?} {}", x.name, x.labels, x.value);
+            }
+            // eBPF: new connections per destination = the kernel's conns.
+            let ebpf_up = samples
+                .iter()
+                .find(|s| s.name == "ipvs_ebpf_up")
+                .map(|s| s.value);
+            assert_eq!(ebpf_up, Some(1.0), "--ebpf on");
+            let mut reconciled = 0;
+            for s in samples.iter().filter(|s| {
+                s.name == "ipvs_ebpf_destination_new_connections_total"
+                    && s.label("netns") == "ingress_sbox"
+            }) {
+                let key = format!(
+                    "FWM {} -> {}:{}",
+                    s.label("fwmark"),
+                    s.label("real_address"),
+                    s.label("real_port")
+                );
+                let kernel = counters.get(&key).map(|c| c[0]);
+                assert_eq!(Some(s.value as u64), kernel, "eBPF vs netlink for {key}");
+                reconciled += 1;
+            }
+            let ebpf: Vec<String> = samples
+                .iter()
+                .filter(|s| s.name.starts_with("ipvs_ebpf_") && !s.name.contains("_bucket"))
+                .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
+                .collect();
+            anyhow::ensure!(
+                reconciled == 4,
+                "eBPF series of the 4 replicas: {reconciled}; eBPF samples:\n{}\nnetlink: {counters:?}",
+                ebpf.join("\n")
+            );
+
+            // 2. Scale 2 -> 3: the new destination within two polls of the kernel having it.
+            swarm::scale(&vm, "web", 3)?;
+            vm.wait_until(
+                &format!(
+                    "[ $(nsenter --net={INGRESS_NETNS} ipvsadm -Ln | sed -n '/^FWM  {web} /,/^[A-Z]/p' | grep -c -- '->') = 3 ]"
+                ),
+                Duration::from_secs(60),
+            )?;
+            let took = wait_scrape(&vm, "third web destination", TWO_POLLS, |s| {
+                ingress_dests(s, web).len() == 3
+            })?;
+            eprintln!("kernel {k}: scale 2->3 seen by the daemon {took:.1?} after ipvsadm");
+
+            // 3. Remove dns: its series vanish within two polls of the kernel dropping it.
+            swarm::remove_service(&vm, "dns")?;
+            vm.wait_until(
+                &format!("! nsenter --net={INGRESS_NETNS} ipvsadm -Ln | grep -q '^FWM  {dns} '"),
+                Duration::from_secs(60),
+            )?;
+            let took = wait_scrape(&vm, "dns series gone", TWO_POLLS, |s| {
+                !s.iter().any(|x| {
+                    x.label("netns") == "ingress_sbox" && x.label("fwmark") == dns.to_string()
+                })
+            })?;
+            eprintln!("kernel {k}: service rm seen by the daemon {took:.1?} after ipvsadm");
+
+            // 4. dockerd restart: ingress_sbox re-created with a new inode, the daemon keeps
+            // counting without a restart.
+            let inode = |vm: &Vm| vm.sh_ok(&format!("stat -L -c %i {INGRESS_NETNS}"));
+            let before = inode(&vm)?;
+            let took = swarm::restart_dockerd(&vm)?;
+            swarm::wait_replicas(&vm, "web", 3)?;
+            let after = inode(&vm)?;
+            eprintln!(
+                "kernel {k}: dockerd restart {took:.1?}; ingress_sbox inode {} -> {}",
+                before.trim(),
+                after.trim()
+            );
+            vm.sh_ok(&format!("kill -0 {}", daemon.pid))?;
+            let marks = ingress_marks(&vm)?;
+            let web = marks[&("tcp".to_string(), 30080)];
+            vm.wait_until(
+                &format!(
+                    "[ $(nsenter --net={INGRESS_NETNS} ipvsadm -Ln | sed -n '/^FWM  {web} /,/^[A-Z]/p' | grep -c -- '->') = 3 ]"
+                ),
+                Duration::from_secs(60),
+            )?;
+            let start = ipvsadm_stats(&vm, INGRESS_NETNS)?
+                .get(&format!("FWM {web}"))
+                .map(|c| c[0])
+                .unwrap_or(0);
+            vm.sh_ok("lab-client tcp 127.0.0.1:30080 -n 9")?;
+            vm.wait_until(
+                &format!(
+                    "nsenter --net={INGRESS_NETNS} ipvsadm -Ln --stats --exact | \
+                     awk '$1==\"FWM\" && $2==\"{web}\" {{ ok = ($3 == {}) }} END {{ exit !ok }}'",
+                    start + 9
+                ),
+                Duration::from_secs(30),
+            )?;
+            let counters = wait_equal(&vm, "ingress_sbox", INGRESS_NETNS)?;
+            let samples = scrape(&vm)?;
+            assert_eq!(ingress_dests(&samples, web).len(), 3, "{counters:?}");
+            let host_up = samples
+                .iter()
+                .find(|s| s.name == "ipvs_up" && s.label("netns") == "host")
+                .map(|s| s.value);
+            assert_eq!(host_up, Some(1.0), "the host namespace is still collected");
+
+            // 5. Overlay network: a VIP service reached from another service's container;
+            // its load-balancer namespace lb_* is collected with ipvsadm's values.
+            vm.sh_ok_timeout(
+                "docker network create --driver overlay --attachable backnet >/dev/null",
+                Duration::from_secs(60),
+            )?;
+            swarm::start_service(&vm, "api", 2, &[], "--network backnet")?;
+            swarm::start_service(&vm, "caller", 1, &[], "--network backnet")?;
+            swarm::wait_replicas(&vm, "api", 2)?;
+            swarm::wait_replicas(&vm, "caller", 1)?;
+            let vip = vm.sh_ok(
+                "docker service inspect api --format '{{range .Endpoint.VirtualIPs}}{{.Addr}}{{end}}' | cut -d/ -f1",
+            )?;
+            let vip = vip.trim();
+            let replies = vm.sh_ok_timeout(
+                &format!(
+                    "c=$(docker ps -q --filter label=com.docker.swarm.service.name=caller | head -n1); \
+                     docker exec $c sh -c 'for i in 1 2 3 4 5 6 7 8; do echo ping | nc -w 5 {vip} 80; done'"
+                ),
+                Duration::from_secs(120),
+            )?;
+            assert_eq!(
+                replies.lines().count(),
+                8,
+                "8 replies through VIP {vip}: {replies}"
+            );
+            let lb = vm.sh_ok(&format!("ls {} | grep '^lb_'", swarm::NETNS_DIR))?;
+            let lb: Vec<&str> = lb.lines().map(str::trim).collect();
+            assert_eq!(lb.len(), 1, "one overlay network, one lb namespace: {lb:?}");
+            let lb = lb[0];
+            let path = format!("{}/{lb}", swarm::NETNS_DIR);
+            vm.wait_until(
+                &format!(
+                    "nsenter --net={path} ipvsadm -Ln --stats --exact | awk '$1==\"FWM\" {{ s += $3 }} END {{ exit !(s == 8) }}'"
+                ),
+                Duration::from_secs(30),
+            )?;
+            let counters = wait_equal(&vm, lb, &path)?;
+            let conns: u64 = counters
+                .iter()
+                .filter(|(k, _)| !k.contains("->"))
+                .map(|(_, v)| v[0])
+                .sum();
+            assert_eq!(
+                conns, 8,
+                "8 connections through the VIP in {lb}: {counters:?}"
+            );
+            for x in scrape(&vm)?.iter().filter(|x| {
+                x.label("netns") == lb && x.name == "ipvs_destination_connections_total"
+            }) {
+                eprintln!("kernel {k}: {}{:?} {}", x.name, x.labels, x.value);
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let log = vm
+                .sh(&format!(
+                    "tail -n 40 {daemon_log}; echo '--- kprobes:'; cat /sys/kernel/debug/kprobes/list"
+                ))
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            return Err(e.context(format!("the daemon's log:\n{log}")));
+        }
+        swarm::down(&vm)?;
+        eprintln!("kernel {k}: Swarm daemon test took {:.1?}", t0.elapsed());
+        Ok(())
+    })
+}
