@@ -15,11 +15,12 @@ use aya::{EbpfLoader, include_bytes_aligned};
 use aya_log::EbpfLogger;
 use ipvs_telemetry_common::{
     CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, EVENTS_MAP, Event, KINDS, LOST_MAP, OFFSETS_GLOBAL,
+    STATE_ARGS_GLOBAL, STATE_PROBES,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
-use super::{Shared, lock, logbridge::TracingLog, offsets};
+use super::{Shared, lock, logbridge::TracingLog, offsets, state_args};
 
 /// The probe object, built by `cargo xtask build-ebpf`.
 static OBJECT: &[u8] = include_bytes_aligned!(env!("IPVS_TELEMETRY_EBPF_OBJECT"));
@@ -114,8 +115,10 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
     let offsets = offsets::from_sysfs(Path::new("/sys/kernel/btf"))
         .map_err(|e| failure("btf unavailable", format!("btf unavailable: {e}")))?;
     tracing::debug!(?offsets, "ebpf: struct offsets from btf");
+    let handlers = state_args::resolve(Path::new("/sys/kernel/btf"), Path::new("/proc/kallsyms"));
     let mut ebpf = EbpfLoader::new()
         .override_global(OFFSETS_GLOBAL, &offsets, true)
+        .override_global(STATE_ARGS_GLOBAL, &handlers.args, true)
         .load(OBJECT)
         .map_err(|e| classify("loading the probes", &e))?;
     let logger = match EbpfLogger::init_with_logger(&mut ebpf, TracingLog) {
@@ -156,11 +159,73 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
         st.lost = Some(lost);
     }
     tracing::info!("ebpf: probes attached to ip_vs_conn_new");
+    let first_response = attach_state_probes(&mut ebpf, &handlers);
+    lock(shared).first_response = first_response;
     Ok(Attached {
         _ebpf: ebpf,
         consumer: tokio::spawn(consume(shared.clone(), fd)),
         logger,
     })
+}
+
+/// Attaches the optional first-response kprobes to the protocol state handlers `handlers`
+/// found. A handler that is missing or fails to attach is logged and skipped; the connection
+/// probe is not affected. Returns the status line (`attached: tcp, udp, sctp` or the reasons).
+fn attach_state_probes(ebpf: &mut aya::Ebpf, handlers: &state_args::Handlers) -> String {
+    let mut attached = Vec::new();
+    let mut failed = Vec::new();
+    for (i, (function, program)) in STATE_PROBES.iter().enumerate() {
+        let symbol = match &handlers.symbols[i] {
+            Ok(s) => s,
+            Err(e) => {
+                failed.push(format!("{function}: {e}"));
+                continue;
+            }
+        };
+        let result = (|| -> Result<(), String> {
+            let p: &mut KProbe = ebpf
+                .program_mut(program)
+                .ok_or("probe object has no such program")?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            p.load().map_err(|e| match &e {
+                aya::programs::ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } if io_error.raw_os_error() != Some(libc::EPERM) => {
+                    let last = verifier_log.to_string();
+                    let last = last.lines().rev().find(|l| !l.trim().is_empty());
+                    format!(
+                        "the verifier refused {program}: {}",
+                        last.unwrap_or("").trim()
+                    )
+                }
+                _ => classify("loading", &e).message,
+            })?;
+            p.attach(symbol, 0)
+                .map_err(|e| classify(&format!("attaching to {symbol}"), &e).message)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => attached.push(symbol.as_str()),
+            Err(e) => failed.push(format!("{function}: {e}")),
+        }
+    }
+    for f in &failed {
+        tracing::warn!("ebpf: first-response probe unavailable: {f}");
+    }
+    if !attached.is_empty() {
+        tracing::info!(
+            "ebpf: first-response probes attached to {} (args {:?})",
+            attached.join(", "),
+            handlers.args
+        );
+    }
+    if failed.is_empty() {
+        "attached".into()
+    } else {
+        failed.join("; ")
+    }
 }
 
 /// Stops the consumer, unloads the probes and keeps their lost counts.
@@ -205,9 +270,7 @@ async fn consume(shared: Shared, mut fd: AsyncFd<RingBuf<MapData>>) {
                 let Some(item) = ring.next() else { break };
                 if let Some(e) = parse(&item) {
                     st.events[(e.kind as usize).min(KINDS as usize - 1)] += 1;
-                    if e.kind == ipvs_telemetry_common::KIND_NEW_CONNECTION {
-                        st.agg.record(&e);
-                    }
+                    st.agg.record_event(&e);
                 }
                 n += 1;
             }
