@@ -46,6 +46,11 @@ pub const KIND_FIRST_RESPONSE: u32 = 1;
 /// Number of event kinds (size of the lost-events array).
 pub const KINDS: u32 = 2;
 
+/// `IP_VS_CONN_F_FWD_MASK`: the forwarding method bits of the connection flags.
+pub const IP_VS_CONN_F_FWD_MASK: u32 = 0x0007;
+/// `IP_VS_CONN_F_LOCALNODE`: forwarding method "local node"; `IP_VS_CONN_F_MASQ` is 0. Only
+/// these two (values up to this one) send the real server's reply back through the director.
+pub const IP_VS_CONN_F_LOCALNODE: u32 = 0x0001;
 /// `IP_VS_CONN_F_SYNC`: connection created by the sync daemon.
 pub const IP_VS_CONN_F_SYNC: u32 = 0x0020;
 /// `IP_VS_CONN_F_TEMPLATE`: persistence template.

@@ -25,8 +25,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{info, warn};
 use ipvs_telemetry_common::{
-    Event, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE, IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE,
-    KIND_NEW_CONNECTION, KINDS, Offsets, RING_BYTES, STARTS_ENTRIES, StateArgs,
+    Event, IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE,
+    IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE, KIND_NEW_CONNECTION, KINDS, Offsets, RING_BYTES,
+    STARTS_ENTRIES, StateArgs,
 };
 
 /// Events for the daemon.
@@ -112,8 +113,11 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
     let event = event_of(cp, dest, &off, KIND_NEW_CONNECTION, now, 0, flags)?;
-    // A failed insert only loses this connection's first-response measurement.
-    let _ = STARTS.insert(cp as u64, now, 0);
+    // Only NAT and local-node connections see their replies; DR and tunnel ones would only
+    // take room in the map. A failed insert only loses this connection's measurement.
+    if flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE {
+        let _ = STARTS.insert(cp as u64, now, 0);
+    }
     if EVENTS.output::<Event>(&event, 0).is_err() {
         count_lost(KIND_NEW_CONNECTION);
     }

@@ -91,8 +91,16 @@ ipvsadm -a -u 10.10.0.1:53 -r 10.22.0.2:8053 -m
 
 /// Connections per protocol (a third to each destination).
 const CONNECTIONS: u64 = 150;
-/// Connections per destination.
-const PER_DEST: u64 = CONNECTIONS / 3;
+/// Connections per destination, at least: a UDP exchange whose fresh socket happens to get a
+/// source port an earlier exchange used joins that earlier IPVS connection (UDP connections
+/// live 300 s), so a destination may get a few less.
+const PER_DEST: u64 = CONNECTIONS / 3 - 5;
+
+/// Every connection of the series was measured exactly once, and there are enough of them.
+fn complete(s: &Value) -> bool {
+    let n = s["new_connections"].as_u64().unwrap_or(0);
+    n >= PER_DEST && s["first_response"]["count"].as_u64() == Some(n)
+}
 
 /// The p50 of a histogram snapshot, interpolated linearly inside its bucket (as PromQL's
 /// `histogram_quantile` does; the lower bound of the first bucket is 0).
@@ -167,8 +175,7 @@ fn first_response_p50_matches_the_backend_delay_on_both_kernels() -> Result<()> 
             ["tcp", "udp"].iter().all(|proto| {
                 ["10.20.0.2", "10.21.0.2", "10.22.0.2"].iter().all(|a| {
                     let port = if *proto == "tcp" { 8080 } else { 8053 };
-                    series(json, proto, a, port)
-                        .is_some_and(|s| s["first_response"]["count"] == PER_DEST)
+                    series(json, proto, a, port).is_some_and(complete)
                 })
             })
         };
@@ -186,10 +193,7 @@ fn first_response_p50_matches_the_backend_delay_on_both_kernels() -> Result<()> 
             let port = if proto == "tcp" { 8080 } else { 8053 };
             let base = series(&json, proto, "10.20.0.2", port)
                 .with_context(|| format!("no series for the {proto} baseline: {json}"))?;
-            assert_eq!(
-                base["first_response"]["count"], PER_DEST,
-                "{proto} baseline"
-            );
+            assert!(complete(base), "{proto} baseline: {base}");
             let baseline = p50(&base["first_response"])?;
             eprintln!(
                 "  {k} {proto} 10.20.0.2: delay 1 ms (baseline), first-response p50 {:.2} ms",
@@ -209,8 +213,7 @@ fn first_response_p50_matches_the_backend_delay_on_both_kernels() -> Result<()> 
                     fr["count"]
                 );
                 // Every connection measured exactly once.
-                assert_eq!(s["new_connections"], PER_DEST, "{proto} {addr}");
-                assert_eq!(fr["count"], PER_DEST, "{proto} {addr}: {fr}");
+                assert!(complete(s), "{proto} {addr}: {s}");
                 let expected = delay + overhead;
                 if (median - expected).abs() > 0.2 * delay {
                     failures.push(format!(

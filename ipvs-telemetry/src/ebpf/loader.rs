@@ -170,7 +170,7 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
 
 /// Attaches the optional first-response kprobes to the protocol state handlers `handlers`
 /// found. A handler that is missing or fails to attach is logged and skipped; the connection
-/// probe is not affected. Returns the status line (`attached: tcp, udp, sctp` or the reasons).
+/// probe is not affected. Returns `attached`, or the reasons per handler joined by `; `.
 fn attach_state_probes(ebpf: &mut aya::Ebpf, handlers: &state_args::Handlers) -> String {
     let mut attached = Vec::new();
     let mut failed = Vec::new();
