@@ -130,6 +130,33 @@ mod tests {
         );
     }
 
+    /// Without BTF (or without the symbol) every handler has a one-line reason and the
+    /// positions keep their defaults; nothing panics.
+    #[test]
+    fn missing_btf_or_symbol_gives_reasons() {
+        let dir = std::env::temp_dir().join(format!("state-args-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let syms = dir.join("kallsyms");
+        std::fs::write(&syms, "ffffffffc0a03000 t tcp_state_transition\t[ip_vs]\n").unwrap();
+        let h = resolve(&dir.join("no-btf"), &syms);
+        assert_eq!(h.args, StateArgs::default());
+        assert!(
+            h.symbols[0]
+                .as_ref()
+                .unwrap_err()
+                .contains("no-btf/vmlinux")
+        );
+        assert!(
+            h.symbols[1]
+                .as_ref()
+                .unwrap_err()
+                .starts_with("udp_state_transition is not in")
+        );
+        let h = resolve(&dir, &dir.join("missing"));
+        assert!(h.symbols[2].as_ref().unwrap_err().contains("missing"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn positions_follow_the_prototype() {
         let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
