@@ -91,6 +91,36 @@ pub fn preflight() -> Result<(), Failure> {
     Ok(())
 }
 
+/// Capability numbers (`linux/capability.h`).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The capability reason for a permission error, given the effective set (`CapEff` of
+/// `/proc/self/status`): names the one missing when it can tell (`CAP_SYS_ADMIN` stands in for
+/// both on kernels before 5.8), else both.
+pub fn missing_capability(cap_eff: Option<u64>) -> &'static str {
+    let Some(eff) = cap_eff else {
+        return "missing CAP_BPF/CAP_PERFMON";
+    };
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return "missing CAP_BPF/CAP_PERFMON";
+    }
+    match (has(CAP_BPF), has(CAP_PERFMON)) {
+        (false, true) => "missing CAP_BPF",
+        (true, false) => "missing CAP_PERFMON",
+        _ => "missing CAP_BPF/CAP_PERFMON",
+    }
+}
+
+/// `CapEff` of this process.
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// First line of an error chain, with `EPERM` mapped to the capability reason.
 fn classify(what: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -98,10 +128,8 @@ fn classify(what: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
         if let Some(io) = err.downcast_ref::<io::Error>()
             && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
         {
-            return failure(
-                "missing CAP_BPF/CAP_PERFMON",
-                format!("missing CAP_BPF/CAP_PERFMON: {what}: {io}"),
-            );
+            let reason = missing_capability(effective_capabilities());
+            return failure(reason, format!("{reason}: {what}: {io}"));
         }
         cur = err.source();
     }
@@ -250,6 +278,32 @@ pub fn read_lost(map: &LostMap) -> [u64; KINDS as usize] {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_missing_capability() {
+        let caps = |list: &[u32]| Some(list.iter().fold(0u64, |a, c| a | 1 << c));
+        assert_eq!(missing_capability(caps(&[12, 38])), "missing CAP_BPF");
+        assert_eq!(missing_capability(caps(&[12, 39])), "missing CAP_PERFMON");
+        assert_eq!(
+            missing_capability(caps(&[12])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        // Both present, or CAP_SYS_ADMIN: the refusal has another cause; say both.
+        assert_eq!(
+            missing_capability(caps(&[38, 39])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        assert_eq!(
+            missing_capability(caps(&[21])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        assert_eq!(missing_capability(None), "missing CAP_BPF/CAP_PERFMON");
+    }
 }
 
 /// Drains the ring buffer into the aggregator on every wake-up.
