@@ -280,32 +280,6 @@ pub fn read_lost(map: &LostMap) -> [u64; KINDS as usize] {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_the_missing_capability() {
-        let caps = |list: &[u32]| Some(list.iter().fold(0u64, |a, c| a | 1 << c));
-        assert_eq!(missing_capability(caps(&[12, 38])), "missing CAP_BPF");
-        assert_eq!(missing_capability(caps(&[12, 39])), "missing CAP_PERFMON");
-        assert_eq!(
-            missing_capability(caps(&[12])),
-            "missing CAP_BPF/CAP_PERFMON"
-        );
-        // Both present, or CAP_SYS_ADMIN: the refusal has another cause; say both.
-        assert_eq!(
-            missing_capability(caps(&[38, 39])),
-            "missing CAP_BPF/CAP_PERFMON"
-        );
-        assert_eq!(
-            missing_capability(caps(&[21])),
-            "missing CAP_BPF/CAP_PERFMON"
-        );
-        assert_eq!(missing_capability(None), "missing CAP_BPF/CAP_PERFMON");
-    }
-}
-
 /// Drains the ring buffer into the aggregator on every wake-up.
 async fn consume(shared: Shared, mut fd: AsyncFd<RingBuf<MapData>>) {
     loop {
@@ -369,4 +343,30 @@ fn spawn_logger(logger: EbpfLogger<TracingLog>) -> JoinHandle<()> {
             guard.clear_ready();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_missing_capability() {
+        let caps = |list: &[u32]| Some(list.iter().fold(0u64, |a, c| a | 1 << c));
+        assert_eq!(missing_capability(caps(&[12, 38])), "missing CAP_BPF");
+        assert_eq!(missing_capability(caps(&[12, 39])), "missing CAP_PERFMON");
+        assert_eq!(
+            missing_capability(caps(&[12])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        // Both present, or CAP_SYS_ADMIN: the refusal has another cause; say both.
+        assert_eq!(
+            missing_capability(caps(&[38, 39])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        assert_eq!(
+            missing_capability(caps(&[21])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        assert_eq!(missing_capability(None), "missing CAP_BPF/CAP_PERFMON");
+    }
 }
