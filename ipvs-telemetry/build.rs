@@ -51,14 +51,28 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=IPVS_TELEMETRY_RUSTC={rustc_version}");
-    let git_head = manifest_git_head();
-    if let Some(h) = git_head {
-        println!("cargo:rerun-if-changed={}", h.display());
+    // Rebuild when the checkout moves: HEAD, the branch it points at, packed refs. Works in
+    // worktrees too, where `.git` is a file.
+    for path in git_paths() {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
 }
 
-fn manifest_git_head() -> Option<PathBuf> {
-    let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR")?);
-    let head = manifest.parent()?.join(".git/HEAD");
-    head.exists().then_some(head)
+fn git(args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new("git").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn git_paths() -> Vec<PathBuf> {
+    let mut refs = vec!["HEAD".to_string(), "packed-refs".to_string()];
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        refs.push(branch);
+    }
+    refs.iter()
+        .filter_map(|r| git(&["rev-parse", "--path-format=absolute", "--git-path", r]))
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .collect()
 }

@@ -52,6 +52,13 @@ pub struct SnapshotOpts {
     /// Output format: `table` (like `ipvsadm -Ln --stats --exact`), `json` or `prometheus`.
     #[arg(long, value_enum, default_value_t = SnapshotFormat::Table, env = "IPVS_TELEMETRY_FORMAT")]
     pub format: SnapshotFormat,
+    /// Hidden (tests, benchmarks): collect this many times in the same process.
+    #[arg(long, hide = true, default_value_t = 1)]
+    pub repeat: u64,
+    /// Hidden: pause between repeated collections.
+    #[arg(long, hide = true, value_name = "DURATION", default_value = "1s",
+          value_parser = parse_duration)]
+    pub interval: Duration,
 }
 
 /// Output formats of `snapshot`.
@@ -454,7 +461,8 @@ mod tests {
         assert!(matches!(
             cli.command,
             Some(Command::Snapshot(SnapshotOpts {
-                format: SnapshotFormat::Json
+                format: SnapshotFormat::Json,
+                ..
             }))
         ));
         assert!(Cli::try_parse_from(["ipvs-telemetry", "--bogus"]).is_err());

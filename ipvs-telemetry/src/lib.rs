@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod ebpf;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod netlink;

@@ -252,7 +252,8 @@ pub struct Service {
     pub flags: u32,
     /// Persistence timeout in seconds, 0 when not persistent.
     pub timeout: u32,
-    /// Persistence netmask (IPv4: a mask, IPv6: a prefix length).
+    /// Persistence netmask. IPv4: the mask's 4 bytes read big-endian, so that
+    /// `Ipv4Addr::from(netmask)` is the dotted mask; IPv6: the prefix length.
     pub netmask: u32,
     /// Persistence engine name (`sip`), when set.
     pub persistence_engine: Option<String>,
@@ -260,6 +261,13 @@ pub struct Service {
     pub stats: Stats,
     /// The real servers, in the kernel's order.
     pub destinations: Vec<Destination>,
+    /// For a fwmark service: the one protocol and destination port its mark is set for by the
+    /// namespace's mangle rules (Docker Swarm ingress publishes ports this way); `None` for
+    /// other services, when no rule sets the mark, or when rules set it for several ports.
+    ///
+    /// The netlink client leaves it `None`; the `netns` module fills it. Metrics use it for the
+    /// `protocol` and `virtual_port` labels of fwmark services.
+    pub published: Option<(Protocol, u16)>,
 }
 
 /// `IPVS_CMD_GET_INFO`: the IPVS version and connection table size.

@@ -3,6 +3,10 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod bench_ebpf;
+mod bench_netlink;
+mod bench_netns;
+mod bench_scrape;
 mod build;
 mod deps;
 mod lab;

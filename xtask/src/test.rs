@@ -162,7 +162,13 @@ pub fn run(opts: &Opts) -> Result<()> {
         cargo_test(
             &mut tally,
             "unit tests",
-            cargo().args(["test", "--workspace", "--exclude", "ipvs-telemetry-e2e"]),
+            cargo().args([
+                "test",
+                "--no-fail-fast",
+                "--workspace",
+                "--exclude",
+                "ipvs-telemetry-e2e",
+            ]),
         )?;
         if !opts.no_lab {
             check(
@@ -178,7 +184,15 @@ pub fn run(opts: &Opts) -> Result<()> {
                 ]),
             );
             let mut cmd = cargo();
-            cmd.args(["test", "--release", "--package", "ipvs-telemetry-e2e", "--"]);
+            // --no-fail-fast: one failing test binary must not hide the results of the others.
+            cmd.args([
+                "test",
+                "--no-fail-fast",
+                "--release",
+                "--package",
+                "ipvs-telemetry-e2e",
+                "--",
+            ]);
             if let Some(f) = &opts.filter {
                 cmd.arg(f);
             }

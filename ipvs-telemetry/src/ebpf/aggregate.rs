@@ -4,12 +4,14 @@
 //! inter-arrival bucket increment and, when a rate window closes, one rate bucket increment.
 //! Nothing allocates after a destination's first event.
 //!
-//! Rate windows are anchored on events, computed lazily: a window opens at the first connection
-//! that does not fall into the previous window and lasts `--ebpf.rate-window`; it closes (one
-//! observation: its connections divided by the window length) when a later event falls past its
-//! end, or at the next collection if its end has passed. Windows without connections are not
-//! observed, so an idle destination costs nothing, and its rate histogram describes how bursty
-//! it is while it receives traffic (`rate(…new_connections_total)` gives the average).
+//! Rate windows tile the time since a destination's first connection, computed lazily: a window
+//! lasts `--ebpf.rate-window` and closes (one observation: its connections divided by the window
+//! length) when a later event falls past its end, or at the next collection if its end has
+//! passed. The idle windows that follow are observed as 0/s all at once, in O(1), when the next
+//! event or collection comes; after an idle gap the next window starts at the next connection
+//! (the partial idle window before it is dropped), so a burst is never split by a grid line. An
+//! idle destination therefore costs nothing per window, and the histogram describes the share
+//! of windows at each rate, idle ones included.
 //!
 //! Histograms are accumulated directly into their fixed Prometheus buckets (see
 //! [`RATE_BUCKETS`], [`INTERARRIVAL_BUCKETS`]): exact at every bucket boundary and 8 bytes per
@@ -79,6 +81,15 @@ impl<const N: usize> Buckets<N> {
             *c += 1;
         }
         self.sum = self.sum.wrapping_add(value);
+    }
+
+    /// Records `n` observations of 0 (idle rate windows) at once.
+    #[inline]
+    fn record_zeros(&mut self, thresholds: &[u64], n: u64) {
+        let i = thresholds.partition_point(|&t| t < 0);
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += n;
+        }
     }
 
     /// Cumulative buckets, converting the sum with `scale` (unit to exported unit).
@@ -440,16 +451,34 @@ impl Aggregator {
         }
         d.count += 1;
         d.last_ts = d.last_ts.max(ts);
-        if d.win_count > 0 && ts < d.win_start.saturating_add(self.window_ns) {
+        if d.count == 1 {
+            d.win_start = ts;
+            d.win_count = 1;
+        } else if ts < d.win_start.saturating_add(self.window_ns) {
+            // In the open window (or slightly older, from another CPU's ring position).
             d.win_count += 1;
         } else {
-            if d.win_count > 0 {
-                d.rate.record(&self.rate_thresholds, d.win_count);
-                d.peak = d.peak.max(d.win_count);
-            }
+            Self::close_windows(&self.rate_thresholds, self.window_ns, d, ts);
+            // The next window starts at this connection.
             d.win_start = ts;
             d.win_count = 1;
         }
+    }
+
+    /// Closes the open window of `d` (its end is at or before `now`) and observes every whole
+    /// idle window between its end and `now` as 0/s. Leaves `d.win_start` at the end of the
+    /// last observed window, with an empty open window.
+    #[inline]
+    fn close_windows(thresholds: &[u64], window_ns: u64, d: &mut DestState, now: u64) {
+        d.rate.record(thresholds, d.win_count);
+        d.peak = d.peak.max(d.win_count);
+        let end = d.win_start.saturating_add(window_ns);
+        let idle = now.saturating_sub(end) / window_ns;
+        if idle > 0 {
+            d.rate.record_zeros(thresholds, idle);
+        }
+        d.win_start = end.saturating_add(idle.saturating_mul(window_ns));
+        d.win_count = 0;
     }
 
     /// Closes windows that ended before `now_ns`, forgets destinations absent from two
@@ -471,10 +500,8 @@ impl Aggregator {
             }
         });
         for (k, d) in &mut self.map {
-            if d.win_count > 0 && now_ns >= d.win_start.saturating_add(self.window_ns) {
-                d.rate.record(&self.rate_thresholds, d.win_count);
-                d.peak = d.peak.max(d.win_count);
-                d.win_count = 0;
+            if d.count > 0 && now_ns >= d.win_start.saturating_add(self.window_ns) {
+                Self::close_windows(&self.rate_thresholds, self.window_ns, d, now_ns);
             }
             let peak = d.peak.max(d.win_count);
             d.peak = 0;
@@ -545,10 +572,12 @@ mod tests {
         assert_eq!(out.len(), 1);
         let v = &out[0].1;
         assert_eq!(v.count, 50);
-        // Five windows of 10 connections in 0.1 s: 100/s each.
-        assert_eq!(v.rate.count, 5);
-        assert_eq!(bucket(&v.rate, 50.0), 0);
-        assert_eq!(bucket(&v.rate, 100.0), 5);
+        // Five windows of 10 connections in 0.1 s: 100/s each; between bursts 9 idle windows
+        // (0.1 s to 1.0 s after each burst's start), after the last one 49 (5.1 s to 10 s).
+        assert_eq!(v.rate.count, 5 + 4 * 9 + 49);
+        assert_eq!(bucket(&v.rate, 1.0), 4 * 9 + 49);
+        assert_eq!(bucket(&v.rate, 50.0), 4 * 9 + 49);
+        assert_eq!(bucket(&v.rate, 100.0), 90);
         assert!((v.rate.sum - 500.0).abs() < 1e-9);
         assert!((v.peak_rate - 100.0).abs() < 1e-9);
         // 45 gaps of 1 ms, 4 gaps of 991 ms.
@@ -562,6 +591,9 @@ mod tests {
         let again = a.collect(20_000 * MS, |_| Some(true));
         assert_eq!(again[0].1.peak_rate, 0.0);
         assert_eq!(again[0].1.count, 50);
+        // Every window from 10 s to 20 s was idle: 100 more observations of 0/s.
+        assert_eq!(again[0].1.rate.count, 190);
+        assert_eq!(bucket(&again[0].1.rate, 1.0), 185);
     }
 
     #[test]

@@ -1,22 +1,78 @@
 //! The IPVS generic-netlink codec and a read-only client bound to one socket.
 //!
-//! Contract used by the rest of the daemon (implemented by the netlink issue):
-//! - `Client::open(timeout)`: a socket in the calling thread's current network namespace;
-//!   never resolves the IPVS family unless ip_vs is loaded there.
-//! - `Client::read_state(&mut self) -> Result<model::IpvsState, Error>`.
-//! - `Error::failure(&self) -> model::CollectFailure`.
+//! The codec (`message`, `service`, `dest`, `stats`, `daemon`) is faithful to the wire of the
+//! kernel's `include/uapi/linux/ip_vs.h`: every attribute has a variant, unknown ones are kept as
+//! `Other`. `typed` builds [`model`](crate::model) values from it. `socket` is the only file that
+//! does I/O: a [`Client`] in the namespace it was opened in, that never loads ip_vs and can only
+//! send GET requests.
+
+mod ctrl;
+mod daemon;
+mod dest;
+mod error;
+mod message;
+mod service;
+mod socket;
+mod stats;
+mod typed;
+mod wire;
 
 use std::time::Duration;
 
-use crate::model::{CollectFailure, ErrorReason, IpvsState};
+use netlink_packet_core::{DecodeError, NlaBuffer, NlasIterator};
+
+use crate::model::{CollectFailure, IpvsState};
+
+pub use daemon::IpvsDaemonAttribute;
+pub use dest::IpvsDestAttribute;
+pub use error::Error;
+pub use message::{IPVS_GENL_NAME, IpvsAttribute, IpvsCmd, IpvsInfoAttribute, IpvsMessage};
+pub use service::{IpvsServiceAttribute, IpvsServiceFlags};
+pub use socket::Client;
+pub use stats::{IpvsStatsAttribute, StatsValue};
+pub use typed::MalformedAttribute;
 
 /// Reads the IPVS state of the calling thread's current network namespace once.
 ///
-/// Placeholder until the netlink client lands; the `netns` module calls this on the thread that
-/// is inside the namespace.
-pub fn read_current_namespace(_timeout: Duration) -> Result<IpvsState, CollectFailure> {
-    Err(CollectFailure {
-        reason: ErrorReason::Io,
-        message: "netlink client not implemented yet".into(),
-    })
+/// The `netns` module calls this on the thread that is inside the namespace.
+pub fn read_current_namespace(timeout: Duration) -> Result<IpvsState, CollectFailure> {
+    Client::open(timeout)
+        .and_then(|mut c| c.read_state())
+        .map_err(|e| e.failure())
 }
+
+/// Decodes every IPVS message of a received datagram (any family id but the controller's):
+/// the raw messages, or the first decoding error. Used by fixture tests and the fuzz target.
+pub fn decode_datagram(buf: &[u8], family_id: u16) -> Result<Vec<IpvsMessage>, DecodeError> {
+    let mut out = Vec::new();
+    for item in wire::messages(buf, family_id) {
+        if let wire::Part::Data { payload, .. } = item?.part {
+            out.push(wire::decode_ipvs(payload)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a sequence of attributes with `parse`, naming nothing: callers add the context.
+fn parse_nested<'a, T>(
+    value: &'a [u8],
+    parse: impl Fn(&NlaBuffer<&'a [u8]>) -> Result<T, DecodeError>,
+) -> Result<Vec<T>, DecodeError> {
+    let mut out = Vec::new();
+    for nla in NlasIterator::new(value) {
+        out.push(parse(&nla?)?);
+    }
+    Ok(out)
+}
+
+/// Writes `s` NUL-terminated into a buffer of `s.len() + 1` bytes.
+fn emit_string(buffer: &mut [u8], s: &str) {
+    let n = s.len().min(buffer.len());
+    buffer[..n].copy_from_slice(&s.as_bytes()[..n]);
+    if let Some(last) = buffer.get_mut(n) {
+        *last = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests;

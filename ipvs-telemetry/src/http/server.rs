@@ -1,0 +1,367 @@
+//! Listeners, connections and the request handler.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use super::io::TimeoutIo;
+use super::{
+    HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT, SHUTDOWN_GRACE, WebConfig, negotiate,
+};
+use crate::metrics::{EncodeError, Generation};
+
+/// State shared by every connection.
+#[derive(Debug)]
+pub struct Shared {
+    /// The latest collection, `None` until the first one finished.
+    pub generation: watch::Receiver<Option<Arc<Generation>>>,
+    /// The web configuration in force (replaced on reload).
+    pub web: RwLock<Arc<WebConfig>>,
+    /// `--web.telemetry-path`.
+    pub telemetry_path: String,
+    /// `--web.max-requests` (0: no limit).
+    pub limiter: Option<Arc<Semaphore>>,
+}
+
+impl Shared {
+    /// Builds the shared state.
+    pub fn new(
+        generation: watch::Receiver<Option<Arc<Generation>>>,
+        web: WebConfig,
+        telemetry_path: String,
+        max_requests: usize,
+    ) -> Self {
+        Shared {
+            generation,
+            web: RwLock::new(Arc::new(web)),
+            telemetry_path,
+            limiter: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
+        }
+    }
+
+    /// The web configuration in force.
+    pub fn web(&self) -> Arc<WebConfig> {
+        self.web.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts a new web configuration in force for new connections and requests.
+    pub fn set_web(&self, web: WebConfig) {
+        *self.web.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(web);
+    }
+}
+
+/// Bound listening sockets.
+pub type Listeners = Vec<(SocketAddr, TcpListener)>;
+
+/// Binds every `--web.listen-address`; `:PORT` is every IPv6 and IPv4 address (one dual-stack
+/// socket where the system allows, else one socket per family). `Err` is one line.
+pub fn bind(addresses: &[String]) -> Result<Listeners, String> {
+    let mut out = Vec::new();
+    for a in addresses {
+        let addrs = crate::cli::parse_listen_address(a)?;
+        let any = addrs.len() == 2 && addrs.iter().all(|s| s.ip().is_unspecified());
+        let mut v6_ok = false;
+        for addr in addrs {
+            match bind_one(addr) {
+                Ok(l) => {
+                    v6_ok |= addr.is_ipv6();
+                    out.push((addr, l));
+                }
+                // `[::]:PORT` already covers IPv4 (dual-stack socket).
+                Err(e)
+                    if any
+                        && addr.is_ipv4()
+                        && v6_ok
+                        && e.kind() == std::io::ErrorKind::AddrInUse => {}
+                // No IPv6 on this host: IPv4 alone.
+                Err(e)
+                    if any
+                        && addr.is_ipv6()
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
+                        ) => {}
+                Err(e) => return Err(format!("cannot listen on {addr} ({a}): {e}")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn bind_one(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = if addr.is_ipv6() {
+        tokio::net::TcpSocket::new_v6()?
+    } else {
+        tokio::net::TcpSocket::new_v4()?
+    };
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(1024)
+}
+
+/// Serves until `shutdown` completes, then lets requests in flight finish (up to
+/// [`SHUTDOWN_GRACE`]).
+pub async fn serve(
+    listeners: Listeners,
+    shared: Arc<Shared>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = Arc::new(GracefulShutdown::new());
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut accepts = Vec::new();
+    for (addr, listener) in listeners {
+        tracing::info!(address = %addr, "listening");
+        accepts.push(tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            graceful.clone(),
+            connections.clone(),
+        )));
+    }
+    shutdown.await;
+    for a in &accepts {
+        a.abort();
+    }
+    for a in accepts {
+        let _ = a.await;
+    }
+    if let Ok(graceful) = Arc::try_unwrap(graceful) {
+        if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("requests still in flight after the shutdown grace period");
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    graceful: Arc<GracefulShutdown>,
+    connections: Arc<Semaphore>,
+) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            tracing::debug!(peer = %peer, "too many connections, closing");
+            drop(stream);
+            continue;
+        };
+        let watcher = graceful.watcher();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            connection(stream, peer, shared, watcher).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let io = TimeoutIo::new(stream);
+    let web = shared.web();
+    match web.tls.clone() {
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                Ok(Ok(tls)) => http(tls, peer, shared, watcher).await,
+                Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+            }
+        }
+        None => http(io, peer, shared, watcher).await,
+    }
+}
+
+async fn http<I>(
+    io: I,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        // Clients that shut their write side after the request (nc, HTTP/1.0 tools) still get
+        // the answer.
+        .half_close(true)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(peer = %peer, error = %e, "connection ended");
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn text(status: StatusCode, body: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Resp, Infallible> {
+    let web = shared.web();
+    let mut resp = match tokio::time::timeout(REQUEST_TIMEOUT, route(req, &shared, &web)).await {
+        Ok(r) => r,
+        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "request timed out\n"),
+    };
+    for (k, v) in &web.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    Ok(resp)
+}
+
+async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp {
+    let _permit = match &shared.limiter {
+        Some(s) => match s.clone().try_acquire_owned() {
+            Ok(p) => Some(p),
+            Err(_) => {
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many requests in flight (--web.max-requests), try again later\n",
+                );
+            }
+        },
+        None => None,
+    };
+    if let Some(auth) = &web.auth {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes().to_vec());
+        let auth = auth.clone();
+        let ok = tokio::task::spawn_blocking(move || auth.check(given.as_deref()))
+            .await
+            .unwrap_or(false);
+        if !ok {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"ipvs-telemetry\""),
+            );
+            return r;
+        }
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let path = req.uri().path();
+    if path == shared.telemetry_path {
+        return metrics(&req, shared).await;
+    }
+    match path {
+        "/" => landing(&shared.telemetry_path),
+        "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
+        "/-/ready" => {
+            if shared.generation.borrow().is_some() {
+                text(StatusCode::OK, "Ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Not ready: the first collection has not finished\n",
+                )
+            }
+        }
+        _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
+    }
+}
+
+async fn metrics(req: &Request<Incoming>, shared: &Shared) -> Resp {
+    let Some(generation) = shared.generation.borrow().clone() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no collection has finished yet\n",
+        );
+    };
+    let h = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let format = negotiate::format(h(header::ACCEPT));
+    let gzip = negotiate::gzip(h(header::ACCEPT_ENCODING));
+    let bytes = match generation.ready(format, gzip) {
+        Some(b) => b,
+        None => tokio::task::spawn_blocking(move || generation.get(format, gzip))
+            .await
+            .unwrap_or(Err(EncodeError)),
+    };
+    let Ok(bytes) = bytes else {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed\n",
+        );
+    };
+    let mut r = Response::new(Full::new(bytes));
+    let hs = r.headers_mut();
+    hs.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(format.content_type()),
+    );
+    hs.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
+    if gzip {
+        hs.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    r
+}
+
+fn landing(path: &str) -> Resp {
+    let esc = html_escape(path);
+    let body = format!(
+        "<!DOCTYPE html>\n<html>\n<head><title>ipvs-telemetry</title></head>\n<body>\n\
+         <h1>ipvs-telemetry</h1>\n<p>Prometheus telemetry for Linux IPVS, version {}</p>\n\
+         <ul>\n<li><a href=\"{esc}\">Metrics</a></li>\n<li><a href=\"/-/healthy\">Health</a></li>\n\
+         <li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body>\n</html>\n",
+        html_escape(crate::cli::VERSION)
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}

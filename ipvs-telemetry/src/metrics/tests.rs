@@ -1,0 +1,457 @@
+//! Encoder tests over a realistic hand-built collection.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::model::*;
+
+fn stats(base: u64) -> Stats {
+    Stats {
+        conns: base,
+        inpkts: base * 10,
+        outpkts: base * 9,
+        inbytes: base * 1000 + u64::MAX / 2,
+        outbytes: base * 900,
+        cps: 3,
+        inpps: 30,
+        outpps: 27,
+        inbps: 3000,
+        outbps: 2700,
+    }
+}
+
+fn dest(addr: &str, port: u16, forward: ForwardMethod) -> Destination {
+    Destination {
+        family: if addr.contains(':') {
+            Family::Inet6
+        } else {
+            Family::Inet
+        },
+        address: addr.parse().unwrap(),
+        port,
+        forward,
+        weight: 1,
+        upper_threshold: 0,
+        lower_threshold: 0,
+        active_connections: 2,
+        inactive_connections: 1,
+        persistent_connections: 0,
+        tunnel_type: (forward == ForwardMethod::Tunnel).then_some(TunnelType::Gue),
+        tunnel_port: None,
+        tunnel_flags: None,
+        stats: stats(7),
+    }
+}
+
+fn service(address: ServiceAddress, family: Family, dests: Vec<Destination>) -> Service {
+    Service {
+        family,
+        address,
+        scheduler: "wrr".into(),
+        flags: 0x2,
+        timeout: 0,
+        netmask: if family == Family::Inet {
+            u32::MAX
+        } else {
+            128
+        },
+        persistence_engine: None,
+        stats: stats(42),
+        destinations: dests,
+        published: None,
+    }
+}
+
+fn netns(name: &str, inode: u64) -> NetnsId {
+    NetnsId {
+        name: name.into(),
+        dev: 4,
+        inode,
+    }
+}
+
+/// Two namespaces (one failing), IPv4/IPv6/fwmark services, a destination shared by two
+/// services, eBPF series, interfaces and conntrack.
+pub(crate) fn sample_inputs() -> Inputs {
+    let mut persistent = service(
+        ServiceAddress::Inet {
+            protocol: Protocol::Tcp,
+            address: "10.0.0.1".parse().unwrap(),
+            port: 80,
+        },
+        Family::Inet,
+        vec![
+            dest("192.168.1.1", 8080, ForwardMethod::Masq),
+            dest("192.168.1.2", 8080, ForwardMethod::Route),
+        ],
+    );
+    persistent.flags = 0x2 | 0x1 | 0x8;
+    persistent.timeout = 300;
+    persistent.netmask = 0xffff_ff00;
+    persistent.persistence_engine = Some("sip".into());
+    let v6 = service(
+        ServiceAddress::Inet {
+            protocol: Protocol::Udp,
+            address: "2001:db8:0:0:0:0:0:53".parse().unwrap(),
+            port: 53,
+        },
+        Family::Inet6,
+        vec![dest("2001:db8::1:0:0:1", 53, ForwardMethod::Tunnel)],
+    );
+    let mut fwmark = service(
+        ServiceAddress::Fwmark { mark: 259 },
+        Family::Inet,
+        // Same real server as the first service: two distinct series.
+        vec![dest("192.168.1.1", 8080, ForwardMethod::Masq)],
+    );
+    fwmark.published = Some((Protocol::Tcp, 30080));
+    let fwmark_unpublished = service(ServiceAddress::Fwmark { mark: 7 }, Family::Inet, vec![]);
+    let ts = UNIX_EPOCH + Duration::from_millis(1_763_700_000_123);
+    let host = NamespaceSnapshot {
+        netns: netns("host", 4026531840),
+        ipvs: Ok(IpvsState {
+            info: Info {
+                version: 0x010201,
+                conn_tab_size: 4096,
+            },
+            timeouts: Timeouts::default(),
+            services: vec![persistent, v6, fwmark, fwmark_unpublished],
+        }),
+        context: NetnsContext {
+            interfaces: vec![InterfaceStats {
+                device: "eth0".into(),
+                up: true,
+                rx_bytes: 1,
+                tx_bytes: 2,
+                rx_packets: 3,
+                tx_packets: 4,
+                rx_dropped: 5,
+                tx_dropped: 6,
+            }],
+            conntrack_entries: Some(17),
+        },
+        duration: Duration::from_micros(1500),
+        timestamp: ts,
+    };
+    let broken = NamespaceSnapshot {
+        netns: netns("ingress_sbox", 4026532999),
+        ipvs: Err(CollectFailure {
+            reason: ErrorReason::ModuleNotLoaded,
+            message: "ip_vs not loaded".into(),
+        }),
+        context: NetnsContext::default(),
+        duration: Duration::from_micros(200),
+        timestamp: ts,
+    };
+    let hist = HistogramSnapshot {
+        buckets: vec![(0.001, 1), (0.01, 3), (0.1, 3)],
+        count: 4,
+        sum: 0.5,
+    };
+    let ebpf = EbpfSnapshot {
+        up: true,
+        mode: "auto".into(),
+        reason: "attached".into(),
+        events: vec![("new_connection".into(), 12), ("first_response".into(), 9)],
+        lost: vec![("new_connection".into(), 0)],
+        overflow: 0,
+        series: vec![
+            EbpfSeries {
+                key: EbpfKey {
+                    netns_inode: 4026531840,
+                    family: Family::Inet,
+                    service: ServiceAddress::Inet {
+                        protocol: Protocol::Tcp,
+                        address: "10.0.0.1".parse().unwrap(),
+                        port: 80,
+                    },
+                    destination: Some(("192.168.1.1".parse::<IpAddr>().unwrap(), 8080)),
+                },
+                new_connections: 7,
+                connection_rate: hist.clone(),
+                peak_connection_rate: 40.0,
+                interarrival: hist.clone(),
+                first_response: hist.clone(),
+            },
+            // A destination netlink no longer knows: left out.
+            EbpfSeries {
+                key: EbpfKey {
+                    netns_inode: 4026531840,
+                    family: Family::Inet,
+                    service: ServiceAddress::Fwmark { mark: 999 },
+                    destination: Some(("192.168.1.9".parse::<IpAddr>().unwrap(), 1)),
+                },
+                new_connections: 1,
+                connection_rate: hist.clone(),
+                peak_connection_rate: 1.0,
+                interarrival: hist.clone(),
+                first_response: hist,
+            },
+        ],
+    };
+    let mut errors = BTreeMap::new();
+    errors.insert(("ingress_sbox".into(), "module_not_loaded".into()), 3);
+    Inputs {
+        snapshot: Arc::new(Snapshot {
+            namespaces: vec![host, broken],
+        }),
+        ebpf: Arc::new(ebpf),
+        errors,
+        process: ProcessStats {
+            cpu_seconds: Some(1.25),
+            resident_memory_bytes: Some(10 << 20),
+            virtual_memory_bytes: Some(100 << 20),
+            open_fds: Some(9),
+            max_fds: Some(1024),
+            start_time_seconds: Some(1_763_700_000.5),
+        },
+        build: BuildInfo {
+            version: "0.1.0",
+            revision: "abc\"def",
+            rustc: "1.95.0",
+        },
+    }
+}
+
+fn text(format: Format) -> String {
+    let b = encode(&Arc::new(sample_inputs()), format, false).unwrap();
+    String::from_utf8(b.to_vec()).unwrap()
+}
+
+/// Samples as `name{sorted labels}` -> value, `le` normalised (prometheus-client writes `le`
+/// first and as `1.0`).
+fn samples(exposition: &str) -> BTreeMap<String, f64> {
+    let label = regex::Regex::new(r#"([a-z_]+)="((?:[^"\\]|\\.)*)""#).unwrap();
+    let mut out = BTreeMap::new();
+    for line in exposition.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+        let mut pairs: Vec<String> = label
+            .captures_iter(labels)
+            .map(|c| {
+                let v = if &c[1] == "le" && &c[2] != "+Inf" {
+                    c[2].parse::<f64>().unwrap().to_string()
+                } else {
+                    c[2].to_string()
+                };
+                format!("{}={v:?}", &c[1])
+            })
+            .collect();
+        pairs.sort();
+        let key = format!("{name}{{{}}}", pairs.join(","));
+        let v: f64 = value.parse().unwrap();
+        assert!(out.insert(key.clone(), v).is_none(), "duplicate {key}");
+    }
+    out
+}
+
+#[test]
+fn both_formats_carry_the_same_samples() {
+    let om = text(Format::OpenMetrics);
+    let t = text(Format::Text);
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(!t.contains("# EOF"));
+    let a = samples(&om);
+    let b = samples(&t);
+    for (k, v) in &a {
+        assert_eq!(b.get(k), Some(v), "{k} differs");
+    }
+    assert_eq!(a.len(), b.len());
+    assert!(a.len() > 100, "{}", a.len());
+}
+
+#[test]
+fn text_format_lines() {
+    let t = text(Format::Text);
+    let want = [
+        "# HELP ipvs_service_connections_total Connections scheduled by the virtual service (kernel counter).",
+        "# TYPE ipvs_service_connections_total counter",
+        r#"ipvs_service_connections_total{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark=""} 42"#,
+        r#"ipvs_service_incoming_bytes_total{netns="host",family="inet6",protocol="udp",virtual_address="2001:db8::53",virtual_port="53",fwmark=""} 9223372036854817807"#,
+        r#"ipvs_service_info{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",scheduler="wrr",flags="persistent,sched1",netmask="255.255.255.0",persistence_engine="sip"} 1"#,
+        r#"ipvs_service_info{netns="host",family="inet6",protocol="udp",virtual_address="2001:db8::53",virtual_port="53",fwmark="",scheduler="wrr",flags="",netmask="128",persistence_engine=""} 1"#,
+        r#"ipvs_service_persistence_timeout_seconds{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark=""} 300"#,
+        r#"ipvs_destination_connections_total{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 7"#,
+        r#"ipvs_destination_connections_total{netns="host",family="inet",protocol="tcp",virtual_address="",virtual_port="30080",fwmark="259",real_address="192.168.1.1",real_port="8080"} 7"#,
+        r#"ipvs_service_destinations{netns="host",family="inet",protocol="",virtual_address="",virtual_port="",fwmark="7"} 0"#,
+        r#"ipvs_destination_info{netns="host",family="inet6",protocol="udp",virtual_address="2001:db8::53",virtual_port="53",fwmark="",real_address="2001:db8::1:0:0:1",real_port="53",forwarding_method="tunnel",tunnel_type="gue"} 1"#,
+        r#"ipvs_destination_info{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.2",real_port="8080",forwarding_method="route",tunnel_type=""} 1"#,
+        r#"ipvs_up{netns="host"} 1"#,
+        r#"ipvs_up{netns="ingress_sbox"} 0"#,
+        r#"ipvs_info{netns="host",version="1.2.1"} 1"#,
+        r#"ipvs_connection_table_size{netns="host"} 4096"#,
+        r#"ipvs_collection_duration_seconds{netns="host"} 0.0015"#,
+        r#"ipvs_last_collection_timestamp_seconds{netns="host"} 1763700000.123"#,
+        r#"ipvs_collection_errors_total{netns="ingress_sbox",reason="module_not_loaded"} 3"#,
+        r#"ipvs_ebpf_up 1"#,
+        r#"ipvs_ebpf_info{mode="auto",reason="attached"} 1"#,
+        r#"ipvs_ebpf_events_total{kind="new_connection"} 12"#,
+        r#"ipvs_ebpf_events_lost_total{kind="new_connection"} 0"#,
+        "ipvs_ebpf_overflow_events_total 0",
+        "# TYPE ipvs_ebpf_destination_first_response_seconds histogram",
+        r#"ipvs_ebpf_destination_first_response_seconds_bucket{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080",le="0.01"} 3"#,
+        r#"ipvs_ebpf_destination_first_response_seconds_bucket{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080",le="+Inf"} 4"#,
+        r#"ipvs_ebpf_destination_first_response_seconds_sum{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 0.5"#,
+        r#"ipvs_ebpf_destination_first_response_seconds_count{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 4"#,
+        r#"ipvs_ebpf_destination_new_connections_total{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 7"#,
+        r#"ipvs_netns_interface_receive_bytes_total{netns="host",device="eth0"} 1"#,
+        r#"ipvs_netns_interface_up{netns="host",device="eth0"} 1"#,
+        r#"ipvs_netns_conntrack_entries{netns="host"} 17"#,
+        r#"ipvs_telemetry_build_info{version="0.1.0",revision="abc\"def",rustc="1.95.0"} 1"#,
+        "# TYPE process_cpu_seconds_total counter",
+        "process_cpu_seconds_total 1.25",
+        "process_resident_memory_bytes 10485760",
+        "process_max_fds 1024",
+    ];
+    for w in want {
+        assert!(t.lines().any(|l| l == w), "missing line {w}\n{t}");
+    }
+    // The eBPF series of a service netlink no longer knows is left out.
+    assert!(!t.contains("192.168.1.9"));
+    assert!(!t.contains("hashed"));
+}
+
+#[test]
+fn openmetrics_format_lines() {
+    let om = text(Format::OpenMetrics);
+    for w in [
+        "# TYPE ipvs_service_connections counter",
+        "# TYPE ipvs_ebpf_up gauge",
+        "ipvs_ebpf_up 1",
+        r#"ipvs_up{netns="host"} 1"#,
+        "# TYPE process_cpu_seconds counter",
+        "process_cpu_seconds_total 1.25",
+    ] {
+        assert!(om.lines().any(|l| l == w), "missing line {w}\n{om}");
+    }
+    assert!(!om.contains("{}"));
+}
+
+#[test]
+fn promtool_accepts_text_format() {
+    let Ok(out) = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("skipped: promtool not installed");
+        return;
+    };
+    assert!(out.status.success());
+    let t = text(Format::Text);
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(t.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert_eq!(report.trim(), "", "promtool reported:\n{report}");
+}
+
+#[test]
+fn gzip_round_trip_and_generation_memo() {
+    use std::io::Read;
+    let g = Generation::new(sample_inputs());
+    assert!(g.ready(Format::Text, true).is_none());
+    let gz = g.get(Format::Text, true).unwrap();
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    assert_eq!(plain, text(Format::Text));
+    // Same bytes (same allocation) on the next request.
+    assert_eq!(
+        g.ready(Format::Text, true).unwrap().unwrap().as_ptr(),
+        gz.as_ptr()
+    );
+    assert_eq!(g.requested(), vec![(Format::Text, true)]);
+}
+
+#[test]
+fn empty_collection_still_valid() {
+    let inputs = Inputs {
+        snapshot: Arc::new(Snapshot::default()),
+        ebpf: Arc::new(EbpfSnapshot {
+            mode: "off".into(),
+            reason: "disabled by --ebpf off".into(),
+            ..Default::default()
+        }),
+        errors: BTreeMap::new(),
+        process: ProcessStats::default(),
+        build: BuildInfo::current(),
+    };
+    let t = encode(&Arc::new(inputs), Format::Text, false).unwrap();
+    let t = String::from_utf8(t.to_vec()).unwrap();
+    assert!(
+        t.contains("ipvs_telemetry_build_info{version=\"0.1.0\""),
+        "{t}"
+    );
+    assert!(!t.contains("ipvs_service_connections"));
+    assert!(t.contains("ipvs_ebpf_up 0"));
+}
+
+#[test]
+fn snapshot_command_text() {
+    let t = snapshot_text((*sample_inputs().snapshot).clone());
+    assert!(t.contains("ipvs_service_connections_total{netns=\"host\""));
+    assert!(t.contains("ipvs_telemetry_build_info{"));
+    assert!(!t.contains("ipvs_ebpf"));
+    assert!(!t.contains("process_"));
+    assert!(!t.contains("ipvs_collection_errors_total{"));
+}
+
+/// 10,000 services × 5 destinations, as in the benchmark.
+pub(crate) fn large_inputs(services: usize, dests: usize) -> Inputs {
+    let mut svcs = Vec::with_capacity(services);
+    for i in 0..services {
+        let vip: IpAddr = std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32).into();
+        let ds = (0..dests)
+            .map(|j| {
+                let mut d = dest("192.168.0.1", 8080, ForwardMethod::Masq);
+                d.address = std::net::Ipv4Addr::from(0xc0a8_0000u32 + j as u32).into();
+                d.stats = stats(i as u64 * 7 + j as u64);
+                d
+            })
+            .collect();
+        svcs.push(service(
+            ServiceAddress::Inet {
+                protocol: Protocol::Tcp,
+                address: vip,
+                port: 80,
+            },
+            Family::Inet,
+            ds,
+        ));
+    }
+    let mut inputs = sample_inputs();
+    let mut snap = (*inputs.snapshot).clone();
+    if let Ok(ipvs) = &mut snap.namespaces[0].ipvs {
+        ipvs.services = svcs;
+    }
+    inputs.snapshot = Arc::new(snap);
+    inputs
+}
+
+/// Encoding cost at 10,000 × 5 (run with `--release --ignored --nocapture`).
+#[test]
+#[ignore]
+fn large_collection_encoding() {
+    let inputs = Arc::new(large_inputs(10_000, 5));
+    for (f, gz) in VARIANTS {
+        let t = std::time::Instant::now();
+        let b = encode(&inputs, f, gz).unwrap();
+        eprintln!("{f:?} gzip={gz}: {} bytes in {:?}", b.len(), t.elapsed());
+    }
+}

@@ -1,0 +1,651 @@
+//! The real binary on the host: endpoints, negotiation, gzip, exit codes, TLS and basic auth
+//! with curl, many concurrent scrapes, promtool. The host has no IPVS, so the `host` namespace
+//! reports `ipvs_up 0`; the values themselves are checked against ipvsadm in the lab tests.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ipvs-telemetry");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn have(tool: &str) -> bool {
+    Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// The daemon, killed on drop.
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(BIN)
+            .args(["--web.listen-address", &listen, "--poll.interval", "200ms"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, port };
+        d.wait_port();
+        d
+    }
+
+    fn wait_port(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "daemon did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+
+    fn wait_exit(mut self) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (st.code().unwrap_or(-1), err);
+            }
+            assert!(Instant::now() < deadline, "daemon did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A curl answer: status, lower-cased headers, body.
+struct Answer {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+fn curl(args: &[&str]) -> Result<Answer, String> {
+    let dir = tempdir();
+    let hdr = dir.join("h");
+    let body = dir.join("b");
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-D"])
+        .arg(&hdr)
+        .arg("-o")
+        .arg(&body)
+        .args(args)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let headers = std::fs::read_to_string(&hdr).unwrap().to_ascii_lowercase();
+    let status = headers
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let body = std::fs::read(&body).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn tempdir() -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ipvs-telemetry-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn wait_ready(d: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(a) = curl(&[&d.url("/-/ready")])
+            && a.status == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn endpoints_negotiation_and_gzip() {
+    if !have("curl") {
+        eprintln!("skipped: curl not installed");
+        return;
+    }
+    let d = Daemon::start(&[]);
+    wait_ready(&d);
+    let a = curl(&[&d.url("/-/healthy")]).unwrap();
+    assert_eq!(a.status, 200);
+    let a = curl(&[&d.url("/")]).unwrap();
+    let page = String::from_utf8(a.body).unwrap();
+    assert!(page.contains("href=\"/metrics\""), "{page}");
+    assert!(page.contains(env!("CARGO_PKG_VERSION")), "{page}");
+
+    // No Accept: 0.0.4, identity.
+    let a = curl(&[&d.url("/metrics")]).unwrap();
+    assert_eq!(a.status, 200);
+    assert!(
+        a.headers
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{}",
+        a.headers
+    );
+    assert!(!a.headers.contains("content-encoding"));
+    let text = String::from_utf8(a.body).unwrap();
+    assert!(text.contains("ipvs_up{netns=\"host\"} 0\n"), "{text}");
+    assert!(text.contains("ipvs_telemetry_build_info{version=\""));
+    assert!(text.contains("process_resident_memory_bytes "));
+    assert!(text.contains("process_open_fds "));
+    assert!(!text.contains("# EOF"));
+
+    // Prometheus' Accept and gzip.
+    let a = curl(&[
+        "-H",
+        "Accept: application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "-H",
+        "Accept-Encoding: gzip",
+        &d.url("/metrics"),
+    ])
+    .unwrap();
+    assert!(
+        a.headers
+            .contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{}",
+        a.headers
+    );
+    assert!(a.headers.contains("content-encoding: gzip"));
+    let mut om = String::new();
+    use std::io::Read;
+    flate2::read::GzDecoder::new(&a.body[..])
+        .read_to_string(&mut om)
+        .unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE ipvs_collection_errors counter"));
+
+    // promtool on the live 0.0.4 output.
+    if have("promtool") {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let report = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && report.trim().is_empty(), "{report}");
+    }
+
+    assert_eq!(curl(&[&d.url("/nope")]).unwrap().status, 404);
+    let a = curl(&["-X", "POST", &d.url("/metrics")]).unwrap();
+    assert_eq!(a.status, 405);
+    let a = curl(&["-I", &d.url("/metrics")]).unwrap();
+    assert_eq!(a.status, 200);
+
+    // The collection loop keeps publishing: the error counter grows.
+    let count = |t: &str| -> u64 {
+        t.lines()
+            .find(|l| l.starts_with("ipvs_collection_errors_total{netns=\"host\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let first = count(&text);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = String::from_utf8(curl(&[&d.url("/metrics")]).unwrap().body).unwrap();
+        if count(&t) > first {
+            break;
+        }
+        assert!(Instant::now() < deadline, "collections do not advance");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    d.signal("TERM");
+    let (code, err) = d.wait_exit();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("level=info msg=\"received SIGTERM, shutting down\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn hundred_concurrent_scrapes() {
+    if !have("curl") {
+        eprintln!("skipped: curl not installed");
+        return;
+    }
+    let d = Daemon::start(&[]);
+    wait_ready(&d);
+    let url = d.url("/metrics");
+    let handles: Vec<_> = (0..100)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let gzip = i % 2 == 0;
+                let mut args = vec!["-H", "Accept: application/openmetrics-text"];
+                if gzip {
+                    args.push("--compressed");
+                }
+                args.push(&url);
+                curl(&args).map(|a| (a.status, a.body.len()))
+            })
+        })
+        .collect();
+    for h in handles {
+        let (status, len) = h.join().unwrap().unwrap();
+        assert_eq!(status, 200);
+        assert!(len > 100);
+    }
+}
+
+#[test]
+fn exit_codes() {
+    // Bad flag: 2, one line.
+    let out = Command::new(BIN)
+        .arg("--poll.interval=0s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = Command::new(BIN)
+        .args(["--web.listen-address", "nonsense"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Bad web config: 2, naming the key.
+    let dir = tempdir();
+    let cfg = dir.join("web.yml");
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  min_version: TLS10\n  cert_file: x\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("--web.config.file")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("tls_server_config.key_file: missing"), "{err}");
+    std::fs::write(&cfg, "basic_auth_users:\n  alice: plaintext\n").unwrap();
+    let out = Command::new(BIN)
+        .arg("--web.config.file")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("basic_auth_users.alice"), "{err}");
+    // Address taken: 1.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(BIN)
+        .args(["--web.listen-address", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot listen on") && err.contains("in use"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"));
+    // SIGINT: 0.
+    let d = Daemon::start(&[]);
+    d.signal("INT");
+    let (code, err) = d.wait_exit();
+    assert_eq!(code, 0, "{err}");
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out: Output = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, a server certificate for 127.0.0.1/localhost and a client certificate.
+fn make_certs(dir: &Path) {
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    let mut a = vec!["req", "-x509"];
+    a.extend(ec);
+    a.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-ca",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(dir, &a);
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        ),
+        (
+            "client",
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        ),
+    ] {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        let mut a = vec!["req"];
+        a.extend(ec);
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let subj = format!("/CN={name}");
+        a.extend(["-keyout", &key, "-out", &csr, "-subj", &subj]);
+        openssl(dir, &a);
+        let crt = format!("{name}.crt");
+        let ext = format!("{name}.ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        );
+    }
+}
+
+#[test]
+fn tls_basic_auth_and_client_certificates() {
+    if !have("curl") || !have("openssl") {
+        eprintln!("skipped: curl or openssl not installed");
+        return;
+    }
+    let dir = tempdir();
+    make_certs(&dir);
+    let hash = bcrypt::hash_with_salt("s3cret", 4, [1; 16])
+        .unwrap()
+        .to_string();
+    let cfg = dir.join("web.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+             min_version: TLS12\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n\
+             basic_auth_users:\n  alice: {hash}\n"
+        ),
+    )
+    .unwrap();
+    if have("promtool") {
+        let out = Command::new("promtool")
+            .args(["check", "web-config"])
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "promtool check web-config: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let cfg_s = cfg.to_str().unwrap().to_string();
+    let d = Daemon::start(&["--web.config.file", &cfg_s]);
+    let https = format!("https://127.0.0.1:{}/metrics", d.port);
+    let ca = dir.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let ok = curl(&["--cacert", ca, "-u", "alice:s3cret", &https]).unwrap();
+    // Ready comes with the first collection; retry until then.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ok = ok;
+    while ok.status == 503 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        ok = curl(&["--cacert", ca, "-u", "alice:s3cret", &https]).unwrap();
+    }
+    assert_eq!(ok.status, 200);
+    assert!(
+        ok.headers.contains("x-frame-options: deny"),
+        "{}",
+        ok.headers
+    );
+    let bad = curl(&["--cacert", ca, "-u", "alice:wrong", &https]).unwrap();
+    assert_eq!(bad.status, 401);
+    assert!(bad.headers.contains("www-authenticate: basic"));
+    assert_eq!(
+        curl(&["--cacert", ca, "-u", "bob:s3cret", &https])
+            .unwrap()
+            .status,
+        401
+    );
+    assert_eq!(curl(&["--cacert", ca, &https]).unwrap().status, 401);
+    // Plain HTTP to the TLS port fails.
+    let plain = curl(&["-u", "alice:s3cret", &d.url("/metrics")]);
+    assert!(plain.is_err() || plain.as_ref().is_ok_and(|a| a.status >= 400));
+    // TLS 1.1 is refused.
+    assert!(
+        curl(&[
+            "--cacert",
+            ca,
+            "--tls-max",
+            "1.1",
+            "-u",
+            "alice:s3cret",
+            &https
+        ])
+        .is_err()
+    );
+    drop(d);
+
+    // RequireAndVerifyClientCert: no certificate -> refused; the client's certificate -> 200.
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--web.config.file", &cfg_s]);
+    let https = format!("https://127.0.0.1:{}/-/healthy", d.port);
+    assert!(curl(&["--cacert", ca, &https]).is_err());
+    let cert = dir.join("client.crt");
+    let key = dir.join("client.key");
+    let a = curl(&[
+        "--cacert",
+        ca,
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        &https,
+    ])
+    .unwrap();
+    assert_eq!(a.status, 200);
+
+    // SIGHUP picks up a changed file: now plain HTTP with basic auth.
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    d.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(a) = curl(&[&d.url("/-/healthy")]) {
+            assert_eq!(a.status, 401);
+            break;
+        }
+        assert!(Instant::now() < deadline, "reload not picked up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // An invalid file on SIGHUP keeps the previous configuration.
+    std::fs::write(&cfg, "basic_auth_users: [").unwrap();
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        curl(&["-u", "alice:s3cret", &d.url("/-/healthy")])
+            .unwrap()
+            .status,
+        200
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn max_requests_answers_503_quickly() {
+    if !have("curl") {
+        eprintln!("skipped: curl not installed");
+        return;
+    }
+    // Cost-12 bcrypt (~0.2-0.5 s each, one at a time) keeps requests in flight.
+    let dir = tempdir();
+    let hash = bcrypt::hash_with_salt("pw", 12, [2; 16])
+        .unwrap()
+        .to_string();
+    let cfg = dir.join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let d = Daemon::start(&[
+        "--web.max-requests",
+        "2",
+        "--web.config.file",
+        cfg.to_str().unwrap(),
+    ]);
+    let url = d.url("/metrics");
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let t = Instant::now();
+                let user = format!("alice:wrong{i}");
+                let a = curl(&["-u", &user, &url]).unwrap();
+                (a.status, t.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Duration)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let rejected: Vec<_> = results.iter().filter(|(s, _)| *s == 503).collect();
+    assert!(!rejected.is_empty(), "{results:?}");
+    assert!(
+        results.iter().all(|(s, _)| *s == 503 || *s == 401),
+        "{results:?}"
+    );
+    for (_, t) in &rejected {
+        assert!(*t < Duration::from_secs(2), "503 took {t:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn any_address_listens_on_ipv4_and_ipv6() {
+    if !have("curl") {
+        eprintln!("skipped: curl not installed");
+        return;
+    }
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback on this host");
+        return;
+    }
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .args(["--web.listen-address", &format!(":{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for url in [
+        format!("http://127.0.0.1:{port}/-/healthy"),
+        format!("http://[::1]:{port}/-/healthy"),
+    ] {
+        assert_eq!(curl(&[&url]).unwrap().status, 200, "{url}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
