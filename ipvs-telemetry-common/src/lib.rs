@@ -15,6 +15,24 @@ pub const CONN_NEW_PROGRAM: &str = "ip_vs_conn_new_ret";
 /// Kernel function the connection probe attaches to.
 pub const CONN_NEW_FUNCTION: &str = "ip_vs_conn_new";
 
+/// Name of the LRU hash holding the creation time (ns) of each counted connection, keyed by the
+/// `struct ip_vs_conn *`, until its first reply.
+pub const STARTS_MAP: &str = "STARTS";
+/// Entries of [`STARTS_MAP`]: connections waiting for their first reply. When more are waiting,
+/// the least recently created are dropped (and not measured).
+pub const STARTS_ENTRIES: u32 = 1 << 16;
+/// Name of the global holding the [`StateArgs`] (overridden at load time).
+pub const STATE_ARGS_GLOBAL: &str = "STATE_ARGS";
+/// The protocol state handlers timed for the first response, with the kprobe program attached
+/// to each, in [`StateArgs`] index order (TCP, UDP, SCTP).
+pub const STATE_PROBES: [(&str, &str); 3] = [
+    ("tcp_state_transition", "tcp_state"),
+    ("udp_state_transition", "udp_state"),
+    ("sctp_state_transition", "sctp_state"),
+];
+/// `IP_VS_DIR_OUTPUT`: a packet from the real server (the reply direction).
+pub const IP_VS_DIR_OUTPUT: i32 = 1;
+
 /// Ring-buffer size in bytes (a power of two multiple of the page size). Each [`Event`] takes
 /// `size_of::<Event>() + 8` bytes (record header), rounded up to 96 bytes, so 2^22 bytes (4 MiB) hold 43,690 events: a burst of
 /// that many new connections can wait unread for the consumer without loss.
@@ -28,6 +46,11 @@ pub const KIND_FIRST_RESPONSE: u32 = 1;
 /// Number of event kinds (size of the lost-events array).
 pub const KINDS: u32 = 2;
 
+/// `IP_VS_CONN_F_FWD_MASK`: the forwarding method bits of the connection flags.
+pub const IP_VS_CONN_F_FWD_MASK: u32 = 0x0007;
+/// `IP_VS_CONN_F_LOCALNODE`: forwarding method "local node"; `IP_VS_CONN_F_MASQ` is 0. Only
+/// these two (values up to this one) send the real server's reply back through the director.
+pub const IP_VS_CONN_F_LOCALNODE: u32 = 0x0001;
 /// `IP_VS_CONN_F_SYNC`: connection created by the sync daemon.
 pub const IP_VS_CONN_F_SYNC: u32 = 0x0020;
 /// `IP_VS_CONN_F_TEMPLATE`: persistence template.
@@ -115,6 +138,34 @@ pub struct Offsets {
 }
 
 const _: () = assert!(core::mem::size_of::<Offsets>() == 56);
+
+/// Argument positions (0-based) of `cp` and `direction` in each protocol state handler,
+/// indexed like [`STATE_PROBES`]. They differ between kernels (stable kernels added an argument),
+/// so the daemon reads them from the function prototypes in the module BTF. The default is the
+/// 6.1 layout `(cp, direction, skb, pd)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StateArgs {
+    /// Position of `struct ip_vs_conn *cp`.
+    pub cp: [u32; 3],
+    /// Position of `int direction`.
+    pub direction: [u32; 3],
+}
+
+impl Default for StateArgs {
+    fn default() -> Self {
+        StateArgs {
+            cp: [0; 3],
+            direction: [1; 3],
+        }
+    }
+}
+
+const _: () = assert!(core::mem::size_of::<StateArgs>() == 24);
+
+#[cfg(feature = "user")]
+// SAFETY: as below.
+unsafe impl aya::Pod for StateArgs {}
 
 #[cfg(feature = "user")]
 // SAFETY: both are `#[repr(C)]`, contain only integers and have no implicit padding (sizes are

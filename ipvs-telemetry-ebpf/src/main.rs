@@ -5,20 +5,29 @@
 //! connections without a destination (bypass) are skipped, so the count per destination equals
 //! the kernel's own `conns` counter. Struct member offsets come from the daemon (BTF) through
 //! the `OFFSETS` global: Rust eBPF has no CO-RE relocations.
+//!
+//! First response: `ip_vs_conn_new_ret` also stores the creation time of each counted
+//! connection in the LRU hash `STARTS` (keyed by the connection pointer). `tcp_state`,
+//! `udp_state` and `sctp_state`, kprobes on the protocol state handlers, take the entry out at
+//! the connection's first packet in the output direction (from the real server) and emit an
+//! event of kind `KIND_FIRST_RESPONSE` with the delay; removing the entry makes each connection
+//! measured at most once. The argument positions of `cp` and `direction` come from the daemon
+//! (`STATE_ARGS`, read from the handlers' BTF prototypes).
 
 #![no_std]
 #![no_main]
 
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{kretprobe, map},
-    maps::{Array, PerCpuArray, RingBuf},
-    programs::RetProbeContext,
+    macros::{kprobe, kretprobe, map},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::{info, warn};
 use ipvs_telemetry_common::{
-    Event, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE, KIND_NEW_CONNECTION, KINDS, Offsets,
-    RING_BYTES,
+    Event, IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE,
+    IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE, KIND_NEW_CONNECTION, KINDS, Offsets, RING_BYTES,
+    STARTS_ENTRIES, StateArgs,
 };
 
 /// Events for the daemon.
@@ -32,6 +41,17 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(KINDS, 0);
 /// Set once the first event was logged (one log line per probe instance, proving the log path).
 #[map]
 static LOGGED: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Creation time (ns) of counted connections awaiting their first reply, by connection pointer.
+#[map]
+static STARTS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(STARTS_ENTRIES, 0);
+
+/// Positions of `cp` and `direction` in the state handlers, overridden by the daemon.
+#[unsafe(no_mangle)]
+static STATE_ARGS: StateArgs = StateArgs {
+    cp: [0; 3],
+    direction: [1; 3],
+};
 
 /// Struct member offsets, overridden by the daemon at load time.
 #[unsafe(no_mangle)]
@@ -90,26 +110,14 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
     if dest.is_null() {
         return Ok(());
     }
-    let ipvs: *const u8 = read(cp, off.conn_ipvs)?;
-    let net: *const u8 = read(ipvs, off.ipvs_net)?;
-    let event = Event {
-        // SAFETY: no preconditions.
-        timestamp_ns: unsafe { bpf_ktime_get_ns() },
-        conn: cp as u64,
-        value_ns: 0,
-        kind: KIND_NEW_CONNECTION,
-        netns_inode: read(net, off.net_inum)?,
-        flags,
-        fwmark: read(dest, off.dest_vfwmark)?,
-        af: read(cp, off.conn_af)?,
-        daf: read(dest, off.dest_af)?,
-        protocol: read(dest, off.dest_protocol)?,
-        vport: read(dest, off.dest_vport)?,
-        dport: read(dest, off.dest_port)?,
-        _pad: [0; 6],
-        vaddr: read(dest, off.dest_vaddr)?,
-        daddr: read(dest, off.dest_addr)?,
-    };
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let event = event_of(cp, dest, &off, KIND_NEW_CONNECTION, now, 0, flags)?;
+    // Only NAT and local-node connections see their replies; DR and tunnel ones would only
+    // take room in the map. A failed insert only loses this connection's measurement.
+    if flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE {
+        let _ = STARTS.insert(cp as u64, now, 0);
+    }
     if EVENTS.output::<Event>(&event, 0).is_err() {
         count_lost(KIND_NEW_CONNECTION);
     }
@@ -122,6 +130,127 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
                 "first connection seen (netns {}, flags {:x})", event.netns_inode, flags
             );
         }
+    }
+    Ok(())
+}
+
+/// The event for connection `cp` with destination `dest` (identity read from the destination).
+#[inline(always)]
+fn event_of(
+    cp: *const u8,
+    dest: *const u8,
+    off: &Offsets,
+    kind: u32,
+    timestamp_ns: u64,
+    value_ns: u64,
+    flags: u32,
+) -> Result<Event, i32> {
+    let ipvs: *const u8 = read(cp, off.conn_ipvs)?;
+    let net: *const u8 = read(ipvs, off.ipvs_net)?;
+    Ok(Event {
+        timestamp_ns,
+        conn: cp as u64,
+        value_ns,
+        kind,
+        netns_inode: read(net, off.net_inum)?,
+        flags,
+        fwmark: read(dest, off.dest_vfwmark)?,
+        af: read(cp, off.conn_af)?,
+        daf: read(dest, off.dest_af)?,
+        protocol: read(dest, off.dest_protocol)?,
+        vport: read(dest, off.dest_vport)?,
+        dport: read(dest, off.dest_port)?,
+        _pad: [0; 6],
+        vaddr: read(dest, off.dest_vaddr)?,
+        daddr: read(dest, off.dest_addr)?,
+    })
+}
+
+/// Kprobe on `tcp_state_transition`.
+#[kprobe]
+pub fn tcp_state(ctx: ProbeContext) -> u32 {
+    state_transition(&ctx, 0)
+}
+
+/// Kprobe on `udp_state_transition`.
+#[kprobe]
+pub fn udp_state(ctx: ProbeContext) -> u32 {
+    state_transition(&ctx, 1)
+}
+
+/// Kprobe on `sctp_state_transition`.
+#[kprobe]
+pub fn sctp_state(ctx: ProbeContext) -> u32 {
+    state_transition(&ctx, 2)
+}
+
+#[inline(always)]
+fn state_transition(ctx: &ProbeContext, proto: usize) -> u32 {
+    if let Err(e) = try_state(ctx, proto) {
+        warn!(
+            ctx,
+            "state transition: reading the connection failed ({})", e
+        );
+    }
+    0
+}
+
+#[inline(always)]
+fn try_state(ctx: &ProbeContext, proto: usize) -> Result<(), i32> {
+    // SAFETY: plain globals, rewritten by the loader (see `try_conn_new`).
+    let args: StateArgs = unsafe { core::ptr::read_volatile(&STATE_ARGS) };
+    let off: Offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    if off.valid == 0 || proto > 2 {
+        return Ok(());
+    }
+    // SAFETY: a kprobe's context is the probed function's `pt_regs`; direct loads at constant
+    // offsets (no indexing by a runtime value, which the verifier refuses for the context).
+    let regs = unsafe { &*ctx.regs };
+    let values = [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9];
+    let pick = |n: u32| -> u64 {
+        let mut v = 0;
+        for (i, r) in values.iter().enumerate() {
+            if i as u32 == n {
+                v = *r;
+            }
+        }
+        v
+    };
+    let direction = pick(args.direction[proto]);
+    if direction as u32 as i32 != IP_VS_DIR_OUTPUT {
+        return Ok(());
+    }
+    let cp = pick(args.cp[proto]);
+    if cp == 0 {
+        return Ok(());
+    }
+    // SAFETY: the value is copied out at once; a concurrent update at worst gives a stale time.
+    let Some(start) = (unsafe { STARTS.get(cp) }).copied() else {
+        return Ok(());
+    };
+    // Only the CPU whose removal succeeds measures the connection.
+    if STARTS.remove(cp).is_err() {
+        return Ok(());
+    }
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let cp = cp as *const u8;
+    let dest: *const u8 = read(cp, off.conn_dest)?;
+    if dest.is_null() {
+        return Ok(());
+    }
+    let flags: u32 = read(cp, off.conn_flags)?;
+    let event = event_of(
+        cp,
+        dest,
+        &off,
+        KIND_FIRST_RESPONSE,
+        now,
+        now.saturating_sub(start),
+        flags,
+    )?;
+    if EVENTS.output::<Event>(&event, 0).is_err() {
+        count_lost(KIND_FIRST_RESPONSE);
     }
     Ok(())
 }

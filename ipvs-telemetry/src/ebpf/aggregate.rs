@@ -39,6 +39,20 @@ pub const INTERARRIVAL_BUCKETS: &[f64] = &[
     1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
+/// Upper bounds (seconds) of `ipvs_ebpf_destination_first_response_seconds`: 50 µs to 10 s,
+/// in 1-1.5-2-2.5-3-4-5-6-8 steps from 1 ms to 1 s (neighbours at most 1.5× apart, so a
+/// quantile interpolated inside a bucket is within about ±20 % of the true value) and in
+/// coarser 1-2.5-5 steps below 1 ms and above 1 s.
+pub const FIRST_RESPONSE_BUCKETS: &[f64] = &[
+    5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1.5e-3, 2e-3, 2.5e-3, 3e-3, 4e-3, 5e-3, 6e-3, 8e-3, 0.01,
+    0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6,
+    0.8, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// HELP text of `ipvs_ebpf_destination_first_response_seconds`.
+pub const FIRST_RESPONSE_HELP: &str = "Seconds from the creation of a connection (ip_vs_conn_new) to the first packet from the real server passing the director. Only NAT (masquerading) and local forwarding are measured: direct-routing and tunnel replies bypass the director.";
+
+const FIRST_RESPONSE_SLOTS: usize = FIRST_RESPONSE_BUCKETS.len() + 1;
 const RATE_SLOTS: usize = RATE_BUCKETS.len() + 1;
 const INTERARRIVAL_SLOTS: usize = INTERARRIVAL_BUCKETS.len() + 1;
 
@@ -296,6 +310,7 @@ pub struct DestState {
     peak: u64,
     rate: Buckets<RATE_SLOTS>,
     interarrival: Buckets<INTERARRIVAL_SLOTS>,
+    first_response: Buckets<FIRST_RESPONSE_SLOTS>,
     /// Absent from the previous netlink snapshot (forgotten if absent again).
     missing: bool,
 }
@@ -311,6 +326,8 @@ pub struct DestValues {
     pub peak_rate: f64,
     /// Inter-arrival histogram (seconds).
     pub interarrival: HistogramSnapshot,
+    /// First-response histogram (seconds).
+    pub first_response: HistogramSnapshot,
 }
 
 /// All destinations.
@@ -320,6 +337,7 @@ pub struct Aggregator {
     max: usize,
     rate_thresholds: Vec<u64>,
     interarrival_thresholds: Vec<u64>,
+    first_response_thresholds: Vec<u64>,
     map: HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
     /// Events dropped because `max` destinations were already tracked.
     pub overflow: u64,
@@ -343,6 +361,10 @@ impl Aggregator {
                 .iter()
                 .map(|b| (b * 1e9).round() as u64)
                 .collect(),
+            first_response_thresholds: FIRST_RESPONSE_BUCKETS
+                .iter()
+                .map(|b| (b * 1e9).round() as u64)
+                .collect(),
             map: HashMap::default(),
             overflow: 0,
         }
@@ -358,30 +380,71 @@ impl Aggregator {
         self.map.is_empty()
     }
 
+    /// The state of `e`'s destination, created if there is room (else counted in `overflow`).
+    #[inline]
+    fn state<'a>(
+        map: &'a mut HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
+        overflow: &mut u64,
+        max: usize,
+        granularity: Granularity,
+        e: &Event,
+    ) -> Option<&'a mut DestState> {
+        let key = RawKey::of_event(e, granularity);
+        if !map.contains_key(&key) && map.len() >= max {
+            *overflow += 1;
+            return None;
+        }
+        Some(map.entry(key).or_insert_with(|| DestState {
+            count: 0,
+            last_ts: 0,
+            win_start: 0,
+            win_count: 0,
+            peak: 0,
+            rate: Buckets::new(),
+            interarrival: Buckets::new(),
+            first_response: Buckets::new(),
+            missing: false,
+        }))
+    }
+
+    /// Records an event of either kind.
+    #[inline]
+    pub fn record_event(&mut self, e: &Event) {
+        match e.kind {
+            ipvs_telemetry_common::KIND_NEW_CONNECTION => self.record(e),
+            ipvs_telemetry_common::KIND_FIRST_RESPONSE => self.record_first_response(e),
+            _ => {}
+        }
+    }
+
+    /// Records the first response of a connection (`e.value_ns` after its creation).
+    #[inline]
+    pub fn record_first_response(&mut self, e: &Event) {
+        let d = Self::state(
+            &mut self.map,
+            &mut self.overflow,
+            self.max,
+            self.granularity,
+            e,
+        );
+        if let Some(d) = d {
+            d.first_response
+                .record(&self.first_response_thresholds, e.value_ns);
+        }
+    }
+
     /// Records one new connection.
     #[inline]
     pub fn record(&mut self, e: &Event) {
-        let key = RawKey::of_event(e, self.granularity);
         let ts = e.timestamp_ns;
-        let d = match self.map.get_mut(&key) {
-            Some(d) => d,
-            None => {
-                if self.map.len() >= self.max {
-                    self.overflow += 1;
-                    return;
-                }
-                self.map.entry(key).or_insert_with(|| DestState {
-                    count: 0,
-                    last_ts: 0,
-                    win_start: 0,
-                    win_count: 0,
-                    peak: 0,
-                    rate: Buckets::new(),
-                    interarrival: Buckets::new(),
-                    missing: false,
-                })
-            }
-        };
+        let d = Self::state(
+            &mut self.map,
+            &mut self.overflow,
+            self.max,
+            self.granularity,
+            e,
+        );
+        let Some(d) = d else { return };
         if d.count > 0 {
             d.interarrival
                 .record(&self.interarrival_thresholds, ts.saturating_sub(d.last_ts));
@@ -449,6 +512,7 @@ impl Aggregator {
                     rate: d.rate.snapshot(RATE_BUCKETS, 1.0 / secs),
                     peak_rate: peak as f64 / secs,
                     interarrival: d.interarrival.snapshot(INTERARRIVAL_BUCKETS, 1e-9),
+                    first_response: d.first_response.snapshot(FIRST_RESPONSE_BUCKETS, 1e-9),
                 },
             ));
         }
@@ -530,6 +594,47 @@ mod tests {
         // Every window from 10 s to 20 s was idle: 100 more observations of 0/s.
         assert_eq!(again[0].1.rate.count, 190);
         assert_eq!(bucket(&again[0].1.rate, 1.0), 185);
+    }
+
+    #[test]
+    fn first_responses_fill_their_own_buckets() {
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
+        a.record(&event(MS, 80));
+        for (i, v) in [4 * MS, 5 * MS, 5 * MS + 1, 20 * MS, 11_000 * MS]
+            .into_iter()
+            .enumerate()
+        {
+            let mut e = event(2 * MS + i as u64, 80);
+            e.kind = ipvs_telemetry_common::KIND_FIRST_RESPONSE;
+            e.value_ns = v;
+            a.record_event(&e);
+        }
+        let out = a.collect(3 * MS, |_| Some(true));
+        assert_eq!(out.len(), 1);
+        let v = &out[0].1;
+        assert_eq!(v.count, 1, "first responses are not connections");
+        assert_eq!(v.interarrival.count, 0);
+        let fr = &v.first_response;
+        assert_eq!(fr.count, 5);
+        assert_eq!(fr.buckets.len(), FIRST_RESPONSE_BUCKETS.len());
+        assert_eq!(bucket(fr, 4e-3), 1);
+        assert_eq!(bucket(fr, 5e-3), 2, "5 ms exactly is in le=0.005");
+        assert_eq!(bucket(fr, 6e-3), 3);
+        assert_eq!(bucket(fr, 0.02), 4);
+        assert_eq!(bucket(fr, 10.0), 4, "11 s is only in +Inf");
+        assert!((fr.sum - (0.004 + 0.005 + 0.005 + 1e-9 + 0.02 + 11.0)).abs() < 1e-9);
+    }
+
+    #[test]
+    fn first_response_bounds_are_ascending_and_at_most_one_and_a_half_apart() {
+        assert_eq!(FIRST_RESPONSE_BUCKETS[0], 5e-5);
+        assert_eq!(*FIRST_RESPONSE_BUCKETS.last().unwrap(), 10.0);
+        for w in FIRST_RESPONSE_BUCKETS.windows(2) {
+            assert!(w[1] > w[0]);
+            if w[0] >= 1e-3 && w[1] <= 1.0 {
+                assert!(w[1] / w[0] <= 1.5 + 1e-9, "{w:?}");
+            }
+        }
     }
 
     #[test]

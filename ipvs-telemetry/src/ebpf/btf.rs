@@ -29,6 +29,9 @@ pub enum BtfError {
     /// The member is a bitfield or not byte aligned.
     #[error("member {0} is not byte aligned")]
     Bitfield(String),
+    /// No function of that name (or its prototype is missing).
+    #[error("btf has no function {0}")]
+    NoFunction(String),
 }
 
 const MAGIC: u16 = 0xeb9f;
@@ -210,6 +213,7 @@ impl Btf {
         let vlen = (info & 0xffff) as usize;
         let extra_len = match kind {
             KIND_STRUCT | KIND_UNION => 12 * vlen,
+            KIND_FUNC_PROTO => 8 * vlen,
             _ => 0,
         };
         debug_assert!(at >= layer.types_start);
@@ -254,6 +258,34 @@ impl Btf {
             }
         }
         Err(BtfError::NoStruct(name.into()))
+    }
+
+    /// Parameter names, in order, of the function `name` (its `FUNC` record's `FUNC_PROTO`),
+    /// searching the module layer first. Unnamed parameters are empty strings.
+    pub fn function_params(&self, name: &str) -> Result<Vec<String>, BtfError> {
+        let missing = || BtfError::NoFunction(name.into());
+        for layer in self.layers.iter().rev() {
+            for i in 0..layer.records.len() {
+                let id = layer.first_id + i as u32;
+                let Some(r) = self.record(id) else { continue };
+                if r.kind != KIND_FUNC || self.name(r.name_off) != name.as_bytes() {
+                    continue;
+                }
+                let proto = self.record(r.size_or_type).ok_or_else(missing)?;
+                if proto.kind != KIND_FUNC_PROTO {
+                    return Err(missing());
+                }
+                return Ok(proto
+                    .extra
+                    .chunks_exact(8)
+                    .map(|p| {
+                        let off = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+                        String::from_utf8_lossy(self.name(off)).into_owned()
+                    })
+                    .collect());
+            }
+        }
+        Err(missing())
     }
 
     /// Follows typedefs and qualifiers to the underlying type.
@@ -443,6 +475,26 @@ mod tests {
         assert_eq!(btf.struct_id("mod").unwrap(), 7);
         assert_eq!(btf.offset_of("mod", "x").unwrap(), 8);
         assert_eq!(btf.member_size("mod", "p").unwrap(), Some(8));
+    }
+
+    #[test]
+    fn function_parameters_in_order_from_split_btf() {
+        let mut btf = base();
+        // Split strings from 24: 24 "" 25 "cp" 28 "direction" 38 "f"
+        let mut t = Vec::new();
+        rec(&mut t, 0, KIND_PTR, 0, false, 5); // 6: struct outer *
+        rec(&mut t, 0, KIND_FUNC_PROTO, 2, false, 0); // 7: void (struct outer *cp, int direction)
+        for (name, ty) in [(25u32, 6u32), (28, 1)] {
+            t.extend_from_slice(&name.to_le_bytes());
+            t.extend_from_slice(&ty.to_le_bytes());
+        }
+        rec(&mut t, 38, KIND_FUNC, 0, false, 7); // 8: f
+        btf.add_split(blob(&t, b"\0cp\0direction\0f\0")).unwrap();
+        assert_eq!(btf.function_params("f").unwrap(), vec!["cp", "direction"]);
+        assert_eq!(
+            btf.function_params("g"),
+            Err(BtfError::NoFunction("g".into()))
+        );
     }
 
     #[test]

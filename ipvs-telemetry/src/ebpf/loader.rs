@@ -15,11 +15,12 @@ use aya::{EbpfLoader, include_bytes_aligned};
 use aya_log::EbpfLogger;
 use ipvs_telemetry_common::{
     CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, EVENTS_MAP, Event, KINDS, LOST_MAP, OFFSETS_GLOBAL,
+    STATE_ARGS_GLOBAL, STATE_PROBES,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
-use super::{Shared, lock, logbridge::TracingLog, offsets};
+use super::{Shared, lock, logbridge::TracingLog, offsets, state_args};
 
 /// The probe object, built by `cargo xtask build-ebpf`.
 static OBJECT: &[u8] = include_bytes_aligned!(env!("IPVS_TELEMETRY_EBPF_OBJECT"));
@@ -90,6 +91,36 @@ pub fn preflight() -> Result<(), Failure> {
     Ok(())
 }
 
+/// Capability numbers (`linux/capability.h`).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The capability reason for a permission error, given the effective set (`CapEff` of
+/// `/proc/self/status`): names the one missing when it can tell (`CAP_SYS_ADMIN` stands in for
+/// both on kernels before 5.8), else both.
+pub fn missing_capability(cap_eff: Option<u64>) -> &'static str {
+    let Some(eff) = cap_eff else {
+        return "missing CAP_BPF/CAP_PERFMON";
+    };
+    let has = |c: u32| eff & (1u64 << c) != 0;
+    if has(CAP_SYS_ADMIN) {
+        return "missing CAP_BPF/CAP_PERFMON";
+    }
+    match (has(CAP_BPF), has(CAP_PERFMON)) {
+        (false, true) => "missing CAP_BPF",
+        (true, false) => "missing CAP_PERFMON",
+        _ => "missing CAP_BPF/CAP_PERFMON",
+    }
+}
+
+/// `CapEff` of this process.
+fn effective_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// First line of an error chain, with `EPERM` mapped to the capability reason.
 fn classify(what: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
@@ -97,10 +128,8 @@ fn classify(what: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
         if let Some(io) = err.downcast_ref::<io::Error>()
             && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
         {
-            return failure(
-                "missing CAP_BPF/CAP_PERFMON",
-                format!("missing CAP_BPF/CAP_PERFMON: {what}: {io}"),
-            );
+            let reason = missing_capability(effective_capabilities());
+            return failure(reason, format!("{reason}: {what}: {io}"));
         }
         cur = err.source();
     }
@@ -114,8 +143,10 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
     let offsets = offsets::from_sysfs(Path::new("/sys/kernel/btf"))
         .map_err(|e| failure("btf unavailable", format!("btf unavailable: {e}")))?;
     tracing::debug!(?offsets, "ebpf: struct offsets from btf");
+    let handlers = state_args::resolve(Path::new("/sys/kernel/btf"), Path::new("/proc/kallsyms"));
     let mut ebpf = EbpfLoader::new()
         .override_global(OFFSETS_GLOBAL, &offsets, true)
+        .override_global(STATE_ARGS_GLOBAL, &handlers.args, true)
         .load(OBJECT)
         .map_err(|e| classify("loading the probes", &e))?;
     let logger = match EbpfLogger::init_with_logger(&mut ebpf, TracingLog) {
@@ -156,11 +187,73 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
         st.lost = Some(lost);
     }
     tracing::info!("ebpf: probes attached to ip_vs_conn_new");
+    let first_response = attach_state_probes(&mut ebpf, &handlers);
+    lock(shared).first_response = first_response;
     Ok(Attached {
         _ebpf: ebpf,
         consumer: tokio::spawn(consume(shared.clone(), fd)),
         logger,
     })
+}
+
+/// Attaches the optional first-response kprobes to the protocol state handlers `handlers`
+/// found. A handler that is missing or fails to attach is logged and skipped; the connection
+/// probe is not affected. Returns `attached`, or the reasons per handler joined by `; `.
+fn attach_state_probes(ebpf: &mut aya::Ebpf, handlers: &state_args::Handlers) -> String {
+    let mut attached = Vec::new();
+    let mut failed = Vec::new();
+    for (i, (function, program)) in STATE_PROBES.iter().enumerate() {
+        let symbol = match &handlers.symbols[i] {
+            Ok(s) => s,
+            Err(e) => {
+                failed.push(format!("{function}: {e}"));
+                continue;
+            }
+        };
+        let result = (|| -> Result<(), String> {
+            let p: &mut KProbe = ebpf
+                .program_mut(program)
+                .ok_or("probe object has no such program")?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            p.load().map_err(|e| match &e {
+                aya::programs::ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } if io_error.raw_os_error() != Some(libc::EPERM) => {
+                    let last = verifier_log.to_string();
+                    let last = last.lines().rev().find(|l| !l.trim().is_empty());
+                    format!(
+                        "the verifier refused {program}: {}",
+                        last.unwrap_or("").trim()
+                    )
+                }
+                _ => classify("loading", &e).message,
+            })?;
+            p.attach(symbol, 0)
+                .map_err(|e| classify(&format!("attaching to {symbol}"), &e).message)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => attached.push(symbol.as_str()),
+            Err(e) => failed.push(format!("{function}: {e}")),
+        }
+    }
+    for f in &failed {
+        tracing::warn!("ebpf: first-response probe unavailable: {f}");
+    }
+    if !attached.is_empty() {
+        tracing::info!(
+            "ebpf: first-response probes attached to {} (args {:?})",
+            attached.join(", "),
+            handlers.args
+        );
+    }
+    if failed.is_empty() {
+        "attached".into()
+    } else {
+        failed.join("; ")
+    }
 }
 
 /// Stops the consumer, unloads the probes and keeps their lost counts.
@@ -205,9 +298,7 @@ async fn consume(shared: Shared, mut fd: AsyncFd<RingBuf<MapData>>) {
                 let Some(item) = ring.next() else { break };
                 if let Some(e) = parse(&item) {
                     st.events[(e.kind as usize).min(KINDS as usize - 1)] += 1;
-                    if e.kind == ipvs_telemetry_common::KIND_NEW_CONNECTION {
-                        st.agg.record(&e);
-                    }
+                    st.agg.record_event(&e);
                 }
                 n += 1;
             }
@@ -252,4 +343,30 @@ fn spawn_logger(logger: EbpfLogger<TracingLog>) -> JoinHandle<()> {
             guard.clear_ready();
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_missing_capability() {
+        let caps = |list: &[u32]| Some(list.iter().fold(0u64, |a, c| a | 1 << c));
+        assert_eq!(missing_capability(caps(&[12, 38])), "missing CAP_BPF");
+        assert_eq!(missing_capability(caps(&[12, 39])), "missing CAP_PERFMON");
+        assert_eq!(
+            missing_capability(caps(&[12])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        // Both present, or CAP_SYS_ADMIN: the refusal has another cause; say both.
+        assert_eq!(
+            missing_capability(caps(&[38, 39])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        assert_eq!(
+            missing_capability(caps(&[21])),
+            "missing CAP_BPF/CAP_PERFMON"
+        );
+        assert_eq!(missing_capability(None), "missing CAP_BPF/CAP_PERFMON");
+    }
 }

@@ -13,6 +13,7 @@ pub mod btf;
 mod loader;
 mod logbridge;
 pub mod offsets;
+pub mod state_args;
 
 use std::os::unix::fs::MetadataExt;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,7 +22,7 @@ use std::time::Duration;
 use ipvs_telemetry_common::KINDS;
 
 use crate::cli::{EbpfMode, Granularity, ServeOpts};
-use crate::model::{EbpfSeries, EbpfSnapshot, HistogramSnapshot, Snapshot};
+use crate::model::{EbpfSeries, EbpfSnapshot, Snapshot};
 use aggregate::{Aggregator, RawKey};
 use loader::{Attached, Failure};
 
@@ -42,6 +43,8 @@ struct State {
     lost_base: [u64; KINDS as usize],
     /// The live instance's per-CPU lost counters.
     lost: Option<loader::LostMap>,
+    /// First-response probes: `attached`, or why (some of) them are not.
+    first_response: String,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -94,6 +97,7 @@ impl Ebpf {
                 events: [0; KINDS as usize],
                 lost_base: [0; KINDS as usize],
                 lost: None,
+                first_response: "not attached".into(),
             })),
             supervisor: None,
         };
@@ -157,6 +161,12 @@ impl Ebpf {
         self.snapshot_with(|_| None)
     }
 
+    /// State of the optional first-response probes: `attached`, `not attached` (the connection
+    /// probe is not attached either), or the reasons per state handler, one line.
+    pub fn first_response_status(&self) -> String {
+        lock(&self.shared).first_response.clone()
+    }
+
     fn snapshot_with(&self, present: impl FnMut(&RawKey) -> Option<bool>) -> EbpfSnapshot {
         let now = monotonic_ns();
         let mut st = lock(&self.shared);
@@ -182,7 +192,7 @@ impl Ebpf {
                     connection_rate: v.rate,
                     peak_connection_rate: v.peak_rate,
                     interarrival: v.interarrival,
-                    first_response: HistogramSnapshot::default(),
+                    first_response: v.first_response,
                 })
             })
             .collect();

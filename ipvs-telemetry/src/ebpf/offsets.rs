@@ -85,6 +85,27 @@ mod tests {
             dest_vfwmark: 436,
         };
         assert_eq!(a, common);
+        // The protocol state handlers (first response): both kernels carry the stable
+        // update that appended `iph_len`, so `cp` and `direction` stay arguments 0 and 1.
+        for release in ["6.1.0-56-cloud-amd64", "6.12.117+deb12-cloud-amd64"] {
+            let v = std::fs::read(dir.join(format!("{release}.vmlinux.btf"))).unwrap();
+            let m = std::fs::read(dir.join(format!("{release}.ip_vs.btf"))).unwrap();
+            let mut btf = Btf::parse(v).unwrap();
+            btf.add_split(m).unwrap();
+            for f in [
+                "tcp_state_transition",
+                "udp_state_transition",
+                "sctp_state_transition",
+            ] {
+                let params = btf.function_params(f).unwrap();
+                assert_eq!(
+                    params,
+                    ["cp", "direction", "skb", "pd", "iph_len"],
+                    "{release} {f}"
+                );
+                assert_eq!(super::super::state_args::positions(&params), Ok((0, 1)));
+            }
+        }
         assert_eq!(
             b,
             Offsets {

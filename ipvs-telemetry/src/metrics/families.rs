@@ -591,7 +591,7 @@ fn ebpf_families<S: Sink>(
         ),
         (
             "ipvs_ebpf_destination_first_response_seconds",
-            "Time from connection creation to the first packet from the real server through the director (NAT and local forwarding only).",
+            crate::ebpf::aggregate::FIRST_RESPONSE_HELP,
             |s| &s.first_response,
         ),
     ];
