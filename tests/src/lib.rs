@@ -83,3 +83,37 @@ pub fn for_each_kernel(mut f: impl FnMut(Kernel) -> anyhow::Result<()>) -> anyho
     }
     Ok(())
 }
+
+/// Builds `ipvs-telemetry/examples/ebpf-dump` once per test process (release, with the probes
+/// of this checkout: `IPVS_TELEMETRY_EBPF_OBJECT`, else the `build-ebpf --release` object) and
+/// returns its path. The eBPF tests run it in the VM to read the eBPF side alone.
+pub fn ebpf_dump_binary() -> anyhow::Result<std::path::PathBuf> {
+    use std::path::PathBuf;
+    use std::sync::OnceLock;
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let root = ipvs_lab::paths::repo_root();
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.current_dir(&root).args([
+            "build",
+            "--release",
+            "--package",
+            "ipvs-telemetry",
+            "--example",
+            "ebpf-dump",
+        ]);
+        let obj =
+            root.join("ipvs-telemetry-ebpf/target/bpfel-unknown-none/release/ipvs-telemetry-ebpf");
+        if std::env::var_os("IPVS_TELEMETRY_EBPF_OBJECT").is_none() && obj.is_file() {
+            cmd.env("IPVS_TELEMETRY_EBPF_OBJECT", obj);
+        }
+        let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
+        if !status.success() {
+            return Err(format!("building ebpf-dump failed ({status})"));
+        }
+        Ok(ipvs_lab::paths::target_dir().join("release/examples/ebpf-dump"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}

@@ -10,33 +10,10 @@
 //! Uses `ebpf-dump` (the daemon's eBPF code alone; see tests/ebpf.rs). The daemon's netlink
 //! side under the same capabilities is tested with the daemon itself.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
 use ipvs_telemetry_e2e::{Vm, VmConfig, kernels, lab_or_skip};
-
-fn dump_binary() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let root = ipvs_lab::paths::repo_root();
-    let mut cmd = Command::new(cargo);
-    cmd.current_dir(&root).args([
-        "build",
-        "--release",
-        "--package",
-        "ipvs-telemetry",
-        "--example",
-        "ebpf-dump",
-    ]);
-    let obj =
-        root.join("ipvs-telemetry-ebpf/target/bpfel-unknown-none/release/ipvs-telemetry-ebpf");
-    if std::env::var_os("IPVS_TELEMETRY_EBPF_OBJECT").is_none() && obj.is_file() {
-        cmd.env("IPVS_TELEMETRY_EBPF_OBJECT", obj);
-    }
-    anyhow::ensure!(cmd.status()?.success(), "building ebpf-dump failed");
-    Ok(ipvs_lab::paths::target_dir().join("release/examples/ebpf-dump"))
-}
 
 /// The documented capabilities, as capsh names them.
 const DOCUMENTED: [&str; 4] = ["cap_net_admin", "cap_sys_admin", "cap_bpf", "cap_perfmon"];
@@ -55,7 +32,7 @@ fn ebpf_runs_with_the_documented_capabilities_and_names_a_missing_one() -> Resul
     if !lab_or_skip("ebpf_runs_with_the_documented_capabilities_and_names_a_missing_one") {
         return Ok(());
     }
-    let dump = dump_binary()?;
+    let dump = ipvs_telemetry_e2e::ebpf_dump_binary()?;
     for k in kernels() {
         eprintln!("kernel {k}");
         let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;

@@ -6,44 +6,11 @@
 //! independent source of truth.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ipvs_telemetry_e2e::{Vm, VmConfig, kernels, lab_or_skip};
 use serde_json::Value;
-
-/// Builds `ebpf-dump` once (release, with the probes of this checkout).
-fn dump_binary() -> Result<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let root = ipvs_lab::paths::repo_root();
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&root).args([
-            "build",
-            "--release",
-            "--package",
-            "ipvs-telemetry",
-            "--example",
-            "ebpf-dump",
-        ]);
-        let obj =
-            root.join("ipvs-telemetry-ebpf/target/bpfel-unknown-none/release/ipvs-telemetry-ebpf");
-        if std::env::var_os("IPVS_TELEMETRY_EBPF_OBJECT").is_none() && obj.is_file() {
-            cmd.env("IPVS_TELEMETRY_EBPF_OBJECT", obj);
-        }
-        let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("building ebpf-dump failed ({status})"));
-        }
-        Ok(ipvs_lab::paths::target_dir().join("release/examples/ebpf-dump"))
-    })
-    .clone()
-    .map_err(|e| anyhow::anyhow!(e))
-}
 
 /// Services in a namespace (`$1` prefixes every command, e.g. `ip netns exec ns2`):
 /// TCP and UDP over IPv4 and IPv6, a fwmark service and a persistent one. Real servers are
@@ -227,7 +194,7 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
     if !lab_or_skip("ebpf_counts_match_ipvsadm_on_both_kernels") {
         return Ok(());
     }
-    let dump = dump_binary()?;
+    let dump = ipvs_telemetry_e2e::ebpf_dump_binary()?;
     for k in kernels() {
         eprintln!("kernel {k}");
         let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
@@ -384,7 +351,7 @@ fn ebpf_follows_ip_vs_module_load_and_reload() -> Result<()> {
     if !lab_or_skip("ebpf_follows_ip_vs_module_load_and_reload") {
         return Ok(());
     }
-    let dump = dump_binary()?;
+    let dump = ipvs_telemetry_e2e::ebpf_dump_binary()?;
     let unload = "ipvsadm -C; for m in $(awk '/^ip_vs_/{print $1}' /proc/modules); do rmmod $m; done; rmmod ip_vs";
     for k in kernels() {
         eprintln!("kernel {k}");
@@ -443,7 +410,7 @@ fn probe_overhead() -> Result<()> {
     if !lab_or_skip("probe_overhead") {
         return Ok(());
     }
-    let dump = dump_binary()?;
+    let dump = ipvs_telemetry_e2e::ebpf_dump_binary()?;
     let k = kernels()[0];
     let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
     vm.sh_ok(&format!(

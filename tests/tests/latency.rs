@@ -24,44 +24,11 @@
 //! themselves are not adjusted, and every connection must be measured exactly once (histogram
 //! count = new connections).
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ipvs_telemetry_e2e::{Vm, VmConfig, kernels, lab_or_skip};
 use serde_json::Value;
-
-/// Builds `ebpf-dump` once (release, with the probes of this checkout).
-fn dump_binary() -> Result<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let root = ipvs_lab::paths::repo_root();
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(&root).args([
-            "build",
-            "--release",
-            "--package",
-            "ipvs-telemetry",
-            "--example",
-            "ebpf-dump",
-        ]);
-        let obj =
-            root.join("ipvs-telemetry-ebpf/target/bpfel-unknown-none/release/ipvs-telemetry-ebpf");
-        if std::env::var_os("IPVS_TELEMETRY_EBPF_OBJECT").is_none() && obj.is_file() {
-            cmd.env("IPVS_TELEMETRY_EBPF_OBJECT", obj);
-        }
-        let status = cmd.status().map_err(|e| format!("running cargo: {e}"))?;
-        if !status.success() {
-            return Err(format!("building ebpf-dump failed ({status})"));
-        }
-        Ok(ipvs_lab::paths::target_dir().join("release/examples/ebpf-dump"))
-    })
-    .clone()
-    .map_err(|e| anyhow::anyhow!(e))
-}
 
 /// Three backends (`be0` 10.20.0.2 with 1 ms (the baseline), `be1` 10.21.0.2 with 5 ms, `be2` 10.22.0.2
 /// with 50 ms) behind TCP and UDP NAT services on 10.10.0.1 (round robin).
@@ -136,7 +103,7 @@ fn first_response_p50_matches_the_backend_delay_on_both_kernels() -> Result<()> 
     if !lab_or_skip("first_response_p50_matches_the_backend_delay_on_both_kernels") {
         return Ok(());
     }
-    let dump = dump_binary()?;
+    let dump = ipvs_telemetry_e2e::ebpf_dump_binary()?;
     for k in kernels() {
         eprintln!("kernel {k}");
         let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
