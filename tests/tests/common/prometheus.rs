@@ -193,12 +193,24 @@ impl Prometheus {
         expressions: &[(String, String)],
         deadline: Duration,
     ) -> Vec<String> {
+        self.wait_for(expressions, deadline, has_data)
+    }
+
+    /// Queries each expression until its answer (HTTP 200) satisfies `accept` or `deadline`
+    /// passes; returns one line per expression that never did, with the last answer. Every
+    /// expression is queried in each round until accepted, so all failures are reported at once.
+    pub fn wait_for(
+        &self,
+        expressions: &[(String, String)],
+        deadline: Duration,
+        accept: impl Fn(&Value) -> bool,
+    ) -> Vec<String> {
         let start = Instant::now();
         let mut pending: Vec<&(String, String)> = expressions.iter().collect();
         let mut last = std::collections::HashMap::new();
         loop {
             pending.retain(|(source, expr)| match self.query(expr) {
-                Ok((200, json)) if has_data(&json) => false,
+                Ok((200, json)) if accept(&json) => false,
                 Ok((status, json)) => {
                     last.insert(source.clone(), format!("HTTP {status} {json}"));
                     true
@@ -232,6 +244,37 @@ pub fn has_data(json: &Value) -> bool {
                 .as_array()
                 .is_some_and(|r| !r.is_empty()),
         }
+}
+
+/// Whether a query answer holds at least one finite sample value (not NaN or ±Inf): data a
+/// panel can draw, where [`has_data`] also accepts a vector of NaN (e.g. `histogram_quantile`
+/// over buckets that did not move).
+pub fn has_finite_value(json: &Value) -> bool {
+    let finite = |v: &Value| {
+        v[1].as_str()
+            .and_then(|s| s.parse::<f64>().ok())
+            .is_some_and(f64::is_finite)
+    };
+    json["status"] == "success"
+        && match json["data"]["resultType"].as_str() {
+            Some("scalar") => finite(&json["data"]["result"]),
+            Some("vector") => json["data"]["result"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|s| finite(&s["value"]))),
+            Some("matrix") => json["data"]["result"].as_array().is_some_and(|r| {
+                r.iter()
+                    .any(|s| s["values"].as_array().is_some_and(|v| v.iter().any(finite)))
+            }),
+            _ => false,
+        }
+}
+
+/// The number of series (or 1 for a scalar) in a query answer.
+pub fn series_count(json: &Value) -> usize {
+    match json["data"]["resultType"].as_str() {
+        Some("scalar") | Some("string") => 1,
+        _ => json["data"]["result"].as_array().map_or(0, Vec::len),
+    }
 }
 
 impl Drop for Prometheus {

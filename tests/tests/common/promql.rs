@@ -83,6 +83,138 @@ pub fn is_alert(source: &str) -> bool {
     source.starts_with(RULES) && source.contains(" alert ")
 }
 
+/// The alert's name, when an expression's source (as returned by [`all_expressions`]) is an
+/// alerting rule.
+pub fn alert_name(source: &str) -> Option<&str> {
+    source.strip_prefix(RULES)?.strip_prefix(" alert ")
+}
+
+/// `expr` without its outermost threshold comparison against a number (`X > 0` becomes `X`,
+/// also with `bool` or with the number on the left), so that an alert's condition can be
+/// evaluated while the alert does not fire; `None` when the expression does not end in such a
+/// comparison at the top level.
+pub fn without_threshold(expr: &str) -> Option<String> {
+    let bytes = expr.as_bytes();
+    let (mut depth, mut in_string) = (0i32, false);
+    let mut last = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if in_string {
+            if c == b'\\' {
+                i += 1;
+            } else if c == b'"' {
+                in_string = false;
+            }
+        } else {
+            match c {
+                b'"' => in_string = true,
+                b'(' | b'{' | b'[' => depth += 1,
+                b')' | b'}' | b']' => depth -= 1,
+                b'>' | b'<' | b'=' | b'!' if depth == 0 => {
+                    let two = bytes.get(i + 1) == Some(&b'=');
+                    // `=~`, `!~` only occur inside selectors; a lone `=` is no operator.
+                    if two || matches!(c, b'>' | b'<') {
+                        let len = if two { 2 } else { 1 };
+                        last = Some((i, i + len));
+                        i += len;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    let (start, end) = last?;
+    let is_number = |s: &str| s.trim().parse::<f64>().is_ok();
+    let left = expr[..start].trim();
+    let right = expr[end..].trim();
+    let right = right.strip_prefix("bool ").map(str::trim).unwrap_or(right);
+    if is_number(right) {
+        Some(left.to_owned())
+    } else if is_number(left) {
+        Some(right.to_owned())
+    } else {
+        None
+    }
+}
+
+/// Writes a copy of the rules file into `dir` whose groups are evaluated every `interval`
+/// (the shipped recording group runs every 30 s) and returns its path.
+pub fn rules_evaluated_every(dir: &Path, interval: &str) -> Result<PathBuf> {
+    let text = load_rules()?;
+    if !text.contains("interval: 30s") {
+        bail!("{RULES} has no `interval: 30s` to replace");
+    }
+    let path = dir.join("ipvs-telemetry.rules.yml");
+    std::fs::write(
+        &path,
+        text.replace("interval: 30s", &format!("interval: {interval}")),
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// `promtool check rules` on the shipped rules file: an error with promtool's output unless it
+/// succeeds and counts as many rules as [`rule_expressions`] reads. Returns promtool's output.
+pub fn promtool_check_rules() -> Result<String> {
+    let out = std::process::Command::new("promtool")
+        .args(["check", "rules", RULES])
+        .current_dir(repo_root())
+        .output()
+        .context("running promtool")?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        bail!("promtool check rules failed:\n{text}");
+    }
+    let found = rule_expressions(&load_rules()?).len();
+    if !text.contains(&format!("SUCCESS: {found} rules found")) {
+        bail!(
+            "promtool and the expression reader disagree on the number of rules ({found}):\n{text}"
+        );
+    }
+    Ok(text)
+}
+
+/// Compares the answer of Prometheus' `/api/v1/rules` with the rules file: one line per rule
+/// Prometheus loaded that the expression reader did not find (or the reverse), and per rule
+/// whose last evaluation failed.
+pub fn loaded_rule_problems(api_rules: &Value) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut loaded = Vec::new();
+    for group in api_rules["data"]["groups"].as_array().into_iter().flatten() {
+        for rule in group["rules"].as_array().into_iter().flatten() {
+            let kind = if rule["type"] == "alerting" {
+                "alert"
+            } else {
+                "record"
+            };
+            let name = rule["name"].as_str().unwrap_or("?");
+            loaded.push(format!("{RULES} {kind} {name}"));
+            if rule["health"] == "err" {
+                problems.push(format!("rule {name} fails: {}", rule["lastError"]));
+            }
+        }
+    }
+    let mut read: Vec<String> = rule_expressions(&load_rules()?)
+        .into_iter()
+        .map(|(source, _)| source)
+        .collect();
+    loaded.sort();
+    read.sort();
+    if loaded != read {
+        problems.push(format!(
+            "rules loaded by Prometheus {loaded:?} differ from the rules read from {RULES} {read:?}"
+        ));
+    }
+    Ok(problems)
+}
+
 /// Reads and parses the dashboard JSON.
 pub fn load_dashboard() -> Result<Value> {
     let path = repo_root().join(DASHBOARD);
@@ -398,6 +530,27 @@ mod tests {
                 (format!("{RULES} alert B"), "y == 0".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn removes_the_outermost_threshold_only() {
+        assert_eq!(
+            without_threshold("increase(x_total[5m]) > 0").as_deref(),
+            Some("increase(x_total[5m])")
+        );
+        assert_eq!(
+            without_threshold("0.5 < bool histogram_quantile(0.99, x{a=~\">\"})").as_deref(),
+            Some("histogram_quantile(0.99, x{a=~\">\"})")
+        );
+        assert_eq!(
+            without_threshold("(a > 0) / b >= 10").as_deref(),
+            Some("(a > 0) / b")
+        );
+        assert_eq!(without_threshold("a > on() b"), None);
+        assert_eq!(without_threshold("a and (b == 0)"), None);
+        assert_eq!(without_threshold("x{a!=\"1\"}"), None);
+        assert_eq!(alert_name(&format!("{RULES} alert IpvsX")), Some("IpvsX"));
+        assert_eq!(alert_name(&format!("{RULES} record a:b")), None);
     }
 
     #[test]

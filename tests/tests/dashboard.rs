@@ -1,0 +1,358 @@
+//! The Grafana dashboard and the Prometheus rules against the real daemon: a real Prometheus on
+//! the host scrapes the daemon in the lab (6.1 and 6.12) every second while traffic flows, with
+//! the shipped rules evaluated every second, and every PromQL expression of the dashboard
+//! (panel queries and variable queries, template variables substituted as in
+//! `common/promql.rs`) and of the rules runs against Prometheus' HTTP API: each one must parse
+//! (HTTP 200) and return at least one finite sample. `promtool check rules` passes first.
+//!
+//! The lab is a director with traffic, not a stand-in: the root namespace balances to three
+//! NAT real servers in namespaces (`be0` 1 ms, `be1` 5 ms, `be2` 700 ms of `tc netem` delay on
+//! their egress, so the first-response histograms fill), a second director namespace `lb2` has
+//! its own service, and `lab-client`s send TCP and UDP requests at a steady rate for the whole
+//! test. Four of the five alerts have a real cause in it, as an operator would meet it:
+//! - IpvsNamespaceUnreadable: `--netns stale=/run/stale-netns` names a plain file, as left
+//!   behind when a namespace is unmounted;
+//! - IpvsFirstResponseSlow: `be2` answers after 700 ms, above the 0.5 s p99 threshold;
+//! - IpvsDestinationStarved: a source-hashing (`sh`) service with one client address sends
+//!   every connection to one of its two real servers of weight 1;
+//! - IpvsServiceAllDestinationsQuiesced: a service whose two real servers have weight 0.
+//!
+//! The fifth, IpvsEbpfEventsLost, fires only when the ring buffer overflows, which a healthy
+//! lab cannot stage: its expression must parse, and without its `> 0` threshold (the lost-event
+//! counters it reads) it must return data ([`THRESHOLD_REMOVED`]). The test prints which
+//! expressions were treated so.
+//!
+//! Rate windows: Grafana's `$__rate_interval` and `$__interval` become `1m` (see
+//! `common/promql.rs`), at least 60 samples of the 1 s scrapes.
+
+#[path = "common/prometheus.rs"]
+mod prometheus;
+#[path = "common/promql.rs"]
+mod promql;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use ipvs_telemetry_e2e::{Kernel, Vm, VmConfig, for_each_kernel, lab_or_skip, start_daemon};
+use prometheus::{Prometheus, TempDir, has_finite_value, on_path, series_count};
+use serde_json::Value;
+
+const PORT: u16 = 10054;
+
+/// A query to run: (where it comes from, PromQL).
+type Query = (String, String);
+
+/// Alerts whose condition is false in a healthy lab, so that their expression is evaluated
+/// without its threshold comparison (`promql::without_threshold`), with the reason.
+const THRESHOLD_REMOVED: &[(&str, &str)] = &[(
+    "IpvsEbpfEventsLost",
+    "the ring buffer does not overflow in a healthy lab",
+)];
+
+/// Alerts the scenario stages for real, with a label each must carry in Prometheus' alert list
+/// (pending or firing): the object the scenario made faulty.
+const STAGED: &[(&str, &str, &str)] = &[
+    ("IpvsNamespaceUnreadable", "netns", "stale"),
+    ("IpvsFirstResponseSlow", "real_address", "10.22.0.2"),
+    ("IpvsDestinationStarved", "virtual_address", "10.10.0.3"),
+    (
+        "IpvsServiceAllDestinationsQuiesced",
+        "virtual_address",
+        "10.10.0.4",
+    ),
+];
+
+/// How long the data may take to be there (first scrapes, 1m windows filling, recording rules
+/// evaluated on top of recording rules) under TCG on a shared host.
+const DEADLINE: Duration = Duration::from_secs(300);
+
+/// Backends `be0`..`be2` (NAT real servers in namespaces, delayed by netem), services on VIPs
+/// 10.10.0.1-4 in the root namespace, the director namespace `lb2` with its own service, and
+/// the leftover namespace file `/run/stale-netns`.
+const SETUP: &str = r#"
+set -e
+backend() { # name subnet delay
+  ip netns add $1
+  ip link add v$1 type veth peer name eth0 netns $1
+  ip addr add 10.$2.0.1/24 dev v$1 && ip link set v$1 up
+  ip -n $1 addr add 10.$2.0.2/24 dev eth0 && ip -n $1 link set eth0 up && ip -n $1 link set lo up
+  ip -n $1 route add default via 10.$2.0.1
+  ip netns exec $1 tc qdisc add dev eth0 root netem delay $3
+}
+backend be0 20 1ms
+backend be1 21 5ms
+backend be2 22 700ms
+for i in 1 2 3 4; do ip addr add 10.10.0.$i/32 dev lo; done
+# The main service, TCP and UDP; be2 is quiesced (weight 0) in the TCP one.
+ipvsadm -A -t 10.10.0.1:80 -s wrr
+ipvsadm -a -t 10.10.0.1:80 -r 10.20.0.2:8080 -m -w 1
+ipvsadm -a -t 10.10.0.1:80 -r 10.21.0.2:8080 -m -w 2
+ipvsadm -a -t 10.10.0.1:80 -r 10.22.0.2:8080 -m -w 0
+ipvsadm -A -u 10.10.0.1:53 -s rr
+ipvsadm -a -u 10.10.0.1:53 -r 10.20.0.2:8053 -m
+ipvsadm -a -u 10.10.0.1:53 -r 10.21.0.2:8053 -m
+# A slow real server (be2, 700 ms).
+ipvsadm -A -t 10.10.0.2:80 -s rr
+ipvsadm -a -t 10.10.0.2:80 -r 10.20.0.2:8080 -m
+ipvsadm -a -t 10.10.0.2:80 -r 10.22.0.2:8080 -m
+# Source hashing with a single client address: one of the two real servers gets nothing.
+ipvsadm -A -t 10.10.0.3:80 -s sh
+ipvsadm -a -t 10.10.0.3:80 -r 10.20.0.2:8080 -m
+ipvsadm -a -t 10.10.0.3:80 -r 10.21.0.2:8080 -m
+# Every real server quiesced.
+ipvsadm -A -t 10.10.0.4:80 -s wrr
+ipvsadm -a -t 10.10.0.4:80 -r 10.20.0.2:8080 -m -w 0
+ipvsadm -a -t 10.10.0.4:80 -r 10.21.0.2:8080 -m -w 0
+# A second director namespace with its own service (local real server).
+ip netns add lb2
+ip link add vlb2 type veth peer name eth0 netns lb2
+ip addr add 10.30.0.2/24 dev vlb2 && ip link set vlb2 up
+ip -n lb2 link set lo up
+ip -n lb2 addr add 10.30.0.1/24 dev eth0 && ip -n lb2 link set eth0 up
+ip netns exec lb2 ipvsadm -A -t 10.30.0.1:80 -s rr
+ip netns exec lb2 ipvsadm -a -t 10.30.0.1:80 -r 10.30.0.1:80 -m
+# A namespace file left behind after its namespace was unmounted.
+touch /run/stale-netns
+"#;
+
+/// The daemon's arguments: the eBPF probes required, every namespace of `/run/netns` and the
+/// stale file.
+const DAEMON_ARGS: &str = "--ebpf on --poll.interval 1s --netns.discover /run/netns \
+                           --netns stale=/run/stale-netns";
+
+/// The background traffic, one `lab-client` each, for far longer than the test runs.
+const TRAFFIC: &[&str] = &[
+    "lab-client tcp 10.10.0.1:80 -n 1000000 --rate 10 -c 2 --timeout 5s --allow-errors",
+    "lab-client udp 10.10.0.1:53 -n 1000000 --rate 10 -c 2 --timeout 5s --allow-errors",
+    // be2's answers take 1.4 s (SYN-ACK and reply delayed): enough in flight for 4/s.
+    "lab-client tcp 10.10.0.2:80 -n 1000000 --rate 4 -c 12 --timeout 5s --allow-errors",
+    "lab-client tcp 10.10.0.3:80 -n 1000000 --rate 5 -c 2 --timeout 5s --allow-errors",
+    "lab-client tcp 10.30.0.1:80 -n 1000000 --rate 5 -c 2 --timeout 5s --allow-errors",
+];
+
+#[test]
+fn every_dashboard_and_rule_expression_returns_data_from_the_daemon() -> Result<()> {
+    let test = "every_dashboard_and_rule_expression_returns_data_from_the_daemon";
+    if !lab_or_skip(test) {
+        return Ok(());
+    }
+    if !on_path("prometheus") || !on_path("promtool") {
+        eprintln!(
+            "skipped {test}: prometheus and promtool are not installed on the host (Debian package prometheus)"
+        );
+        return Ok(());
+    }
+    let promtool = promql::promtool_check_rules()?;
+    eprintln!(
+        "promtool check rules: {}",
+        promtool.trim().replace('\n', " | ")
+    );
+
+    let expressions = promql::all_expressions()?;
+    let (checks, treated) = checks(&expressions)?;
+    eprintln!(
+        "{} expressions ({} dashboard, {} rules); threshold removed for: {treated:?}",
+        expressions.len(),
+        expressions
+            .iter()
+            .filter(|(s, _)| s.starts_with("dashboard"))
+            .count(),
+        expressions
+            .iter()
+            .filter(|(s, _)| s.starts_with(promql::RULES))
+            .count(),
+    );
+
+    let mut runtimes = Vec::new();
+    for_each_kernel(|k| {
+        let start = Instant::now();
+        run_on(k, &expressions, &checks)?;
+        runtimes.push((k, start.elapsed()));
+        eprintln!("kernel {k}: passed in {:.0?}", start.elapsed());
+        Ok(())
+    })?;
+    for (k, t) in runtimes {
+        eprintln!("runtime kernel {k}: {t:.0?}");
+    }
+    Ok(())
+}
+
+/// The queries to run: every expression as is, except the alerts of [`THRESHOLD_REMOVED`],
+/// which run without their threshold. Also returns the sources so treated.
+fn checks(expressions: &[Query]) -> Result<(Vec<Query>, Vec<String>)> {
+    let mut checks = Vec::new();
+    let mut treated = Vec::new();
+    for (source, expr) in expressions {
+        let removed = promql::alert_name(source)
+            .is_some_and(|name| THRESHOLD_REMOVED.iter().any(|(a, _)| *a == name));
+        if removed {
+            let bare = promql::without_threshold(expr)
+                .with_context(|| format!("{source} has no threshold to remove: {expr}"))?;
+            checks.push((format!("{source} (threshold removed)"), bare));
+            treated.push(source.clone());
+        } else {
+            checks.push((source.clone(), expr.clone()));
+        }
+    }
+    let named = THRESHOLD_REMOVED
+        .iter()
+        .map(|(a, _)| *a)
+        .chain(STAGED.iter().map(|(a, _, _)| *a));
+    for alert in named {
+        ensure!(
+            expressions
+                .iter()
+                .any(|(s, _)| promql::alert_name(s) == Some(alert)),
+            "alert {alert} is not in {}",
+            promql::RULES
+        );
+    }
+    let alerts = expressions
+        .iter()
+        .filter(|(s, _)| promql::is_alert(s))
+        .count();
+    ensure!(
+        alerts == THRESHOLD_REMOVED.len() + STAGED.len(),
+        "{alerts} alerts in {}: each must be staged (STAGED) or treated (THRESHOLD_REMOVED)",
+        promql::RULES
+    );
+    Ok((checks, treated))
+}
+
+/// The whole check on kernel `k`.
+fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<()> {
+    let vm = Vm::boot(VmConfig::new(k).with_daemon().forward(PORT))?;
+    vm.sh_ok(SETUP)?;
+    for (ns, addr) in [
+        ("be0", "10.20.0.2"),
+        ("be1", "10.21.0.2"),
+        ("be2", "10.22.0.2"),
+    ] {
+        vm.spawn(&format!(
+            "exec ip netns exec {ns} lab-server --bind {addr} --tcp 8080 --udp 8053 --name {ns}"
+        ))?;
+    }
+    vm.spawn("exec ip netns exec lb2 lab-server --bind 10.30.0.1 --tcp 80 --name lb2")?;
+    vm.wait_until(
+        "lab-client wait-tcp 10.20.0.2:8080 --timeout 1s && \
+         lab-client wait-tcp 10.21.0.2:8080 --timeout 1s && \
+         ip netns exec be2 lab-client wait-tcp 10.22.0.2:8080 --timeout 1s && \
+         lab-client wait-tcp 10.30.0.1:80 --timeout 1s",
+        Duration::from_secs(60),
+    )?;
+    let daemon = start_daemon(&vm, PORT, DAEMON_ARGS)?;
+    let mut clients = Vec::new();
+    for cmd in TRAFFIC {
+        clients.push(vm.spawn(&format!("exec {cmd}"))?);
+    }
+
+    let dir = TempDir::new("ipvs-telemetry-dashboard")?;
+    let rules = promql::rules_evaluated_every(dir.path(), "1s")?;
+    let target = format!("127.0.0.1:{}", vm.host_port(PORT));
+    let prom = Prometheus::start(&prometheus::config(&[rules], &[target], "1s"))?;
+
+    let started = Instant::now();
+    let failures = prom.wait_for(checks, DEADLINE, has_finite_value);
+    let waited = started.elapsed();
+
+    // What each query returned (series count and first value), for the record.
+    let mut report = Vec::new();
+    let mut with_data = 0;
+    for (source, expr) in checks {
+        let (status, json) = prom.query(expr)?;
+        let data = status == 200 && has_finite_value(&json);
+        with_data += usize::from(data);
+        report.push(format!(
+            "  {} {source}: HTTP {status}, {} series, e.g. {}",
+            if data { "ok  " } else { "FAIL" },
+            series_count(&json),
+            first_sample(&json)
+        ));
+    }
+    eprintln!(
+        "kernel {k}: {with_data} of {} queries returned data ({:.0?} after Prometheus started):\n{}",
+        checks.len(),
+        waited,
+        report.join("\n")
+    );
+
+    let mut problems = failures;
+    // The treated alerts' own expressions parse, and say whether they fire.
+    for (source, expr) in expressions {
+        if !checks
+            .iter()
+            .any(|(s, _)| *s == format!("{source} (threshold removed)"))
+        {
+            continue;
+        }
+        match prom.query(expr)? {
+            (200, json) if json["status"] == "success" => eprintln!(
+                "  {source} as shipped: parses, {} series (fires only when events are lost)",
+                series_count(&json)
+            ),
+            (status, json) => problems.push(format!("{source}: HTTP {status} {json}\n    {expr}")),
+        }
+    }
+    // The rules Prometheus loaded are the ones read, and all evaluate without error.
+    problems.extend(promql::loaded_rule_problems(&prom.api("/api/v1/rules")?)?);
+    // The staged alerts are pending or firing on the object the scenario made faulty.
+    let alerts = prom.api("/api/v1/alerts")?;
+    for (name, label, value) in STAGED {
+        let found = alerts["data"]["alerts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|a| a["labels"]["alertname"] == *name && a["labels"][*label] == *value);
+        if !found {
+            problems.push(format!(
+                "alert {name} is not active for {label}={value:?}; active alerts: {}",
+                alerts["data"]["alerts"]
+            ));
+        }
+    }
+    // The target is healthy.
+    let targets = prom.api("/api/v1/targets?state=active")?;
+    let t = &targets["data"]["activeTargets"][0];
+    if t["health"] != "up" {
+        problems.push(format!("the daemon's target is not up: {t}"));
+    }
+
+    if !problems.is_empty() {
+        let diag = vm
+            .sh(&format!(
+                "ipvsadm -Ln --stats --exact; ip netns exec lb2 ipvsadm -Ln --stats --exact; \
+                 tail -n 20 {}; for f in {}; do echo == $f; cat $f; done",
+                daemon.log,
+                clients
+                    .iter()
+                    .map(|c| c.log.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{} problems on kernel {k} ({} of {} queries returned data):\n{}\n\nin the VM:\n{diag}\nprometheus log:\n{}",
+            problems.len(),
+            with_data,
+            checks.len(),
+            problems.join("\n"),
+            prom.log()
+        );
+    }
+    let _ = vm.shutdown();
+    Ok(())
+}
+
+/// The first sample of an answer, as `{labels} value`, shortened.
+fn first_sample(json: &Value) -> String {
+    let result = &json["data"]["result"];
+    let text = match json["data"]["resultType"].as_str() {
+        Some("scalar") => result[1].to_string(),
+        _ => {
+            let s = &result[0];
+            format!("{} {}", s["metric"], s["value"][1])
+        }
+    };
+    text.chars().take(160).collect()
+}
