@@ -295,20 +295,46 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<()> {
     }
     // The rules Prometheus loaded are the ones read, and all evaluate without error.
     problems.extend(promql::loaded_rule_problems(&prom.api("/api/v1/rules")?)?);
-    // The staged alerts are pending or firing on the object the scenario made faulty.
-    let alerts = prom.api("/api/v1/alerts")?;
-    for (name, label, value) in STAGED {
-        let found = alerts["data"]["alerts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|a| a["labels"]["alertname"] == *name && a["labels"][*label] == *value);
-        if !found {
-            problems.push(format!(
-                "alert {name} is not active for {label}={value:?}; active alerts: {}",
-                alerts["data"]["alerts"]
-            ));
+    // The staged alerts are pending or firing on the object the scenario made faulty (the
+    // alerting rules run on their own 1 s schedule, after the queries above saw the data).
+    let mut alerts = Value::Null;
+    let missing = |alerts: &Value| -> Vec<String> {
+        STAGED
+            .iter()
+            .filter(|(name, label, value)| {
+                !alerts["data"]["alerts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|a| a["labels"]["alertname"] == *name && a["labels"][*label] == *value)
+            })
+            .map(|(name, label, value)| format!("{name} for {label}={value:?}"))
+            .collect()
+    };
+    while started.elapsed() < DEADLINE {
+        alerts = prom.api("/api/v1/alerts")?;
+        if missing(&alerts).is_empty() {
+            break;
         }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let not_active = missing(&alerts);
+    if not_active.is_empty() {
+        eprintln!(
+            "  staged alerts active (pending) after {:.0?}: {}",
+            started.elapsed(),
+            STAGED
+                .iter()
+                .map(|(name, label, value)| format!("{name} ({label}={value})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for m in not_active {
+        problems.push(format!(
+            "alert {m} is not active; active alerts: {}",
+            alerts["data"]["alerts"]
+        ));
     }
     // The target is healthy.
     let targets = prom.api("/api/v1/targets?state=active")?;
