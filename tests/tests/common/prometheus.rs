@@ -193,24 +193,12 @@ impl Prometheus {
         expressions: &[(String, String)],
         deadline: Duration,
     ) -> Vec<String> {
-        self.wait_for(expressions, deadline, has_data)
-    }
-
-    /// Queries each expression until its answer (HTTP 200) satisfies `accept` or `deadline`
-    /// passes; returns one line per expression that never did, with the last answer. Every
-    /// expression is queried in each round until accepted, so all failures are reported at once.
-    pub fn wait_for(
-        &self,
-        expressions: &[(String, String)],
-        deadline: Duration,
-        accept: impl Fn(&Value) -> bool,
-    ) -> Vec<String> {
         let start = Instant::now();
         let mut pending: Vec<&(String, String)> = expressions.iter().collect();
         let mut last = std::collections::HashMap::new();
         loop {
             pending.retain(|(source, expr)| match self.query(expr) {
-                Ok((200, json)) if accept(&json) => false,
+                Ok((200, json)) if has_data(&json) => false,
                 Ok((status, json)) => {
                     last.insert(source.clone(), format!("HTTP {status} {json}"));
                     true
