@@ -135,7 +135,14 @@ pub fn run(opts: &Opts) -> Result<()> {
         "cargo fmt --check (probes)",
         Command::new("rustup")
             .current_dir(root().join("ipvs-telemetry-ebpf"))
-            .args(["run", "nightly", "cargo", "fmt", "--", "--check"])
+            .args([
+                "run",
+                &crate::deps::nightly(),
+                "cargo",
+                "fmt",
+                "--",
+                "--check",
+            ])
             .env_remove("RUSTUP_TOOLCHAIN"),
     );
 
