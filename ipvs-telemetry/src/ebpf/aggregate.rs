@@ -759,6 +759,13 @@ mod tests {
     }
 
     #[test]
+    fn a_destination_costs_under_one_kib() {
+        // docs/ebpf.md promises under 100 MB for the default 100,000 destinations.
+        let entry = std::mem::size_of::<(RawKey, DestState)>();
+        assert!(entry <= 1024, "{entry} bytes per destination");
+    }
+
+    #[test]
     fn connections_newer_than_the_netlink_read_are_kept() {
         // A destination added after its namespace was read: its connections arrive between the
         // read and the collection, every time, until a read shows it.
