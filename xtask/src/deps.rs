@@ -193,7 +193,7 @@ fn find_missing() -> Vec<Missing> {
         }),
         None => missing.push(Missing {
             what: format!(
-                "a nightly toolchain on LLVM {LLVM_MAJOR} (the machine's `nightly` is missing or on another LLVM)"
+                "a nightly toolchain on LLVM {LLVM_MAJOR}: {nightly} (the machine's `nightly` is missing or on another LLVM)"
             ),
             commands: vec![format!(
                 "rustup toolchain install {nightly} --profile minimal --component rust-src,rustfmt"
