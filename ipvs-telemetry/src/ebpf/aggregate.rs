@@ -405,7 +405,8 @@ impl Aggregator {
         e: &Event,
     ) -> Option<&'a mut DestState> {
         let key = RawKey::of_event(e, granularity);
-        if !map.contains_key(&key) && map.len() >= max {
+        // The length first: a second lookup only once the cap is reached.
+        if map.len() >= max && !map.contains_key(&key) {
             *overflow += 1;
             return None;
         }
