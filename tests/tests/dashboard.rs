@@ -188,12 +188,12 @@ fn checks(expressions: &[Query]) -> Result<(Vec<Query>, Vec<String>)> {
     let mut treated = Vec::new();
     for (source, expr) in expressions {
         let removed = promql::alert_name(source)
-            .is_some_and(|name| THRESHOLD_REMOVED.iter().any(|(a, _)| *a == name));
-        if removed {
+            .and_then(|name| THRESHOLD_REMOVED.iter().find(|(a, _)| *a == name));
+        if let Some((_, why)) = removed {
             let bare = promql::without_threshold(expr)
                 .with_context(|| format!("{source} has no threshold to remove: {expr}"))?;
             checks.push((format!("{source} (threshold removed)"), bare));
-            treated.push(source.clone());
+            treated.push(format!("{source} ({why})"));
         } else {
             checks.push((source.clone(), expr.clone()));
         }
