@@ -21,6 +21,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use super::{Shared, lock, logbridge::TracingLog, offsets, state_args};
+use crate::caps::{self, CapSet};
 
 /// The probe object, built by `cargo xtask build-ebpf`.
 static OBJECT: &[u8] = include_bytes_aligned!(env!("IPVS_TELEMETRY_EBPF_OBJECT"));
@@ -91,34 +92,21 @@ pub fn preflight() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Capability numbers (`linux/capability.h`).
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
-
 /// The capability reason for a permission error, given the effective set (`CapEff` of
 /// `/proc/self/status`): names the one missing when it can tell (`CAP_SYS_ADMIN` stands in for
 /// both on kernels before 5.8), else both.
 pub fn missing_capability(cap_eff: Option<u64>) -> &'static str {
-    let Some(eff) = cap_eff else {
+    let Some(eff) = cap_eff.map(CapSet) else {
         return "missing CAP_BPF/CAP_PERFMON";
     };
-    let has = |c: u32| eff & (1u64 << c) != 0;
-    if has(CAP_SYS_ADMIN) {
+    if eff.has(caps::SYS_ADMIN) {
         return "missing CAP_BPF/CAP_PERFMON";
     }
-    match (has(CAP_BPF), has(CAP_PERFMON)) {
+    match (eff.has(caps::BPF), eff.has(caps::PERFMON)) {
         (false, true) => "missing CAP_BPF",
         (true, false) => "missing CAP_PERFMON",
         _ => "missing CAP_BPF/CAP_PERFMON",
     }
-}
-
-/// `CapEff` of this process.
-fn effective_capabilities() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// First line of an error chain, with `EPERM` mapped to the capability reason.
@@ -128,7 +116,7 @@ fn classify(what: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
         if let Some(io) = err.downcast_ref::<io::Error>()
             && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
         {
-            let reason = missing_capability(effective_capabilities());
+            let reason = missing_capability(CapSet::effective().map(|s| s.0));
             return failure(reason, format!("{reason}: {what}: {io}"));
         }
         cur = err.source();
