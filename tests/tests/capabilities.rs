@@ -134,7 +134,9 @@ impl Lab {
                 Duration::from_secs(30),
             )?;
         }
-        // The waits above made one connection each through IPVS.
+        // The waits above made connections through IPVS (one, or more when the server was
+        // not listening yet): count them once the estimator has published them all (the same
+        // non-zero reading twice, an estimator tick apart).
         let conns = |ns: &str| -> Result<u64> {
             let out = vm.sh_ok(&format!(
                 "{ns}ipvsadm -Ln --stats --exact | awk '/^TCP/ {{print $3}}'"
@@ -143,17 +145,20 @@ impl Lab {
                 .parse()
                 .with_context(|| format!("ipvsadm conns {out:?}"))
         };
+        let read = || -> Result<(u64, u64)> { Ok((conns("")?, conns("ip netns exec blue ")?)) };
         let deadline = Instant::now() + SETTLE;
+        let mut last = read()?;
         let (host_total, blue_total) = loop {
-            let (h, b) = (conns("")?, conns("ip netns exec blue ")?);
-            if h > 0 && b > 0 {
-                break (h, b);
+            std::thread::sleep(Duration::from_millis(2500));
+            let now = read()?;
+            if now == last && now.0 > 0 && now.1 > 0 {
+                break now;
             }
             ensure!(
                 Instant::now() < deadline,
-                "ipvsadm never counted the first connections"
+                "ipvsadm never settled on the first connections: {now:?}"
             );
-            std::thread::sleep(Duration::from_millis(500));
+            last = now;
         };
         Ok(Lab {
             vm,
