@@ -6,23 +6,26 @@
 //! dropped at a time it keeps serving what it still can, and its log and the reason of the
 //! affected metric name the missing capability.
 //!
-//! One VM per kernel, the daemon started seven times in it:
+//! One VM per kernel, the daemon started eight times in it:
 //!
-//! | held | expected |
-//! |---|---|
-//! | all four | everything, both namespaces, eBPF counts = traffic |
-//! | all but `CAP_NET_ADMIN` | `ipvs_up 0` everywhere, `reason="missing_cap_net_admin"`; eBPF still attached |
-//! | all but `CAP_SYS_ADMIN` | host served; `blue` `ipvs_up 0`, `reason="missing_cap_sys_admin"` |
-//! | all but `CAP_BPF` | everything: `CAP_SYS_ADMIN` grants what `CAP_BPF` does |
-//! | all but `CAP_PERFMON` | everything: `CAP_SYS_ADMIN` grants what `CAP_PERFMON` does |
-//! | `CAP_NET_ADMIN`, `CAP_PERFMON` | the set for the daemon's own namespace without `CAP_BPF`: netlink served, `ipvs_ebpf_up 0`, `reason="missing CAP_BPF"`; `--ebpf on` refuses to start |
-//! | `CAP_NET_ADMIN`, `CAP_BPF` | the same for `CAP_PERFMON` |
+//! | held | `perf_event_paranoid` | expected |
+//! |---|---|---|
+//! | all four | 3 | everything, both namespaces, eBPF counts = traffic |
+//! | all but `CAP_NET_ADMIN` | 3 | `ipvs_up 0` everywhere, `reason="missing_cap_net_admin"`; eBPF still attached |
+//! | all but `CAP_SYS_ADMIN` | 3 | host served; `blue` `ipvs_up 0`, `reason="missing_cap_sys_admin"`; eBPF off, `reason="missing CAP_SYS_ADMIN (perf_event_paranoid 3)"` |
+//! | all but `CAP_BPF` | 3 | everything: `CAP_SYS_ADMIN` grants what `CAP_BPF` does |
+//! | all but `CAP_PERFMON` | 3 | everything: `CAP_SYS_ADMIN` grants what `CAP_PERFMON` does |
+//! | `CAP_NET_ADMIN`, `CAP_BPF`, `CAP_PERFMON` | 2 | the set for the daemon's own namespace: everything of the host namespace, eBPF included |
+//! | `CAP_NET_ADMIN`, `CAP_PERFMON` | 2 | that set without `CAP_BPF`: netlink served, `ipvs_ebpf_up 0`, `reason="missing CAP_BPF"`; `--ebpf on` refuses to start |
+//! | `CAP_NET_ADMIN`, `CAP_BPF` | 2 | the same for `CAP_PERFMON` |
 //!
-//! Relies on: the kernel's `bpf_capable()`/`perfmon_capable()` accepting `CAP_SYS_ADMIN` in
-//! place of `CAP_BPF`/`CAP_PERFMON` (which is why the last two cases drop from the set for the
-//! daemon's own namespace, the documented set without `CAP_SYS_ADMIN`); IPVS checking
-//! `CAP_NET_ADMIN` on every generic netlink command (`GENL_ADMIN_PERM`); `setns()` needing
-//! `CAP_SYS_ADMIN`; netlink counters refreshed by the estimator every 2 s.
+//! Relies on: Debian's kernels (the lab's) defaulting to `kernel.perf_event_paranoid=3`, a
+//! Debian patch under which `perf_event_open` needs `CAP_SYS_ADMIN` (`CAP_PERFMON` suffices at
+//! 2, the upstream default); the kernel's `bpf_capable()`/`perfmon_capable()` accepting
+//! `CAP_SYS_ADMIN` in place of `CAP_BPF`/`CAP_PERFMON` (which is why the last two cases drop
+//! from the set for the daemon's own namespace); IPVS checking `CAP_NET_ADMIN` on every generic
+//! netlink command (`GENL_ADMIN_PERM`); `setns()` needing `CAP_SYS_ADMIN`; netlink counters
+//! refreshed by the estimator every 2 s.
 
 #[path = "common/exposition.rs"]
 mod exposition;
@@ -44,6 +47,8 @@ const HOST_CONNS: u64 = 12;
 const BLUE_CONNS: u64 = 7;
 /// Deadline for a condition on the daemon's metrics (estimator ticks, TCG).
 const SETTLE: Duration = Duration::from_secs(60);
+/// `ipvs_ebpf_info` reason when only `CAP_SYS_ADMIN` may open perf events.
+const PARANOID_REASON: &str = "missing CAP_SYS_ADMIN (perf_event_paranoid 3)";
 
 /// A capability as capsh names it, its number and the name the daemon prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +131,12 @@ impl Lab {
     fn boot(k: ipvs_telemetry_e2e::Kernel) -> Result<Lab> {
         let vm = Vm::boot(VmConfig::new(k).forward(PORT).with_daemon())?;
         vm.sh_ok(SETUP).context("setting up the services")?;
+        // Debian's kernels (the lab's) default to 3: only CAP_SYS_ADMIN may open perf events.
+        let paranoid = vm.sh_ok("cat /proc/sys/kernel/perf_event_paranoid")?;
+        ensure!(
+            paranoid.trim() == "3",
+            "perf_event_paranoid {paranoid:?}, expected Debian's default 3"
+        );
         vm.spawn("exec lab-server --tcp 80 --name host")?;
         vm.spawn("exec ip netns exec blue lab-server --tcp 80 --name blue")?;
         for addr in ["10.200.0.1:80", "10.1.0.1:80"] {
@@ -420,6 +431,27 @@ fn ebpf_counted(m: &Metrics, ns_conns: &[(&str, u64)]) -> Result<()> {
     Ok(())
 }
 
+/// The probes are not attached, for `reason`; nothing is counted.
+fn ebpf_off(m: &Metrics, reason: &str) -> Result<()> {
+    expect(m, "ipvs_ebpf_up", &[], 0.0)?;
+    expect(
+        m,
+        "ipvs_ebpf_info",
+        &[("mode", "auto"), ("reason", reason)],
+        1.0,
+    )?;
+    ensure!(
+        m.samples("ipvs_ebpf_info", &[]).count() == 1,
+        "more than one ipvs_ebpf_info"
+    );
+    expect(m, "ipvs_ebpf_events_total", &[], 0.0)?;
+    ensure!(
+        !m.has("ipvs_ebpf_destination_new_connections_total", &[]),
+        "eBPF destination series while detached"
+    );
+    Ok(())
+}
+
 /// Namespace `ns` is unreadable for `reason`, and nothing of it is served but the health
 /// series.
 fn unreadable(m: &Metrics, ns: &str, reason: &str) -> Result<()> {
@@ -536,16 +568,18 @@ fn daemon_serves_everything_with_the_documented_capabilities_and_names_a_missing
             );
         }
 
-        // Without CAP_SYS_ADMIN: the host is served, blue cannot be entered.
+        // Without CAP_SYS_ADMIN: the host is served, blue cannot be entered, and under
+        // Debian's perf_event_paranoid 3 the probes cannot attach (perf_event_open needs
+        // CAP_SYS_ADMIN there, CAP_PERFMON is not enough).
         let d = lab.start(&without(&DOCUMENTED, SYS_ADMIN), both)?;
         lab.traffic()?;
         d.wait(&lab, "without CAP_SYS_ADMIN", |m| {
             served(m, "host", lab.host_total)?;
             unreadable(m, "blue", "missing_cap_sys_admin")?;
-            ebpf_counted(m, &[("host", HOST_CONNS)])
+            ebpf_off(m, PARANOID_REASON)
         })?;
         let log = d.stop(&lab)?;
-        show("without CAP_SYS_ADMIN", &log);
+        show("without CAP_SYS_ADMIN (perf_event_paranoid 3)", &log);
         ensure!(caps_line(&log)?.ends_with("missing=CAP_SYS_ADMIN"), "{log}");
         ensure!(
             log.lines().any(|l| l.contains("msg=\"cannot read IPVS\"")
@@ -553,6 +587,14 @@ fn daemon_serves_everything_with_the_documented_capabilities_and_names_a_missing
                 && l.contains(
                     "cannot enter network namespace /run/netns/blue: setns needs CAP_SYS_ADMIN"
                 )),
+            "{log}"
+        );
+        ensure!(
+            log.lines().any(|l| l.contains("level=warn")
+                && l.contains(&format!(
+                    "msg=\"ebpf: {PARANOID_REASON}: attaching to ip_vs_conn_new: "
+                ))
+                && l.contains("grant CAP_SYS_ADMIN or set kernel.perf_event_paranoid=2")),
             "{log}"
         );
 
@@ -582,15 +624,37 @@ fn daemon_serves_everything_with_the_documented_capabilities_and_names_a_missing
             ensure!(!log.contains("level=warn"), "{log}");
         }
 
-        // The set for the daemon's own namespace (no CAP_SYS_ADMIN) without CAP_BPF or
-        // CAP_PERFMON: netlink served, eBPF off naming the capability; `--ebpf on` refuses.
+        // The set for the daemon's own namespace (no CAP_SYS_ADMIN), where perf_event_paranoid
+        // is at most 2 (the upstream default): everything of the host namespace, eBPF included.
+        lab.vm
+            .sh_ok("echo 2 > /proc/sys/kernel/perf_event_paranoid")?;
         let own = [NET_ADMIN, BPF, PERFMON];
+        let d = lab.start(&own, "")?;
+        lab.traffic()?;
+        d.wait(&lab, "own namespace set, perf_event_paranoid 2", |m| {
+            served(m, "host", lab.host_total)?;
+            ensure!(
+                !m.has("ipvs_up", &[("netns", "blue")]),
+                "blue is not selected"
+            );
+            ebpf_counted(m, &[("host", HOST_CONNS)])
+        })?;
+        let log = d.stop(&lab)?;
+        show(
+            "CAP_NET_ADMIN, CAP_BPF, CAP_PERFMON (perf_event_paranoid 2)",
+            &log,
+        );
+        ensure!(caps_line(&log)?.ends_with("missing=CAP_SYS_ADMIN"), "{log}");
+        ensure!(!log.contains("level=warn"), "{log}");
+
+        // That set without CAP_BPF or CAP_PERFMON: netlink served, eBPF off naming the
+        // capability; `--ebpf on` refuses to start.
         for dropped in [BPF, PERFMON] {
             let keep = without(&own, dropped);
             let reason = format!("missing {}", dropped.name);
             let d = lab.start(&keep, "")?;
             lab.traffic()?;
-            let m = d.wait(
+            d.wait(
                 &lab,
                 &format!("own namespace without {}", dropped.name),
                 |m| {
@@ -599,18 +663,9 @@ fn daemon_serves_everything_with_the_documented_capabilities_and_names_a_missing
                         !m.has("ipvs_up", &[("netns", "blue")]),
                         "blue is not selected"
                     );
-                    expect(m, "ipvs_ebpf_up", &[], 0.0)?;
-                    expect(
-                        m,
-                        "ipvs_ebpf_info",
-                        &[("mode", "auto"), ("reason", &reason)],
-                        1.0,
-                    )?;
-                    ensure!(!m.has("ipvs_ebpf_destination_new_connections_total", &[]));
-                    Ok(())
+                    ebpf_off(m, &reason)
                 },
             )?;
-            ensure!(m.samples("ipvs_ebpf_info", &[]).count() == 1);
             let log = d.stop(&lab)?;
             show(&format!("CAP_NET_ADMIN only with {}", keep[1].name), &log);
             ensure!(
