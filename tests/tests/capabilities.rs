@@ -27,16 +27,45 @@
 //! netlink command (`GENL_ADMIN_PERM`); `setns()` needing `CAP_SYS_ADMIN`; netlink counters
 //! refreshed by the estimator every 2 s.
 
-#[path = "common/exposition.rs"]
-mod exposition;
-
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use exposition::Metrics;
+use ipvs_telemetry_e2e::exposition::{self, Sample};
 use ipvs_telemetry_e2e::{
     Spawned, Vm, VmConfig, for_each_kernel, lab_or_skip, start_daemon_wrapped,
 };
+
+/// One scrape of the daemon, parsed, with lookups by name and labels.
+struct Metrics(Vec<Sample>);
+
+impl Metrics {
+    fn parse(text: &str) -> Metrics {
+        Metrics(exposition::parse(text))
+    }
+
+    /// The samples of `name` whose labels include every `(label, value)` of `labels`.
+    fn samples<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.0
+            .iter()
+            .filter(move |s| s.name == name && labels.iter().all(|(k, v)| s.label(k) == *v))
+    }
+
+    /// The sum of the samples of `name` matching `labels`; `None` when none matches.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples(name, labels)
+            .map(|s| s.value)
+            .fold(None, |acc, v| Some(acc.unwrap_or(0.0) + v))
+    }
+
+    /// Whether some sample of `name` matches `labels`.
+    fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        self.samples(name, labels).next().is_some()
+    }
+}
 
 /// The daemon's port in the VM (forwarded to the host).
 const PORT: u16 = 10054;
