@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod caps;
 pub mod cli;
 pub mod ebpf;
 pub mod http;

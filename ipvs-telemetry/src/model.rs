@@ -330,13 +330,17 @@ pub struct NetnsId {
 pub enum ErrorReason {
     /// The ip_vs module is not loaded in that namespace.
     ModuleNotLoaded,
-    /// Netlink refused us: CAP_NET_ADMIN is missing.
-    PermissionDenied,
+    /// IPVS refused a netlink command (EPERM): CAP_NET_ADMIN is missing in the initial user
+    /// namespace.
+    MissingCapNetAdmin,
+    /// `setns()` into the namespace was refused (EPERM) and CAP_SYS_ADMIN is not held.
+    MissingCapSysAdmin,
     /// A request did not answer in time.
     Timeout,
     /// The kernel's reply could not be decoded.
     MalformedReply,
-    /// The namespace file could not be opened or entered.
+    /// The namespace file could not be opened or entered (other than for a missing
+    /// capability).
     Namespace,
     /// Any other I/O error.
     Io,
@@ -347,7 +351,8 @@ impl ErrorReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             ErrorReason::ModuleNotLoaded => "module_not_loaded",
-            ErrorReason::PermissionDenied => "permission_denied",
+            ErrorReason::MissingCapNetAdmin => "missing_cap_net_admin",
+            ErrorReason::MissingCapSysAdmin => "missing_cap_sys_admin",
             ErrorReason::Timeout => "timeout",
             ErrorReason::MalformedReply => "malformed_reply",
             ErrorReason::Namespace => "namespace",

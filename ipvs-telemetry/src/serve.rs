@@ -73,6 +73,7 @@ fn netlink_timeout(poll: Duration) -> Duration {
 }
 
 async fn daemon(cli: Cli, web: WebConfig) -> i32 {
+    log_capabilities();
     let collector =
         match crate::netns::Collector::new(&cli.common, netlink_timeout(cli.serve.poll_interval)) {
             Ok(c) => c,
@@ -230,6 +231,20 @@ impl AskedFor {
             .filter(|(_, t)| now.duration_since(*t) < ASKED_MEMORY)
             .map(|(v, _)| *v)
             .collect()
+    }
+}
+
+/// Logs which of the capabilities the daemon uses it holds, and which not (what each one is
+/// for: docs/deploy.md); a refusal later names the one it needed.
+fn log_capabilities() {
+    match crate::caps::CapSet::effective() {
+        Some(set) if set.missing().is_empty() => {
+            tracing::info!(held = %set.held(), "effective capabilities")
+        }
+        Some(set) => {
+            tracing::info!(held = %set.held(), missing = %set.missing(), "effective capabilities")
+        }
+        None => tracing::info!("effective capabilities unknown: /proc/self/status unreadable"),
     }
 }
 

@@ -59,9 +59,21 @@ pub fn kernels() -> Vec<Kernel> {
 /// Starts the daemon in the VM in the background with `args` (after `serve`) and waits until
 /// its port answers; returns the spawned process.
 pub fn start_daemon(vm: &Vm, port: u16, args: &str) -> anyhow::Result<Spawned> {
-    let p = vm.spawn(&format!(
+    start_daemon_wrapped(vm, port, &|cmd| cmd.to_string(), args)
+}
+
+/// [`start_daemon`] with the daemon's command line (`exec ipvs-telemetry serve ...`, a shell
+/// command) passed through `wrap`, which returns the shell command to run instead (e.g. the
+/// same under `capsh`). The wrapper must `exec` it, so that the returned pid is the daemon's.
+pub fn start_daemon_wrapped(
+    vm: &Vm,
+    port: u16,
+    wrap: &dyn Fn(&str) -> String,
+    args: &str,
+) -> anyhow::Result<Spawned> {
+    let p = vm.spawn(&wrap(&format!(
         "exec ipvs-telemetry serve --web.listen-address 0.0.0.0:{port} {args}"
-    ))?;
+    )))?;
     vm.wait_until(
         &format!("lab-client wait-tcp 127.0.0.1:{port} --timeout 1s"),
         Duration::from_secs(60),

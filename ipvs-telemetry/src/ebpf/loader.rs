@@ -21,6 +21,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
 use super::{Shared, lock, logbridge::TracingLog, offsets, state_args};
+use crate::caps::{self, CapSet};
 
 /// The probe object, built by `cargo xtask build-ebpf`.
 static OBJECT: &[u8] = include_bytes_aligned!(env!("IPVS_TELEMETRY_EBPF_OBJECT"));
@@ -91,44 +92,59 @@ pub fn preflight() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Capability numbers (`linux/capability.h`).
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+/// The reason when `kernel.perf_event_paranoid` is above 2: Debian's and Ubuntu's kernels then
+/// let only `CAP_SYS_ADMIN` open perf events, `CAP_PERFMON` is not enough.
+pub const PARANOID_REASON: &str = "missing CAP_SYS_ADMIN (perf_event_paranoid 3)";
 
 /// The capability reason for a permission error, given the effective set (`CapEff` of
-/// `/proc/self/status`): names the one missing when it can tell (`CAP_SYS_ADMIN` stands in for
-/// both on kernels before 5.8), else both.
-pub fn missing_capability(cap_eff: Option<u64>) -> &'static str {
-    let Some(eff) = cap_eff else {
+/// `/proc/self/status`) and whether the refused operation opened a perf event while
+/// `kernel.perf_event_paranoid` is above 2 (`paranoid_attach`): names the one missing when it
+/// can tell (`CAP_SYS_ADMIN` stands in for both on kernels before 5.8), else both.
+pub fn missing_capability(cap_eff: Option<u64>, paranoid_attach: bool) -> &'static str {
+    let Some(eff) = cap_eff.map(CapSet) else {
         return "missing CAP_BPF/CAP_PERFMON";
     };
-    let has = |c: u32| eff & (1u64 << c) != 0;
-    if has(CAP_SYS_ADMIN) {
+    if eff.has(caps::SYS_ADMIN) {
         return "missing CAP_BPF/CAP_PERFMON";
     }
-    match (has(CAP_BPF), has(CAP_PERFMON)) {
+    match (eff.has(caps::BPF), eff.has(caps::PERFMON)) {
         (false, true) => "missing CAP_BPF",
         (true, false) => "missing CAP_PERFMON",
+        (true, true) if paranoid_attach => PARANOID_REASON,
         _ => "missing CAP_BPF/CAP_PERFMON",
     }
 }
 
-/// `CapEff` of this process.
-fn effective_capabilities() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-    u64::from_str_radix(hex.trim(), 16).ok()
+/// `kernel.perf_event_paranoid`, when readable.
+fn perf_event_paranoid() -> Option<i64> {
+    std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
-/// First line of an error chain, with `EPERM` mapped to the capability reason.
+/// First line of an error chain, with `EPERM`/`EACCES` mapped to the capability reason.
 fn classify(what: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if let Some(io) = err.downcast_ref::<io::Error>()
             && matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
         {
-            let reason = missing_capability(effective_capabilities());
+            let paranoid = perf_event_paranoid();
+            let paranoid_attach = what.starts_with("attaching") && paranoid.is_some_and(|p| p > 2);
+            let reason = missing_capability(CapSet::effective().map(|s| s.0), paranoid_attach);
+            if reason == PARANOID_REASON {
+                return failure(
+                    reason,
+                    format!(
+                        "{reason}: {what}: {io}: kernel.perf_event_paranoid is {}, under which \
+                         only CAP_SYS_ADMIN may open perf events (a Debian/Ubuntu kernel patch); \
+                         grant CAP_SYS_ADMIN or set kernel.perf_event_paranoid=2",
+                        paranoid.unwrap_or(3)
+                    ),
+                );
+            }
             return failure(reason, format!("{reason}: {what}: {io}"));
         }
         cur = err.source();
@@ -352,21 +368,37 @@ mod tests {
     #[test]
     fn names_the_missing_capability() {
         let caps = |list: &[u32]| Some(list.iter().fold(0u64, |a, c| a | 1 << c));
-        assert_eq!(missing_capability(caps(&[12, 38])), "missing CAP_BPF");
-        assert_eq!(missing_capability(caps(&[12, 39])), "missing CAP_PERFMON");
+        for paranoid in [false, true] {
+            assert_eq!(
+                missing_capability(caps(&[12, 38]), paranoid),
+                "missing CAP_BPF"
+            );
+            assert_eq!(
+                missing_capability(caps(&[12, 39]), paranoid),
+                "missing CAP_PERFMON"
+            );
+            assert_eq!(
+                missing_capability(caps(&[12]), paranoid),
+                "missing CAP_BPF/CAP_PERFMON"
+            );
+            assert_eq!(
+                missing_capability(caps(&[21]), paranoid),
+                "missing CAP_BPF/CAP_PERFMON"
+            );
+            assert_eq!(
+                missing_capability(None, paranoid),
+                "missing CAP_BPF/CAP_PERFMON"
+            );
+        }
+        // Both present: with perf_event_paranoid above 2 an attach needs CAP_SYS_ADMIN;
+        // otherwise the refusal has another cause: say both.
         assert_eq!(
-            missing_capability(caps(&[12])),
+            missing_capability(caps(&[38, 39]), true),
+            "missing CAP_SYS_ADMIN (perf_event_paranoid 3)"
+        );
+        assert_eq!(
+            missing_capability(caps(&[38, 39]), false),
             "missing CAP_BPF/CAP_PERFMON"
         );
-        // Both present, or CAP_SYS_ADMIN: the refusal has another cause; say both.
-        assert_eq!(
-            missing_capability(caps(&[38, 39])),
-            "missing CAP_BPF/CAP_PERFMON"
-        );
-        assert_eq!(
-            missing_capability(caps(&[21])),
-            "missing CAP_BPF/CAP_PERFMON"
-        );
-        assert_eq!(missing_capability(None), "missing CAP_BPF/CAP_PERFMON");
     }
 }

@@ -11,7 +11,8 @@ pub enum Error {
     /// No "IPVS" generic-netlink family: the module is not loaded (and we never load it).
     #[error("ip_vs module not loaded")]
     ModuleNotLoaded,
-    /// The kernel answered EPERM.
+    /// The kernel answered EPERM: IPVS checks CAP_NET_ADMIN (`GENL_ADMIN_PERM`) on every
+    /// command.
     #[error("{request} needs CAP_NET_ADMIN in the initial user namespace")]
     PermissionDenied {
         /// The request, by kernel constant.
@@ -58,7 +59,7 @@ impl Error {
     pub fn failure(&self) -> CollectFailure {
         let reason = match self {
             Error::ModuleNotLoaded => ErrorReason::ModuleNotLoaded,
-            Error::PermissionDenied { .. } => ErrorReason::PermissionDenied,
+            Error::PermissionDenied { .. } => ErrorReason::MissingCapNetAdmin,
             Error::Timeout { .. } => ErrorReason::Timeout,
             Error::Malformed { .. } => ErrorReason::MalformedReply,
             Error::Kernel { .. } | Error::Socket { .. } => ErrorReason::Io,
@@ -85,11 +86,10 @@ impl Error {
         }
     }
 
-    /// Maps a failed system call; EPERM/EACCES name the capability.
+    /// Maps a failed system call. Opening, binding and polling a netlink socket need no
+    /// capability, so EPERM/EACCES here come from a seccomp filter or a security module and
+    /// are reported as they are.
     pub(crate) fn socket(call: &'static str, source: io::Error) -> Self {
-        match source.raw_os_error() {
-            Some(libc::EPERM) | Some(libc::EACCES) => Error::PermissionDenied { request: call },
-            _ => Error::Socket { call, source },
-        }
+        Error::Socket { call, source }
     }
 }

@@ -432,7 +432,8 @@ fn errors_map_to_reasons_with_one_line() {
     use crate::model::ErrorReason;
     let e = Error::from_kernel("IPVS_CMD_GET_SERVICE", -libc::EPERM);
     let f = e.failure();
-    assert_eq!(f.reason, ErrorReason::PermissionDenied);
+    assert_eq!(f.reason, ErrorReason::MissingCapNetAdmin);
+    assert_eq!(f.reason.as_str(), "missing_cap_net_admin");
     assert_eq!(
         f.message,
         "IPVS_CMD_GET_SERVICE needs CAP_NET_ADMIN in the initial user namespace"

@@ -142,12 +142,12 @@ impl Worker {
             .spawn(move || {
                 let entered = match file {
                     None => Ok(()),
-                    Some(f) => setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| CollectFailure {
-                        reason: ErrorReason::Namespace,
-                        message: format!(
-                            "cannot enter network namespace {}: {e}",
-                            path_text.as_deref().unwrap_or("?")
-                        ),
+                    Some(f) => setns(&f, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                        setns_failure(
+                            path_text.as_deref().unwrap_or("?"),
+                            e,
+                            crate::caps::holds(crate::caps::SYS_ADMIN),
+                        )
                     }),
                     // The file is closed here: the thread's own reference keeps the
                     // namespace alive while we are inside it.
@@ -196,6 +196,35 @@ impl Worker {
     /// Whether the thread has ended (it panicked); the collector then starts a new one.
     pub fn is_finished(&self) -> bool {
         self.thread.is_finished()
+    }
+}
+
+/// Why `setns()` into the namespace at `path` failed with `errno`. EPERM means CAP_SYS_ADMIN
+/// is missing unless the daemon holds it (`holds_sys_admin`; `None`: unknown), in which case a
+/// seccomp filter or security module refused.
+pub(super) fn setns_failure(
+    path: &str,
+    errno: nix::errno::Errno,
+    holds_sys_admin: Option<bool>,
+) -> CollectFailure {
+    match (errno, holds_sys_admin) {
+        (nix::errno::Errno::EPERM, Some(false) | None) => CollectFailure {
+            reason: ErrorReason::MissingCapSysAdmin,
+            message: format!(
+                "cannot enter network namespace {path}: setns needs CAP_SYS_ADMIN: {errno}"
+            ),
+        },
+        (nix::errno::Errno::EPERM, Some(true)) => CollectFailure {
+            reason: ErrorReason::Namespace,
+            message: format!(
+                "cannot enter network namespace {path}: {errno} although CAP_SYS_ADMIN is held \
+                 (a seccomp filter or security module refused setns)"
+            ),
+        },
+        _ => CollectFailure {
+            reason: ErrorReason::Namespace,
+            message: format!("cannot enter network namespace {path}: {errno}"),
+        },
     }
 }
 
@@ -426,5 +455,34 @@ mod tests {
         assert!(f.allows("eth0"));
         assert!(!f.allows("lo"));
         assert!(!f.allows("veth1"));
+    }
+
+    #[test]
+    fn setns_refusal_names_cap_sys_admin_unless_it_is_held() {
+        use nix::errno::Errno;
+        let f = setns_failure("/run/netns/blue", Errno::EPERM, Some(false));
+        assert_eq!(f.reason, ErrorReason::MissingCapSysAdmin);
+        assert_eq!(
+            f.message,
+            "cannot enter network namespace /run/netns/blue: setns needs CAP_SYS_ADMIN: \
+             EPERM: Operation not permitted"
+        );
+        assert_eq!(
+            setns_failure("/x", Errno::EPERM, None).reason,
+            ErrorReason::MissingCapSysAdmin
+        );
+        let f = setns_failure("/x", Errno::EPERM, Some(true));
+        assert_eq!(f.reason, ErrorReason::Namespace);
+        assert!(
+            f.message.contains("although CAP_SYS_ADMIN is held"),
+            "{}",
+            f.message
+        );
+        let f = setns_failure("/x", Errno::EINVAL, Some(false));
+        assert_eq!(f.reason, ErrorReason::Namespace);
+        assert_eq!(
+            f.message,
+            "cannot enter network namespace /x: EINVAL: Invalid argument"
+        );
     }
 }
