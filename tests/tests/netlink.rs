@@ -59,6 +59,35 @@ ipvsadm -A -t 10.0.0.2:80 -s rr
 ipvsadm -a -t 10.0.0.2:80 -r 10.1.0.4:80 -i
 "#;
 
+/// Services past the client's threshold for spreading destination dumps over several sockets
+/// (`PARALLEL_MIN_SERVICES` = 128 in `ipvs-telemetry/src/netlink/socket.rs`), so the comparison
+/// with ipvsadm covers that path at scale: TCP and UDP over IPv4, TCP over IPv6, IPv4 fwmark
+/// services; rr, wrr, lc; 0 to 4 destinations each, masq and route, weights 0 to 6, thresholds on
+/// the first destination.
+const MANY_SERVICES: usize = 320;
+const SETUP_MANY: &str = r#"
+busybox awk -v n=320 'BEGIN {
+  for (i = 0; i < n; i++) {
+    k = i % 4
+    if (k == 0) s = sprintf("-t 10.2.%d.%d:%d", int(i / 200), i % 200 + 1, 1000 + i)
+    else if (k == 1) s = sprintf("-u 10.2.%d.%d:%d", int(i / 200), i % 200 + 1, 2000 + i)
+    else if (k == 2) s = sprintf("-t [fd00:2::%x]:%d", i + 1, 3000 + i)
+    else s = sprintf("-f %d", 1000 + i)
+    sched = (i % 3 == 0) ? "rr" : ((i % 3 == 1) ? "wrr" : "lc")
+    print "-A " s " -s " sched
+    for (d = 1; d <= i % 5; d++) {
+      if (k == 2) r = sprintf("[fd00:3::%x:%x]:80", i + 1, d)
+      else if (k == 3) r = sprintf("10.3.%d.%d", i % 200 + 1, d)
+      else r = sprintf("10.3.%d.%d:%d", i % 200 + 1, d, 8000 + d)
+      fwd = (d % 2 == 1 && k != 3) ? "-m" : "-g"
+      printf "-a %s -r %s %s -w %d -x %d -y %d
+", s, r, fwd, (i * d) % 7, (d == 1) ? 100 + i : 0, (d == 1) ? 10 : 0
+    }
+  }
+}' > /tmp/many
+ipvsadm -R < /tmp/many
+"#;
+
 /// Tunnel destinations with GUE, where the kernel and ipvsadm have it.
 const SETUP_GUE: &str =
     "ipvsadm -a -t 10.0.0.2:80 -r 10.1.0.5:80 -i --tun-type gue --tun-port 6080 -w 2";
@@ -86,6 +115,12 @@ fn snapshot_matches_ipvsadm() -> Result<()> {
     for_each_kernel(|k| {
         let vm = Vm::boot(VmConfig::new(k).with_daemon())?;
         vm.sh_ok(SETUP)?;
+        vm.sh_ok(SETUP_MANY)?;
+        let cpus: usize = vm.sh_ok("nproc")?.trim().parse().context("nproc")?;
+        ensure!(
+            cpus >= 2,
+            "{cpus} vCPU: the client would not use its parallel path"
+        );
         let gue = vm.sh(SETUP_GUE)?.success();
         eprintln!("kernel {k}: gue tunnel destinations: {gue}");
         start_backends(&vm)?;
@@ -275,7 +310,7 @@ fn compare(json: &Value, tables: &[String], gue: bool) -> Result<()> {
     let services = state["services"].as_array().context("services")?;
     ensure!(services.len() == plain.services.len(), "service count");
     ensure!(
-        services.len() >= 10,
+        services.len() >= 10 + MANY_SERVICES,
         "scenario incomplete: {} services",
         services.len()
     );

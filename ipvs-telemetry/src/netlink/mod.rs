@@ -58,7 +58,8 @@ fn parse_nested<'a, T>(
     value: &'a [u8],
     parse: impl Fn(&NlaBuffer<&'a [u8]>) -> Result<T, DecodeError>,
 ) -> Result<Vec<T>, DecodeError> {
-    let mut out = Vec::new();
+    // One allocation: count first (a walk over the attribute headers).
+    let mut out = Vec::with_capacity(NlasIterator::new(value).count());
     for nla in NlasIterator::new(value) {
         out.push(parse(&nla?)?);
     }

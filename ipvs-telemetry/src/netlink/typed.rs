@@ -33,7 +33,7 @@ fn missing(attribute: &'static str) -> MalformedAttribute {
 }
 
 fn family(af: u16, attribute: &'static str) -> Result<Family, MalformedAttribute> {
-    Family::from_af(af).ok_or(MalformedAttribute {
+    Family::from_af(af).ok_or_else(|| MalformedAttribute {
         attribute,
         problem: format!("unsupported address family {af}"),
     })
