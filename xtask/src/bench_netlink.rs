@@ -35,6 +35,14 @@ const COMMANDS: [(&str, &str); 4] = [
     ("B", "B: `ipvsadm -Ln --stats --exact` (whole process)"),
 ];
 
+/// Samples the VM's CPU use over 2 s until under 10 % (at most 45 times); prints the last.
+const SETTLE: &str = "for i in $(seq 1 45); do a=$(head -1 /proc/stat); sleep 2; \
+    b=$(head -1 /proc/stat); busy=$(echo \"$a $b\" | busybox awk '{ \
+      b1 = $2 + $3 + $4 + $7 + $8 + $9; t1 = b1 + $5 + $6; \
+      b2 = $13 + $14 + $15 + $18 + $19 + $20; t2 = b2 + $16 + $17; \
+      print int(100 * (b2 - b1) / (t2 - t1)) }'); \
+    [ \"$busy\" -lt 10 ] && break; done; echo \"$busy% after $((i * 2)) s\"";
+
 /// Options of `bench netlink`: `[--pairs N] [--kernel K]...`.
 pub fn run(args: &[String]) -> Result<()> {
     let mut rounds = 10usize;
@@ -90,6 +98,11 @@ pub fn run(args: &[String]) -> Result<()> {
             );
         }
         let cpus = vm.sh_ok("nproc")?;
+        // Kernels >= 6.2 fold new services into their estimator kthreads gradually (and
+        // calibrate them), which takes the VM's CPUs for a while after `ipvsadm -R`: wait until
+        // the VM is mostly idle (or 90 s), then report how busy it still is.
+        let busy = vm.sh_ok_timeout(SETTLE, Duration::from_secs(300))?;
+        eprintln!("kernel {k}: VM CPU busy before the runs: {}", busy.trim());
         // Warm up each (page cache, first-use allocations), then rounds of A A1 S B.
         let script = format!(
             "set -e; netlink-collect >/dev/null; ipvs-telemetry snapshot --format table >/dev/null; \
