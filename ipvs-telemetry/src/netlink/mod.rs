@@ -2,7 +2,8 @@
 //!
 //! The codec (`message`, `service`, `dest`, `stats`, `daemon`) is faithful to the wire of the
 //! kernel's `include/uapi/linux/ip_vs.h`: every attribute has a variant, unknown ones are kept as
-//! `Other`. `typed` builds [`model`](crate::model) values from it. `socket` is the only file that
+//! `Other`. `typed` builds [`model`](crate::model) values from it; `fast` decodes destination replies
+//! straight into the model on the client's hot path (falling back to the codec). `socket` is the only file that
 //! does I/O: a [`Client`] in the namespace it was opened in, that never loads ip_vs and can only
 //! send GET requests.
 
@@ -10,6 +11,7 @@ mod ctrl;
 mod daemon;
 mod dest;
 mod error;
+mod fast;
 mod message;
 mod service;
 mod socket;

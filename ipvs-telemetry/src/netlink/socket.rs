@@ -30,6 +30,7 @@ use crate::model::{
 use super::ctrl;
 use super::daemon::IpvsDaemonAttribute;
 use super::error::Error;
+use super::fast;
 use super::message::{IPVS_GENL_NAME, IpvsAttribute, IpvsCmd, IpvsMessage};
 use super::service::IpvsServiceAttribute;
 use super::wire::{self, Kind, Part};
@@ -429,14 +430,19 @@ impl Client {
     pub fn destinations(&mut self, service: &Service) -> Result<Vec<Destination>, Error> {
         let family: Family = service.family;
         let mut out = Vec::new();
-        self.request(Get::Destinations(service), &mut out, |m| {
-            for a in &m.attributes {
-                if let IpvsAttribute::Dest(attrs) = a {
-                    return Destination::try_from((attrs.as_slice(), family)).map(Some);
+        self.request_raw(
+            Get::Destinations(service),
+            &mut out,
+            |payload| fast::destination(payload, family),
+            &mut |m| {
+                for a in &m.attributes {
+                    if let IpvsAttribute::Dest(attrs) = a {
+                        return Destination::try_from((attrs.as_slice(), family)).map(Some);
+                    }
                 }
-            }
-            Ok(None)
-        })?;
+                Ok(None)
+            },
+        )?;
         Ok(out)
     }
 
@@ -447,6 +453,19 @@ impl Client {
         get: Get<'_>,
         out: &mut Vec<T>,
         mut convert: impl FnMut(IpvsMessage) -> Result<Option<T>, super::MalformedAttribute>,
+    ) -> Result<(), Error> {
+        self.request_raw(get, out, |_| None, &mut convert)
+    }
+
+    /// [`request`](Self::request) with a shortcut: `fast` may convert a message straight from
+    /// its generic-netlink payload; when it returns `None` the message goes through the codec
+    /// and `convert`.
+    fn request_raw<T>(
+        &mut self,
+        get: Get<'_>,
+        out: &mut Vec<T>,
+        mut fast: impl FnMut(&[u8]) -> Option<T>,
+        convert: &mut dyn FnMut(IpvsMessage) -> Result<Option<T>, super::MalformedAttribute>,
     ) -> Result<(), Error> {
         let name = get.name();
         let deadline = Instant::now() + self.timeout;
@@ -472,6 +491,10 @@ impl Client {
                 get.kind(),
             );
             let mut on_data = |flags: u16, payload: &[u8]| -> Result<bool, Error> {
+                if let Some(v) = fast(payload) {
+                    out.push(v);
+                    return Ok(flags & NLM_F_DUMP_INTR != 0);
+                }
                 let msg = wire::decode_ipvs(payload).map_err(|e| Error::Malformed {
                     request: name,
                     detail: e.to_string(),
