@@ -19,6 +19,8 @@ use std::time::Duration;
 
 pub use ipvs_lab::{CmdOutput, Kernel, Spawned, Vm, VmConfig};
 
+pub mod exposition;
+
 /// Whether the lab can run here; when it cannot, prints why (`skipped <test>: <reason>`) so
 /// the test can return early. Set `IPVS_LAB_REQUIRED=1` (CI) to turn a skip into a panic.
 pub fn lab_or_skip(test: &str) -> bool {

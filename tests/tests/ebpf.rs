@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ipvs_telemetry_e2e::{Vm, VmConfig, kernels, lab_or_skip};
+use ipvs_telemetry_e2e::exposition::{self, Sample};
+use ipvs_telemetry_e2e::{Vm, VmConfig, for_each_kernel, kernels, lab_or_skip};
 use serde_json::Value;
 
 /// Services in a namespace (`$1` prefixes every command, e.g. `ip netns exec ns2`):
@@ -411,8 +412,11 @@ fn probe_overhead() -> Result<()> {
         return Ok(());
     }
     let dump = ipvs_telemetry_e2e::ebpf_dump_binary()?;
-    let k = kernels()[0];
-    let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
+    for_each_kernel(|k| probe_overhead_on(k, &dump))
+}
+
+fn probe_overhead_on(k: ipvs_telemetry_e2e::Kernel, dump: &std::path::Path) -> Result<()> {
+    let vm = Vm::boot(VmConfig::new(k).file(dump, "/usr/local/bin/ebpf-dump"))?;
     vm.sh_ok(&format!(
         "{SETUP}\nsysctl -qw net.ipv4.ip_local_port_range='1024 65001' && setup ''"
     ))?;
@@ -454,12 +458,221 @@ fn probe_overhead() -> Result<()> {
         let hi = v.iter().copied().fold(0.0, f64::max);
         format!("{lo:.0} / {:.0} / {hi:.0}", median(v))
     };
+    let ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
     println!(
-        "ebpf probe overhead (kernel {k}, TCG, {pairs} pairs): detached conn/s min/median/max {}, attached {}, ratio of medians {:.3}",
+        "ebpf probe overhead (kernel {k}, TCG, {pairs} pairs): detached conn/s min/median/max {}, attached {}, ratio of medians {:.3}, median of pair ratios {:.3}",
         minmax(&off),
         minmax(&on),
-        median(&on) / median(&off)
+        median(&on) / median(&off),
+        median(&ratios)
     );
     vm.shutdown()?;
     Ok(())
+}
+
+/// The daemon's port in the VM.
+const PORT: u16 = 10071;
+
+/// The ipvsadm key ([`Key`]) of a destination series of the daemon.
+fn series_key(s: &Sample) -> Key {
+    let svc = if s.label("fwmark").is_empty() {
+        format!(
+            "{} {}:{}",
+            s.label("protocol").to_uppercase(),
+            bracket(s.label("virtual_address")),
+            s.label("virtual_port")
+        )
+    } else {
+        format!("FWM {}", s.label("fwmark"))
+    };
+    (
+        s.label("netns").to_string(),
+        format!(
+            "{svc} -> {}:{}",
+            bracket(s.label("real_address")),
+            s.label("real_port")
+        ),
+    )
+}
+
+/// `metric`'s per-destination values, by their full label set.
+fn by_labels(samples: &[Sample], metric: &str) -> BTreeMap<BTreeMap<String, String>, u64> {
+    samples
+        .iter()
+        .filter(|s| s.name == metric)
+        .map(|s| (s.labels.clone(), s.value as u64))
+        .collect()
+}
+
+const NETLINK: &str = "ipvs_destination_connections_total";
+const EBPF: &str = "ipvs_ebpf_destination_new_connections_total";
+
+/// The daemon itself, as a user runs it: over `/metrics`, each destination's
+/// `ipvs_ebpf_destination_new_connections_total` rises exactly as its netlink
+/// `ipvs_destination_connections_total` (same label set, so PromQL joins work), which equals
+/// ipvsadm's; nothing lost; and a connection shows in the eBPF series before netlink's.
+#[test]
+fn daemon_ebpf_series_rise_with_netlink_and_ipvsadm() -> Result<()> {
+    if !lab_or_skip("daemon_ebpf_series_rise_with_netlink_and_ipvsadm") {
+        return Ok(());
+    }
+    for_each_kernel(|k| {
+        let vm = Vm::boot(VmConfig::new(k).with_daemon().forward(PORT))?;
+        vm.sh_ok(&format!(
+            "{SETUP}\nsysctl -qw net.ipv4.ip_local_port_range='1024 65001' && \
+             setup '' && ip netns add ns2 && setup 'ip netns exec ns2'"
+        ))?;
+        let daemon = ipvs_telemetry_e2e::start_daemon(
+            &vm,
+            PORT,
+            "--ebpf on --netns.discover /run/netns --poll.interval 1s",
+        )?;
+        let scrape =
+            || -> Result<Vec<Sample>> { Ok(exposition::parse(&vm.http_get(PORT, "/metrics")?)) };
+        let value = |s: &[Sample], name: &str, label: (&str, &str)| {
+            s.iter()
+                .find(|x| x.name == name && x.label(label.0) == label.1)
+                .map(|x| x.value)
+        };
+        // Waits until the daemon's netlink series equal ipvsadm's settled counters (and the
+        // probes are up): both sides then describe the same moment.
+        let settled = || -> Result<(BTreeMap<Key, u64>, Vec<Sample>)> {
+            let ipvs = settled_ipvsadm(&vm)?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let s = scrape()?;
+                let netlink: BTreeMap<Key, u64> = s
+                    .iter()
+                    .filter(|x| x.name == NETLINK)
+                    .map(|x| (series_key(x), x.value as u64))
+                    .collect();
+                if netlink == ipvs && value(&s, "ipvs_ebpf_up", ("", "")) == Some(1.0) {
+                    return Ok((ipvs, s));
+                }
+                if std::time::Instant::now() > deadline {
+                    let log = vm.sh_ok(&format!("tail -n 20 {}", daemon.log))?;
+                    bail!(
+                        "the daemon's netlink series never equalled ipvsadm:\n{netlink:?}\n{ipvs:?}\n{log}"
+                    );
+                }
+                vm.sh_ok("sleep 0.5")?;
+            }
+        };
+        let (ipvs0, m0) = settled()?;
+        let tcp = |a: &str, n: u32| {
+            format!("lab-client tcp {a} -n {n} --connect-only --allow-errors --timeout 2s")
+        };
+        let udp = |a: &str, n: u32| format!("lab-client udp {a} -n {n} --no-reply --allow-errors");
+        vm.sh_ok_timeout(
+            &[
+                tcp("10.0.0.1:80", 31),
+                udp("10.0.0.1:53", 23),
+                tcp("[2001:db8::1]:80", 17),
+                udp("[2001:db8::1]:53", 9),
+                tcp("10.0.0.2:443", 13),
+                tcp("10.0.0.3:80", 7),
+                format!("ip netns exec ns2 {}", tcp("10.0.0.1:80", 11)),
+                format!("ip netns exec ns2 {}", udp("[2001:db8::1]:53", 5)),
+                format!("ip netns exec ns2 {}", tcp("10.0.0.2:443", 3)),
+            ]
+            .join(" && "),
+            Duration::from_secs(300),
+        )?;
+        let (ipvs1, m1) = settled()?;
+
+        // Identical label sets on both series, and equal increases, destination by destination.
+        let (n0, n1) = (by_labels(&m0, NETLINK), by_labels(&m1, NETLINK));
+        let (e0, e1) = (by_labels(&m0, EBPF), by_labels(&m1, EBPF));
+        let mut moved = 0;
+        for (labels, &n) in &n1 {
+            let key = series_key(&Sample {
+                name: NETLINK.into(),
+                labels: labels.clone(),
+                value: 0.0,
+            });
+            let netlink = n - n0.get(labels).copied().unwrap_or(0);
+            let ipvsadm = ipvs1[&key] - ipvs0.get(&key).copied().unwrap_or(0);
+            let ebpf = e1.get(labels).copied().unwrap_or(0) - e0.get(labels).copied().unwrap_or(0);
+            eprintln!(
+                "kernel {k}: {:4} {:45} ipvsadm +{ipvsadm:3} netlink +{netlink:3} eBPF +{ebpf:3}",
+                key.0, key.1
+            );
+            assert_eq!((netlink, ebpf), (ipvsadm, ipvsadm), "{labels:?}");
+            moved += ipvsadm;
+        }
+        assert_eq!(
+            moved,
+            31 + 23 + 17 + 9 + 13 + 7 + 11 + 5 + 3,
+            "every connection was counted"
+        );
+        for labels in e1.keys() {
+            assert!(
+                n1.contains_key(labels),
+                "eBPF series without a netlink twin: {labels:?}"
+            );
+        }
+        // Both namespaces, both families, a fwmark service are among them.
+        for (label, want) in [
+            ("netns", "ns2"),
+            ("family", "inet6"),
+            ("fwmark", "7"),
+            ("protocol", "udp"),
+        ] {
+            assert!(
+                e1.keys()
+                    .any(|l| l.get(label).map(String::as_str) == Some(want)),
+                "{label}={want}"
+            );
+        }
+        let lost = value(
+            &m1,
+            "ipvs_ebpf_events_lost_total",
+            ("kind", "new_connection"),
+        );
+        assert_eq!(lost, Some(0.0));
+
+        // Freshness: after one connection, the first collection that shows it in the eBPF
+        // series still has netlink's old value (the kernel publishes its counters every 2 s).
+        // A collection can fall just after an estimator tick: a few tries.
+        let total = |s: &[Sample], metric: &str| -> u64 {
+            s.iter()
+                .filter(|x| {
+                    x.name == metric
+                        && x.label("netns") == "host"
+                        && x.label("protocol") == "tcp"
+                        && x.label("virtual_address") == "10.0.0.1"
+                })
+                .map(|x| x.value as u64)
+                .sum()
+        };
+        let mut shown = None;
+        for attempt in 1..=5 {
+            let before = scrape()?;
+            let (e, n) = (total(&before, EBPF), total(&before, NETLINK));
+            vm.sh_ok(&tcp("10.0.0.1:80", 1))?;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let (e2, n2) = loop {
+                let s = scrape()?;
+                let e2 = total(&s, EBPF);
+                if e2 > e || std::time::Instant::now() > deadline {
+                    break (e2, total(&s, NETLINK));
+                }
+                vm.sh_ok("sleep 0.1")?;
+            };
+            eprintln!("kernel {k}: freshness try {attempt}: eBPF {e} -> {e2}, netlink {n} -> {n2}");
+            assert_eq!(
+                e2,
+                e + 1,
+                "the eBPF series counts the connection within 20 s"
+            );
+            if n2 == n {
+                shown = Some((e, e2, n, n2));
+                break;
+            }
+        }
+        let (e, e2, n, n2) = shown.context("netlink moved with eBPF in every try")?;
+        eprintln!("kernel {k}: freshness: eBPF {e} -> {e2} while netlink stayed {n} -> {n2}");
+        vm.shutdown()?;
+        Ok(())
+    })
 }

@@ -55,7 +55,7 @@ pub fn build_ebpf(opts: &EbpfOpts) -> Result<()> {
     let dir = root().join("ipvs-telemetry-ebpf");
     let mut cmd = Command::new("rustup");
     cmd.current_dir(&dir)
-        .args(["run", "nightly", "cargo", "build"]);
+        .args(["run", &crate::deps::nightly(), "cargo", "build"]);
     if opts.release {
         cmd.arg("--release");
     }

@@ -38,6 +38,57 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
 /// bpf-linker version known to build against Debian's LLVM 22 with this toolchain.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// The LLVM major version bpf-linker is built against (`--features llvm-22`). The nightly
+/// rustc that compiles the probes must emit bitcode of this LLVM: a newer one makes bpf-linker
+/// fail with `Invalid record`.
+pub const LLVM_MAJOR: u32 = 22;
+
+/// A nightly whose rustc is on LLVM 22 (rustc 1.97.0-nightly of 2026-05-19). Installed and
+/// used when the machine's `nightly` is missing or on another LLVM; `rustup toolchain install
+/// nightly` would fetch the newest nightly, which may not be.
+pub const PINNED_NIGHTLY: &str = "nightly-2026-05-20";
+
+/// The toolchain the probes are built with: `IPVS_TELEMETRY_NIGHTLY` when set, else `nightly`
+/// when its rustc is on LLVM 22, else [`PINNED_NIGHTLY`].
+pub fn nightly() -> String {
+    static NIGHTLY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NIGHTLY
+        .get_or_init(|| {
+            if let Some(t) = std::env::var("IPVS_TELEMETRY_NIGHTLY")
+                .ok()
+                .filter(|t| !t.is_empty())
+            {
+                return t;
+            }
+            if rustc_llvm_major("nightly") == Some(LLVM_MAJOR) {
+                "nightly".into()
+            } else {
+                PINNED_NIGHTLY.into()
+            }
+        })
+        .clone()
+}
+
+/// The LLVM major version of `toolchain`'s rustc, or `None` when it is not installed.
+fn rustc_llvm_major(toolchain: &str) -> Option<u32> {
+    let out = Command::new("rustup")
+        .args(["run", toolchain, "rustc", "-vV"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    parse_llvm_major(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `LLVM version: 22.1.4` in `rustc -vV` output -> 22.
+fn parse_llvm_major(vv: &str) -> Option<u32> {
+    vv.lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next())
+        .and_then(|m| m.trim().parse().ok())
+}
+
 /// Options of `cargo xtask deps`.
 #[derive(Debug, Args)]
 pub struct Opts {
@@ -78,9 +129,9 @@ fn missing_debian_packages() -> Vec<String> {
         .collect()
 }
 
-fn has_nightly_rust_src() -> bool {
+fn has_rust_src(toolchain: &str) -> bool {
     Command::new("rustup")
-        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .args(["component", "list", "--toolchain", toolchain, "--installed"])
         .stderr(Stdio::null())
         .output()
         .map(|o| {
@@ -123,13 +174,31 @@ fn find_missing() -> Vec<Missing> {
             ],
         });
     }
-    if !has_nightly_rust_src() {
-        missing.push(Missing {
-            what: "the nightly toolchain's rust-src component".into(),
-            commands: vec![
-                "rustup toolchain install nightly --profile minimal --component rust-src".into(),
-            ],
-        });
+    let nightly = nightly();
+    match rustc_llvm_major(&nightly) {
+        // Never `rustup update`/`toolchain install nightly`: that replaces the machine's nightly
+        // with the newest one, whose LLVM bpf-linker may not read.
+        Some(LLVM_MAJOR) if !has_rust_src(&nightly) => missing.push(Missing {
+            what: format!("the {nightly} toolchain's rust-src component"),
+            commands: vec![format!("rustup component add rust-src --toolchain {nightly}")],
+        }),
+        Some(LLVM_MAJOR) => {}
+        Some(other) => missing.push(Missing {
+            what: format!(
+                "a nightly toolchain on LLVM {LLVM_MAJOR} (IPVS_TELEMETRY_NIGHTLY={nightly} is on LLVM {other})"
+            ),
+            commands: vec![format!(
+                "unset IPVS_TELEMETRY_NIGHTLY; rustup toolchain install {PINNED_NIGHTLY} --profile minimal --component rust-src,rustfmt"
+            )],
+        }),
+        None => missing.push(Missing {
+            what: format!(
+                "a nightly toolchain on LLVM {LLVM_MAJOR}: {nightly} (the machine's `nightly` is missing or on another LLVM)"
+            ),
+            commands: vec![format!(
+                "rustup toolchain install {nightly} --profile minimal --component rust-src,rustfmt"
+            )],
+        }),
     }
     if !has_bpf_linker() {
         missing.push(Missing {
@@ -218,4 +287,16 @@ pub fn ensure(check_only: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_llvm_major;
+
+    #[test]
+    fn llvm_major_of_rustc_vv() {
+        let vv = "rustc 1.97.0-nightly (e50aa6fba 2026-05-19)\nbinary: rustc\nhost: x86_64-unknown-linux-gnu\nrelease: 1.97.0-nightly\nLLVM version: 22.1.4\n";
+        assert_eq!(parse_llvm_major(vv), Some(22));
+        assert_eq!(parse_llvm_major("release: 1.95.0\n"), None);
+    }
 }

@@ -101,6 +101,151 @@ fn cargo_test(tally: &mut Tally, name: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Builds the end-to-end test binaries and runs them as a pool of [`LAB_JOBS`] processes,
+/// longest first, so the machine's VM slots (`IPVS_LAB_MAX_VMS`) stay busy while short binaries
+/// come and go; `cargo test` would run the binaries one after another. Each binary's output is
+/// printed in one piece when it ends.
+fn lab_tests(tally: &mut Tally, opts: &Opts) -> Result<()> {
+    let name = "lab end-to-end tests";
+    eprintln!("\n==> {name}");
+    let t = Instant::now();
+    let out = cargo()
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "ipvs-telemetry-e2e",
+            "--no-run",
+            "--message-format=json-render-diagnostics",
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("could not start cargo")?;
+    if !out.status.success() {
+        tally.failed += 1;
+        tally.failures.push(format!("{name} (build failed)"));
+        return Ok(());
+    }
+    let mut bins = test_executables(&String::from_utf8_lossy(&out.stdout));
+    bins.sort_by_key(|b| std::cmp::Reverse(expected_weight(b)));
+    let (mut passed, mut failed) = (0u64, 0u64);
+    let queue = std::sync::Mutex::new(bins.into_iter());
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..LAB_JOBS {
+            scope.spawn(|| {
+                loop {
+                    let Some(bin) = queue.lock().map(|mut q| q.next()).ok().flatten() else {
+                        return;
+                    };
+                    let started = Instant::now();
+                    let mut cmd = Command::new(&bin);
+                    // deps made sure the lab can run: a test that finds it unusable fails
+                    // instead of skipping.
+                    cmd.current_dir(root().join("tests"))
+                        .env("IPVS_TELEMETRY_EBPF_OBJECT", ebpf_object(true))
+                        .env("IPVS_LAB_REQUIRED", "1");
+                    if let Some(f) = &opts.filter {
+                        cmd.arg(f);
+                    }
+                    if !opts.kernels.is_empty() {
+                        cmd.env("IPVS_LAB_KERNELS", opts.kernels.join(","));
+                    }
+                    let out = cmd.output();
+                    let short = bin.file_name().map(|n| n.to_string_lossy().into_owned());
+                    let short = short.unwrap_or_default();
+                    let (ok, text) = match out {
+                        Ok(o) => (
+                            o.status.success(),
+                            format!(
+                                "{}{}",
+                                String::from_utf8_lossy(&o.stdout),
+                                String::from_utf8_lossy(&o.stderr)
+                            ),
+                        ),
+                        Err(e) => (false, format!("could not start {}: {e}", bin.display())),
+                    };
+                    let (p, f) = text
+                        .lines()
+                        .filter_map(parse_result_line)
+                        .fold((0, 0), |a, r| (a.0 + r.0, a.1 + r.1));
+                    println!(
+                        "\n--- {short} ({} passed, {} failed, {:.0?})\n{text}",
+                        p,
+                        f,
+                        started.elapsed()
+                    );
+                    if let Ok(mut r) = results.lock() {
+                        r.push((short, ok, p, f));
+                    }
+                }
+            });
+        }
+    });
+    for (bin, ok, p, f) in results.into_inner().unwrap_or_default() {
+        passed += p;
+        failed += f;
+        if f > 0 {
+            tally.failures.push(format!("{name}: {bin} ({f} failed)"));
+        } else if !ok {
+            // A crashed binary reports no result line: count it as one failure.
+            failed += 1;
+            tally
+                .failures
+                .push(format!("{name}: {bin} (exited without a result)"));
+        }
+    }
+    tally.passed += passed;
+    tally.failed += failed;
+    eprintln!(
+        "==> {name}: {passed} passed, {failed} failed in {:.1?}",
+        t.elapsed()
+    );
+    Ok(())
+}
+
+/// End-to-end test binaries run at once. At most `IPVS_LAB_MAX_VMS` VMs run machine-wide
+/// whatever this is; a third binary makes sure a slot freed by one is taken at once.
+const LAB_JOBS: usize = 3;
+
+/// The test executables of `cargo test --no-run --message-format=json` output.
+fn test_executables(json_lines: &str) -> Vec<std::path::PathBuf> {
+    json_lines
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains("\"test\":true"))
+        .filter_map(|l| {
+            let rest = &l[l.find("\"executable\":\"")? + "\"executable\":\"".len()..];
+            Some(std::path::PathBuf::from(&rest[..rest.find('"')?]))
+        })
+        .collect()
+}
+
+/// Rough relative run time of a test binary (its file name starts with the test's name), so
+/// the long ones start first.
+fn expected_weight(bin: &std::path::Path) -> u32 {
+    let name = bin
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    const WEIGHTS: &[(&str, u32)] = &[
+        ("swarm-", 10),
+        ("ebpf-", 9),
+        ("daemon-", 8),
+        ("dashboard-", 7),
+        ("capabilities-", 6),
+        ("netns-", 5),
+        ("latency-", 5),
+        ("netlink-", 4),
+        ("lab-", 3),
+        ("ops-", 2),
+    ];
+    WEIGHTS
+        .iter()
+        .find(|(prefix, _)| name.starts_with(prefix))
+        .map(|(_, w)| *w)
+        .unwrap_or(1)
+}
+
 /// Parses libtest's `test result: ok. 3 passed; 1 failed; ...`.
 fn parse_result_line(line: &str) -> Option<(u64, u64)> {
     let rest = line.trim().strip_prefix("test result: ")?;
@@ -135,7 +280,14 @@ pub fn run(opts: &Opts) -> Result<()> {
         "cargo fmt --check (probes)",
         Command::new("rustup")
             .current_dir(root().join("ipvs-telemetry-ebpf"))
-            .args(["run", "nightly", "cargo", "fmt", "--", "--check"])
+            .args([
+                "run",
+                &crate::deps::nightly(),
+                "cargo",
+                "fmt",
+                "--",
+                "--check",
+            ])
             .env_remove("RUSTUP_TOOLCHAIN"),
     );
 
@@ -183,23 +335,7 @@ pub fn run(opts: &Opts) -> Result<()> {
                     "ipvs-lab-tools",
                 ]),
             );
-            let mut cmd = cargo();
-            // --no-fail-fast: one failing test binary must not hide the results of the others.
-            cmd.args([
-                "test",
-                "--no-fail-fast",
-                "--release",
-                "--package",
-                "ipvs-telemetry-e2e",
-                "--",
-            ]);
-            if let Some(f) = &opts.filter {
-                cmd.arg(f);
-            }
-            if !opts.kernels.is_empty() {
-                cmd.env("IPVS_LAB_KERNELS", opts.kernels.join(","));
-            }
-            cargo_test(&mut tally, "lab end-to-end tests", &mut cmd)?;
+            lab_tests(&mut tally, opts)?;
         }
     }
 
@@ -218,6 +354,23 @@ pub fn run(opts: &Opts) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::parse_result_line;
+
+    #[test]
+    fn executables_of_cargo_json() {
+        let json = concat!(
+            r#"{"reason":"compiler-artifact","package_id":"x","profile":{"opt_level":"3","test":true},"executable":"/t/release/deps/swarm-1234"}"#,
+            "\n",
+            r#"{"reason":"compiler-artifact","package_id":"y","profile":{"opt_level":"3","test":false},"executable":null}"#,
+            "\n",
+            r#"{"reason":"build-finished","success":true}"#,
+        );
+        let bins = super::test_executables(json);
+        assert_eq!(
+            bins,
+            vec![std::path::PathBuf::from("/t/release/deps/swarm-1234")]
+        );
+        assert!(super::expected_weight(&bins[0]) > super::expected_weight("/t/ops-9".as_ref()));
+    }
 
     #[test]
     fn result_lines() {

@@ -298,6 +298,21 @@ impl RawKey {
     }
 }
 
+/// What the latest netlink snapshot says about a tracked key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// The key's destination (or service) is in it.
+    Present,
+    /// Not in it; its namespace was read (or found unselected) from `read_at_ns` on
+    /// (`CLOCK_MONOTONIC`).
+    Absent {
+        /// When the read of the key's namespace began.
+        read_at_ns: u64,
+    },
+    /// Nothing known this time (the namespace could not be read): the key is kept as it is.
+    Unknown,
+}
+
 /// State of one destination.
 #[derive(Debug, Clone)]
 pub struct DestState {
@@ -390,7 +405,8 @@ impl Aggregator {
         e: &Event,
     ) -> Option<&'a mut DestState> {
         let key = RawKey::of_event(e, granularity);
-        if !map.contains_key(&key) && map.len() >= max {
+        // The length first: a second lookup only once the cap is reached.
+        if map.len() >= max && !map.contains_key(&key) {
             *overflow += 1;
             return None;
         }
@@ -482,22 +498,30 @@ impl Aggregator {
     }
 
     /// Closes windows that ended before `now_ns`, forgets destinations absent from two
-    /// consecutive netlink snapshots (`present` says whether a key is in the current one;
-    /// `None` keeps the key unconditionally, e.g. when its namespace could not be read), and
+    /// consecutive netlink snapshots (`seen` says what the current one holds of a key), and
     /// returns every remaining destination's values. Resets the peaks.
+    ///
+    /// An absence only counts when the netlink read began after the key's last connection: a
+    /// destination (or namespace) that appeared while or after its namespace was read keeps
+    /// its counts until a later read can show it.
     pub fn collect(
         &mut self,
         now_ns: u64,
-        mut present: impl FnMut(&RawKey) -> Option<bool>,
+        mut seen: impl FnMut(&RawKey) -> Seen,
     ) -> Vec<(RawKey, DestValues)> {
         let secs = self.window_ns as f64 / 1e9;
         let mut out = Vec::with_capacity(self.map.len());
-        self.map.retain(|k, d| match present(k) {
-            Some(false) if d.missing => false,
-            p => {
-                d.missing = p == Some(false);
+        self.map.retain(|k, d| match seen(k) {
+            Seen::Present => {
+                d.missing = false;
                 true
             }
+            Seen::Absent { read_at_ns } if read_at_ns > d.last_ts => {
+                let forget = d.missing;
+                d.missing = true;
+                !forget
+            }
+            Seen::Absent { .. } | Seen::Unknown => true,
         });
         for (k, d) in &mut self.map {
             if d.count > 0 && now_ns >= d.win_start.saturating_add(self.window_ns) {
@@ -568,7 +592,7 @@ mod tests {
                 a.record(&event(1_000 * MS + burst * 1_000 * MS + i * MS, 8080));
             }
         }
-        let out = a.collect(10_000 * MS, |_| Some(true));
+        let out = a.collect(10_000 * MS, |_| Seen::Present);
         assert_eq!(out.len(), 1);
         let v = &out[0].1;
         assert_eq!(v.count, 50);
@@ -588,7 +612,7 @@ mod tests {
         assert_eq!(bucket(&v.interarrival, 1.0), 49);
         assert!((v.interarrival.sum - (45.0 * 0.001 + 4.0 * 0.991)).abs() < 1e-9);
         // The peak resets at each collection.
-        let again = a.collect(20_000 * MS, |_| Some(true));
+        let again = a.collect(20_000 * MS, |_| Seen::Present);
         assert_eq!(again[0].1.peak_rate, 0.0);
         assert_eq!(again[0].1.count, 50);
         // Every window from 10 s to 20 s was idle: 100 more observations of 0/s.
@@ -609,7 +633,7 @@ mod tests {
             e.value_ns = v;
             a.record_event(&e);
         }
-        let out = a.collect(3 * MS, |_| Some(true));
+        let out = a.collect(3 * MS, |_| Seen::Present);
         assert_eq!(out.len(), 1);
         let v = &out[0].1;
         assert_eq!(v.count, 1, "first responses are not connections");
@@ -643,13 +667,13 @@ mod tests {
         for i in 0..3 {
             a.record(&event(5_000 * MS + i * 10 * MS, 1));
         }
-        let v = &a.collect(5_500 * MS, |_| Some(true))[0].1;
+        let v = &a.collect(5_500 * MS, |_| Seen::Present)[0].1;
         assert_eq!(v.rate.count, 0, "window still open");
         assert!(
             (v.peak_rate - 3.0).abs() < 1e-9,
             "open window counts towards the peak"
         );
-        let v = &a.collect(6_000 * MS, |_| Some(true))[0].1;
+        let v = &a.collect(6_000 * MS, |_| Seen::Present)[0].1;
         assert_eq!(v.rate.count, 1);
         assert_eq!(bucket(&v.rate, 2.0), 0);
         assert_eq!(bucket(&v.rate, 5.0), 1);
@@ -664,7 +688,7 @@ mod tests {
         a.record(&event(4 * MS, 1));
         assert_eq!(a.len(), 2);
         assert_eq!(a.overflow, 1);
-        let out = a.collect(5 * MS, |_| Some(true));
+        let out = a.collect(5 * MS, |_| Seen::Present);
         let counts: Vec<u64> = out.iter().map(|(_, v)| v.count).collect();
         assert_eq!(counts, vec![2, 1]);
         let key = out[0].0.to_model().unwrap();
@@ -684,7 +708,7 @@ mod tests {
         let mut a = Aggregator::new(Granularity::Service, Duration::from_millis(100), 10);
         a.record(&event(MS, 1));
         a.record(&event(2 * MS, 2));
-        let out = a.collect(3 * MS, |_| Some(true));
+        let out = a.collect(3 * MS, |_| Seen::Present);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].1.count, 2);
         assert_eq!(out[0].0.to_model().unwrap().destination, None);
@@ -707,14 +731,54 @@ mod tests {
             Some(dest),
             Granularity::Destination,
         );
-        let only_fw = |k: &RawKey| Some(*k == fw_key);
-        assert_eq!(a.collect(2 * MS, only_fw).len(), 2, "one miss is tolerated");
-        let out = a.collect(3 * MS, only_fw);
+        let only_fw = |read_at_ns| {
+            move |k: &RawKey| {
+                if *k == fw_key {
+                    Seen::Present
+                } else {
+                    Seen::Absent { read_at_ns }
+                }
+            }
+        };
+        // Reads that began before the last connection (at 1 ms) never count as misses.
+        assert_eq!(a.collect(2 * MS, only_fw(MS / 2)).len(), 2);
+        assert_eq!(a.collect(3 * MS, only_fw(MS)).len(), 2);
+        assert_eq!(
+            a.collect(4 * MS, only_fw(2 * MS)).len(),
+            2,
+            "one miss is tolerated"
+        );
+        // Present again: the count of misses starts over.
+        assert_eq!(a.collect(5 * MS, |_| Seen::Present).len(), 2);
+        assert_eq!(a.collect(6 * MS, only_fw(5 * MS)).len(), 2);
+        let out = a.collect(7 * MS, only_fw(6 * MS));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, fw_key);
-        // None (namespace unreadable) never forgets.
-        assert_eq!(a.collect(4 * MS, |_| None).len(), 1);
-        assert_eq!(a.collect(5 * MS, |_| None).len(), 1);
+        // Unknown (namespace unreadable) never forgets.
+        assert_eq!(a.collect(8 * MS, |_| Seen::Unknown).len(), 1);
+        assert_eq!(a.collect(9 * MS, |_| Seen::Unknown).len(), 1);
+    }
+
+    #[test]
+    fn a_destination_costs_under_one_kib() {
+        // docs/ebpf.md promises under 100 MB for the default 100,000 destinations.
+        let entry = std::mem::size_of::<(RawKey, DestState)>();
+        assert!(entry <= 1024, "{entry} bytes per destination");
+    }
+
+    #[test]
+    fn connections_newer_than_the_netlink_read_are_kept() {
+        // A destination added after its namespace was read: its connections arrive between the
+        // read and the collection, every time, until a read shows it.
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
+        for i in 1..=5u64 {
+            a.record(&event(i * 10 * MS, 8080));
+            let out = a.collect(i * 10 * MS + MS, |_| Seen::Absent {
+                read_at_ns: i * 10 * MS - MS,
+            });
+            assert_eq!(out.len(), 1, "collection {i}");
+            assert_eq!(out[0].1.count, i);
+        }
     }
 
     #[test]

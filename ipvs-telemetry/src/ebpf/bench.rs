@@ -46,7 +46,7 @@ pub fn bench_events_per_second(destinations: u16, events: u64) -> String {
     }
     let secs = start.elapsed().as_secs_f64();
     let total: u64 = a
-        .collect(u64::MAX / 2, |_| Some(true))
+        .collect(u64::MAX / 2, |_| super::aggregate::Seen::Present)
         .iter()
         .map(|(_, v)| v.count)
         .sum();

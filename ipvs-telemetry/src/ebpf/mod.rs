@@ -23,7 +23,7 @@ use ipvs_telemetry_common::KINDS;
 
 use crate::cli::{EbpfMode, Granularity, ServeOpts};
 use crate::model::{EbpfSeries, EbpfSnapshot, Snapshot};
-use aggregate::{Aggregator, RawKey};
+use aggregate::{Aggregator, RawKey, Seen};
 use loader::{Attached, Failure};
 
 /// Label values of the `kind` label of the event counters, indexed by event kind.
@@ -138,27 +138,33 @@ impl Ebpf {
         Ok(ebpf)
     }
 
-    /// The current series; destinations absent from `netlink` (twice in a row: a destination
-    /// added between the netlink read and this call is kept) are forgotten.
+    /// The current series; destinations absent from `netlink` (twice in a row, in reads that
+    /// began after their last connection) are forgotten.
     pub fn snapshot(&self, netlink: &Snapshot) -> EbpfSnapshot {
         let present = presence(netlink, self.granularity);
         self.snapshot_with(|k| {
-            if !present.readable.contains(&k.netns()) {
-                // Namespace unreadable this time: keep; not selected at all: forget.
-                return if present.unreadable.contains(&k.netns()) {
-                    None
-                } else {
-                    Some(false)
-                };
+            if present.keys.contains(k) {
+                return Seen::Present;
             }
-            Some(present.keys.contains(k))
+            match present.namespaces.get(&k.netns()) {
+                Some(Some(read_at_ns)) => Seen::Absent {
+                    read_at_ns: *read_at_ns,
+                },
+                // Namespace unreadable this time: keep.
+                Some(None) => Seen::Unknown,
+                // Not selected (or not discovered yet, in which case it is newer than this
+                // collection's start).
+                None => Seen::Absent {
+                    read_at_ns: present.started_ns,
+                },
+            }
         })
     }
 
     /// Every tracked series without the netlink join (nothing is forgotten): for diagnostics
     /// (`examples/ebpf-dump.rs`) and tests.
     pub fn snapshot_all(&self) -> EbpfSnapshot {
-        self.snapshot_with(|_| None)
+        self.snapshot_with(|_| Seen::Unknown)
     }
 
     /// State of the optional first-response probes: `attached`, `not attached` (the connection
@@ -167,7 +173,7 @@ impl Ebpf {
         lock(&self.shared).first_response.clone()
     }
 
-    fn snapshot_with(&self, present: impl FnMut(&RawKey) -> Option<bool>) -> EbpfSnapshot {
+    fn snapshot_with(&self, present: impl FnMut(&RawKey) -> Seen) -> EbpfSnapshot {
         let now = monotonic_ns();
         let mut st = lock(&self.shared);
         let lost_now = st.lost.as_ref().map(loader::read_lost).unwrap_or_default();
@@ -211,23 +217,34 @@ impl Ebpf {
 /// Which keys and namespaces a netlink snapshot holds.
 struct Presence {
     keys: std::collections::HashSet<RawKey>,
-    readable: std::collections::HashSet<u32>,
-    unreadable: std::collections::HashSet<u32>,
+    /// Each namespace read (by inode): when its read began (`CLOCK_MONOTONIC` ns), or `None`
+    /// when it could not be read.
+    namespaces: std::collections::HashMap<u32, Option<u64>>,
+    /// When the earliest read began (now when there was none).
+    started_ns: u64,
 }
 
 fn presence(netlink: &Snapshot, granularity: Granularity) -> Presence {
+    // Namespace reads are stamped with the wall clock; events with the monotonic one.
+    let (mono_now, wall_now) = (monotonic_ns(), std::time::SystemTime::now());
+    let to_mono = |t: std::time::SystemTime| {
+        let ago = wall_now.duration_since(t).unwrap_or_default().as_nanos() as u64;
+        mono_now.saturating_sub(ago)
+    };
     let mut p = Presence {
         keys: Default::default(),
-        readable: Default::default(),
-        unreadable: Default::default(),
+        namespaces: Default::default(),
+        started_ns: mono_now,
     };
     for ns in &netlink.namespaces {
         let inode = ns.netns.inode;
+        let read_at = to_mono(ns.timestamp);
+        p.started_ns = p.started_ns.min(read_at);
         let Ok(ipvs) = &ns.ipvs else {
-            p.unreadable.insert(inode as u32);
+            p.namespaces.insert(inode as u32, None);
             continue;
         };
-        p.readable.insert(inode as u32);
+        p.namespaces.insert(inode as u32, Some(read_at));
         for svc in &ipvs.services {
             p.keys.insert(RawKey::of_netlink(
                 inode,
