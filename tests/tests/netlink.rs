@@ -66,6 +66,7 @@ ipvsadm -a -t 10.0.0.2:80 -r 10.1.0.4:80 -i
 /// the first destination.
 const MANY_SERVICES: usize = 320;
 const SETUP_MANY: &str = r#"
+set -e
 busybox awk -v n=320 'BEGIN {
   for (i = 0; i < n; i++) {
     k = i % 4
@@ -73,18 +74,24 @@ busybox awk -v n=320 'BEGIN {
     else if (k == 1) s = sprintf("-u 10.2.%d.%d:%d", int(i / 200), i % 200 + 1, 2000 + i)
     else if (k == 2) s = sprintf("-t [fd00:2::%x]:%d", i + 1, 3000 + i)
     else s = sprintf("-f %d", 1000 + i)
-    sched = (i % 3 == 0) ? "rr" : ((i % 3 == 1) ? "wrr" : "lc")
+    sched = "lc"
+    if (i % 3 == 0) sched = "rr"
+    if (i % 3 == 1) sched = "wrr"
     print "-A " s " -s " sched
     for (d = 1; d <= i % 5; d++) {
       if (k == 2) r = sprintf("[fd00:3::%x:%x]:80", i + 1, d)
       else if (k == 3) r = sprintf("10.3.%d.%d", i % 200 + 1, d)
       else r = sprintf("10.3.%d.%d:%d", i % 200 + 1, d, 8000 + d)
-      fwd = (d % 2 == 1 && k != 3) ? "-m" : "-g"
-      printf "-a %s -r %s %s -w %d -x %d -y %d
-", s, r, fwd, (i * d) % 7, (d == 1) ? 100 + i : 0, (d == 1) ? 10 : 0
+      fwd = "-g"
+      if (d % 2 == 1 && k != 3) fwd = "-m"
+      x = 0
+      y = 0
+      if (d == 1) { x = 100 + i; y = 10 }
+      print "-a " s " -r " r " " fwd " -w " ((i * d) % 7) " -x " x " -y " y
     }
   }
 }' > /tmp/many
+test $(wc -l < /tmp/many) -gt 320
 ipvsadm -R < /tmp/many
 "#;
 
