@@ -6,8 +6,8 @@
 //!
 //! Each run opens a fresh [`Client`] (as a new process would: socket, family lookup) and reads
 //! version, timeouts, every service and every destination with `read_state` — the daemon's
-//! collection, without any output. `--sockets 1` forces the single-socket path (the default lets
-//! the client spread destination dumps over up to 4 sockets). Prints one line per run: wall
+//! collection, without any output. `--sockets N` lets the client spread the destination dumps
+//! over up to N sockets (default 4, at most 4; the daemon uses 1). Prints one line per run: wall
 //! time, and the process's CPU time (user, system; every thread, from `getrusage`) spent in it.
 //! Needs IPVS with services (run it in the lab VM: `cargo xtask bench netlink`).
 

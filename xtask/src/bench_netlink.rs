@@ -4,9 +4,9 @@
 //! max) as BENCHMARKS.md table rows.
 //!
 //! - A: one collection by the client (`netlink_collect` example: a fresh `Client`, `read_state`,
-//!   no output), destination dumps spread over up to 4 sockets; wall and CPU time measured in
-//!   the process around the collection itself.
-//! - A1: the same on one socket (`--sockets 1`).
+//!   no output), destination dumps spread over up to 4 sockets (`Client::set_max_sockets`, off
+//!   in the daemon); wall and CPU time measured in the process around the collection itself.
+//! - A1: the same on one socket (`--sockets 1`): the daemon's collection.
 //! - S: the whole `ipvs-telemetry snapshot --format table` process (ipvsadm's output, printed).
 //! - B: the whole `ipvsadm -Ln --stats --exact` process.
 //!
@@ -26,8 +26,14 @@ const DESTS: usize = 5;
 
 /// The four timed commands, by label: what the table calls them.
 const COMMANDS: [(&str, &str); 4] = [
-    ("A", "A: collection, `read_state` (up to 4 sockets)"),
-    ("A1", "A1: collection, `read_state` on 1 socket"),
+    (
+        "A",
+        "A: collection, `read_state`, dumps over up to 4 sockets (opt-in)",
+    ),
+    (
+        "A1",
+        "A1: collection, `read_state` on 1 socket (the daemon's)",
+    ),
     (
         "S",
         "S: `ipvs-telemetry snapshot --format table` (whole process)",

@@ -9,9 +9,11 @@
 //! Per request the happy path costs two system calls: `send`, then one `recvmmsg` that takes the
 //! reply and the dump's `NLMSG_DONE` together (the kernel builds the next part of a dump while
 //! the previous one is being read, so both are queued by then); `poll` only runs when nothing is
-//! queued yet. A namespace with many services has its destination dumps spread over a few extra
-//! sockets of the same namespace, each read on its own short-lived thread (see
-//! [`Client::read_state`]).
+//! queued yet. On request ([`Client::set_max_sockets`]), a namespace with many services has its
+//! destination dumps spread over a few extra sockets of the same namespace, each read on its
+//! own short-lived thread. It is off by default: the kernel runs every IPVS generic-netlink
+//! request under one global lock (the family is not `parallel_ops`), so in the lab the extra
+//! threads gained no wall time and doubled the CPU time (BENCHMARKS.md).
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -43,7 +45,8 @@ const MAX_ATTEMPTS: usize = 4;
 const DUMP_DIR_ENV: &str = "IPVS_TELEMETRY_NETLINK_DUMP_DIR";
 /// Datagrams one receive call takes: a dump part and the next one (often `NLMSG_DONE`).
 const BATCH: usize = 2;
-/// Fewer services than this have their destinations dumped on the client's own socket only.
+/// Fewer services than this have their destinations dumped on the client's own socket only
+/// (when more sockets are allowed at all).
 pub const PARALLEL_MIN_SERVICES: usize = 128;
 /// Most sockets (threads) one collection dumps destinations with.
 const MAX_SOCKETS: usize = 4;
@@ -228,13 +231,16 @@ impl Client {
             dump_dir: std::env::var_os(DUMP_DIR_ENV).map(PathBuf::from),
             dumped: 0,
             dirty: false,
-            max_sockets: MAX_SOCKETS,
+            max_sockets: 1,
             helpers: Vec::new(),
         })
     }
 
-    /// Sets the most sockets the destination dumps may use (1: only this one). The default is
-    /// 4; the process never runs more than `min(CPUs, 4) - 1` extra dump threads in total.
+    /// Sets the most sockets the destination dumps may use (at most 4). The default, 1, dumps
+    /// on this socket only; with more, a namespace of [`PARALLEL_MIN_SERVICES`] services or more
+    /// spreads its dumps over extra sockets, and the process never runs more than
+    /// `min(CPUs, 4) - 1` extra dump threads in total. Measured in the lab: no faster, twice
+    /// the CPU time (the kernel serialises IPVS requests), so only for experiments.
     pub fn set_max_sockets(&mut self, sockets: usize) {
         self.max_sockets = sockets.clamp(1, MAX_SOCKETS);
         self.helpers.truncate(self.max_sockets - 1);
@@ -242,10 +248,11 @@ impl Client {
 
     /// Reads version, timeouts, services and their destinations.
     ///
-    /// From [`PARALLEL_MIN_SERVICES`] services on, the destination dumps are shared by this
-    /// socket and extra sockets opened in the calling thread's namespace, each read on a
-    /// short-lived thread; the result is the same as one socket's: the services in dump order,
-    /// each with its destinations, or the error of the first service (in dump order) that failed.
+    /// With [`set_max_sockets`](Self::set_max_sockets) above 1 and from
+    /// [`PARALLEL_MIN_SERVICES`] services on, the destination dumps are shared by this socket and
+    /// extra sockets opened in the calling thread's namespace, each read on a short-lived
+    /// thread; the result is the same as one socket's: the services in dump order, each with its
+    /// destinations, or the error of the first service (in dump order) that failed.
     pub fn read_state(&mut self) -> Result<IpvsState, Error> {
         let info = self.info()?;
         let timeouts = self.timeouts()?;

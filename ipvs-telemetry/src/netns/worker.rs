@@ -223,8 +223,7 @@ fn open_namespace(path: &Path, identity: Identity) -> Result<File, CollectFailur
 struct State {
     name: String,
     config: Arc<WorkerConfig>,
-    /// The namespace's IPVS client, kept open between polls (one socket per namespace, plus up
-    /// to 3 for the destination dumps of a namespace with many services, opened on this thread).
+    /// The namespace's IPVS client, kept open between polls (one socket per namespace).
     ipvs: Option<crate::netlink::Client>,
     links: Option<LinkSocket>,
     /// Published ports of fwmark services, by family, and the fwmark set they were read for.
