@@ -59,6 +59,41 @@ ipvsadm -A -t 10.0.0.2:80 -s rr
 ipvsadm -a -t 10.0.0.2:80 -r 10.1.0.4:80 -i
 "#;
 
+/// Generated services, so the comparison with ipvsadm covers a collection at scale (hundreds of
+/// destination dumps, multi-datagram service dumps): TCP and UDP over IPv4, TCP over IPv6, IPv4
+/// fwmark services; rr, wrr, lc; 0 to 4 destinations each, masq and route, weights 0 to 6,
+/// thresholds on the first destination.
+const MANY_SERVICES: usize = 320;
+const SETUP_MANY: &str = r#"
+set -e
+busybox awk -v n=320 'BEGIN {
+  for (i = 0; i < n; i++) {
+    k = i % 4
+    if (k == 0) s = sprintf("-t 10.2.%d.%d:%d", int(i / 200), i % 200 + 1, 1000 + i)
+    else if (k == 1) s = sprintf("-u 10.2.%d.%d:%d", int(i / 200), i % 200 + 1, 2000 + i)
+    else if (k == 2) s = sprintf("-t [fd00:2::%x]:%d", i + 1, 3000 + i)
+    else s = sprintf("-f %d", 1000 + i)
+    sched = "lc"
+    if (i % 3 == 0) sched = "rr"
+    if (i % 3 == 1) sched = "wrr"
+    print "-A " s " -s " sched
+    for (d = 1; d <= i % 5; d++) {
+      if (k == 2) r = sprintf("[fd00:3::%x:%x]:80", i + 1, d)
+      else if (k == 3) r = sprintf("10.3.%d.%d", i % 200 + 1, d)
+      else r = sprintf("10.3.%d.%d:%d", i % 200 + 1, d, 8000 + d)
+      fwd = "-g"
+      if (d % 2 == 1 && k != 3) fwd = "-m"
+      x = 0
+      y = 0
+      if (d == 1) { x = 100 + i; y = 10 }
+      print "-a " s " -r " r " " fwd " -w " ((i * d) % 7) " -x " x " -y " y
+    }
+  }
+}' > /tmp/many
+test $(wc -l < /tmp/many) -gt 320
+ipvsadm -R < /tmp/many
+"#;
+
 /// Tunnel destinations with GUE, where the kernel and ipvsadm have it.
 const SETUP_GUE: &str =
     "ipvsadm -a -t 10.0.0.2:80 -r 10.1.0.5:80 -i --tun-type gue --tun-port 6080 -w 2";
@@ -86,6 +121,7 @@ fn snapshot_matches_ipvsadm() -> Result<()> {
     for_each_kernel(|k| {
         let vm = Vm::boot(VmConfig::new(k).with_daemon())?;
         vm.sh_ok(SETUP)?;
+        vm.sh_ok(SETUP_MANY)?;
         let gue = vm.sh(SETUP_GUE)?.success();
         eprintln!("kernel {k}: gue tunnel destinations: {gue}");
         start_backends(&vm)?;
@@ -275,7 +311,7 @@ fn compare(json: &Value, tables: &[String], gue: bool) -> Result<()> {
     let services = state["services"].as_array().context("services")?;
     ensure!(services.len() == plain.services.len(), "service count");
     ensure!(
-        services.len() >= 10,
+        services.len() >= 10 + MANY_SERVICES,
         "scenario incomplete: {} services",
         services.len()
     );

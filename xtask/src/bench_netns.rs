@@ -7,12 +7,10 @@
 //! (worker threads started) and 20 more, after letting the kernel settle for 15 s. Prints a
 //! BENCHMARKS.md table.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ipvs_lab::{Kernel, Vm, VmConfig, paths};
+use ipvs_lab::{Kernel, Vm, VmConfig};
 
 /// Namespace counts and services per namespace of the scenario.
 const COUNTS: &[usize] = &[1, 50, 200];
@@ -38,7 +36,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if kernels.is_empty() {
         kernels = Kernel::all().to_vec();
     }
-    let example = build_example()?;
+    let example = crate::bench::build_example("netns_collect")?;
     println!(
         "| kernel | namespaces × services | first collection (ms) | median / max of 20 (ms) | per namespace (µs) | mean time inside one namespace (µs) | `ipvsadm -Ln` in one namespace (ms) |"
     );
@@ -75,29 +73,4 @@ pub fn run(args: &[String]) -> Result<()> {
         vm.shutdown()?;
     }
     Ok(())
-}
-
-/// Builds the example in release mode and returns its path.
-fn build_example() -> Result<PathBuf> {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(paths::repo_root()).args([
-        "build",
-        "--release",
-        "--package",
-        "ipvs-telemetry",
-        "--example",
-        "netns_collect",
-    ]);
-    if std::env::var_os("IPVS_TELEMETRY_EBPF_OBJECT").is_none() {
-        let obj = paths::repo_root()
-            .join("ipvs-telemetry-ebpf/target/bpfel-unknown-none/release/ipvs-telemetry-ebpf");
-        if obj.is_file() {
-            cmd.env("IPVS_TELEMETRY_EBPF_OBJECT", obj);
-        }
-    }
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed");
-    }
-    Ok(paths::target_dir().join("release/examples/netns_collect"))
 }

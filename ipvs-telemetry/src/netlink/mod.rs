@@ -2,7 +2,8 @@
 //!
 //! The codec (`message`, `service`, `dest`, `stats`, `daemon`) is faithful to the wire of the
 //! kernel's `include/uapi/linux/ip_vs.h`: every attribute has a variant, unknown ones are kept as
-//! `Other`. `typed` builds [`model`](crate::model) values from it. `socket` is the only file that
+//! `Other`. `typed` builds [`model`](crate::model) values from it; `fast` decodes destination replies
+//! straight into the model on the client's hot path (falling back to the codec). `socket` is the only file that
 //! does I/O: a [`Client`] in the namespace it was opened in, that never loads ip_vs and can only
 //! send GET requests.
 
@@ -10,6 +11,7 @@ mod ctrl;
 mod daemon;
 mod dest;
 mod error;
+mod fast;
 mod message;
 mod service;
 mod socket;
@@ -58,7 +60,8 @@ fn parse_nested<'a, T>(
     value: &'a [u8],
     parse: impl Fn(&NlaBuffer<&'a [u8]>) -> Result<T, DecodeError>,
 ) -> Result<Vec<T>, DecodeError> {
-    let mut out = Vec::new();
+    // One allocation: count first (a walk over the attribute headers).
+    let mut out = Vec::with_capacity(NlasIterator::new(value).count());
     for nla in NlasIterator::new(value) {
         out.push(parse(&nla?)?);
     }

@@ -5,10 +5,21 @@
 //! and port id of every reply (replies to an earlier, timed-out request are dropped), restarts a
 //! dump the kernel marks `NLM_F_DUMP_INTR`, and grows the receive buffer (≥ 32 KiB) and restarts
 //! when a datagram did not fit (`MSG_TRUNC`). Only GET requests exist in this API.
+//!
+//! Per request the happy path costs two system calls: `send`, then one `recvmmsg` that takes the
+//! reply and the dump's `NLMSG_DONE` together (the kernel builds the next part of a dump while
+//! the previous one is being read, so both are queued by then); `poll` only runs when nothing is
+//! queued yet. On request ([`Client::set_max_sockets`]), a namespace with many services has its
+//! destination dumps spread over a few extra sockets of the same namespace, each read on its
+//! own short-lived thread. It is off by default: the kernel runs every IPVS generic-netlink
+//! request under one global lock (the family is not `parallel_ops`), so in the lab the extra
+//! threads gained no wall time and doubled the CPU time (BENCHMARKS.md).
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::NLM_F_DUMP_INTR;
@@ -21,6 +32,7 @@ use crate::model::{
 use super::ctrl;
 use super::daemon::IpvsDaemonAttribute;
 use super::error::Error;
+use super::fast;
 use super::message::{IPVS_GENL_NAME, IpvsAttribute, IpvsCmd, IpvsMessage};
 use super::service::IpvsServiceAttribute;
 use super::wire::{self, Kind, Part};
@@ -31,6 +43,59 @@ const MIN_RECV_BUFFER: usize = 32 * 1024;
 const MAX_ATTEMPTS: usize = 4;
 /// Hidden: a directory where every received datagram is written (fixture capture).
 const DUMP_DIR_ENV: &str = "IPVS_TELEMETRY_NETLINK_DUMP_DIR";
+/// Datagrams one receive call takes: a dump part and the next one (often `NLMSG_DONE`).
+const BATCH: usize = 2;
+/// Fewer services than this have their destinations dumped on the client's own socket only
+/// (when more sockets are allowed at all).
+pub const PARALLEL_MIN_SERVICES: usize = 128;
+/// Most sockets (threads) one collection dumps destinations with.
+const MAX_SOCKETS: usize = 4;
+
+/// Extra dump threads running now in the whole process, against [`helper_limit`]: namespaces
+/// collected at the same time share it, so the process never runs more than
+/// `min(CPUs, 4) - 1` of them.
+static HELPERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// Most extra dump threads in the process: `min(available CPUs, 4) - 1`.
+fn helper_limit() -> usize {
+    static LIMIT: OnceLock<usize> = OnceLock::new();
+    *LIMIT.get_or_init(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cpus.min(MAX_SOCKETS) - 1
+    })
+}
+
+/// Extra dump threads taken from the process-wide budget; given back on drop.
+struct HelperLease(usize);
+
+impl HelperLease {
+    /// Takes up to `want` threads, fewer (maybe none) when others hold the budget.
+    fn take(want: usize) -> HelperLease {
+        let limit = helper_limit();
+        let mut current = HELPERS_RUNNING.load(Ordering::Relaxed);
+        loop {
+            let granted = want.min(limit.saturating_sub(current));
+            if granted == 0 {
+                return HelperLease(0);
+            }
+            match HELPERS_RUNNING.compare_exchange_weak(
+                current,
+                current + granted,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return HelperLease(granted),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+impl Drop for HelperLease {
+    fn drop(&mut self) {
+        HELPERS_RUNNING.fetch_sub(self.0, Ordering::AcqRel);
+    }
+}
 
 /// The GET requests the client can send; nothing else is representable.
 #[derive(Debug, Clone, Copy)]
@@ -128,12 +193,22 @@ pub struct Client {
     sequence: u32,
     family: Option<u16>,
     timeout: Duration,
+    /// `BATCH` slots of `slot` bytes each.
     recv_buf: Vec<u8>,
+    slot: usize,
     send_buf: Vec<u8>,
     dump_dir: Option<PathBuf>,
     dumped: u64,
     dirty: bool,
+    /// Most sockets for the destination dumps, this one included.
+    max_sockets: usize,
+    /// Extra sockets of the same namespace, opened on first use and kept.
+    helpers: Vec<Client>,
 }
+
+/// The destinations read by one thread: (service index, destinations), or the first failure
+/// (service index, error).
+type Share = Result<Vec<(usize, Vec<Destination>)>, (usize, Error)>;
 
 impl Client {
     /// Opens a socket in the calling thread's current network namespace. Sends nothing.
@@ -150,27 +225,160 @@ impl Client {
             sequence: 0,
             family: None,
             timeout,
-            recv_buf: vec![0; MIN_RECV_BUFFER],
+            recv_buf: vec![0; MIN_RECV_BUFFER * BATCH],
+            slot: MIN_RECV_BUFFER,
             send_buf: Vec::with_capacity(256),
             dump_dir: std::env::var_os(DUMP_DIR_ENV).map(PathBuf::from),
             dumped: 0,
             dirty: false,
+            max_sockets: 1,
+            helpers: Vec::new(),
         })
     }
 
+    /// Sets the most sockets the destination dumps may use (at most 4). The default, 1, dumps
+    /// on this socket only; with more, a namespace of [`PARALLEL_MIN_SERVICES`] services or more
+    /// spreads its dumps over extra sockets, and the process never runs more than
+    /// `min(CPUs, 4) - 1` extra dump threads in total. Measured in the lab: no faster, twice
+    /// the CPU time (the kernel serialises IPVS requests), so only for experiments.
+    pub fn set_max_sockets(&mut self, sockets: usize) {
+        self.max_sockets = sockets.clamp(1, MAX_SOCKETS);
+        self.helpers.truncate(self.max_sockets - 1);
+    }
+
     /// Reads version, timeouts, services and their destinations.
+    ///
+    /// With [`set_max_sockets`](Self::set_max_sockets) above 1 and from
+    /// [`PARALLEL_MIN_SERVICES`] services on, the destination dumps are shared by this socket and
+    /// extra sockets opened in the calling thread's namespace, each read on a short-lived
+    /// thread; the result is the same as one socket's: the services in dump order, each with its
+    /// destinations, or the error of the first service (in dump order) that failed.
     pub fn read_state(&mut self) -> Result<IpvsState, Error> {
         let info = self.info()?;
         let timeouts = self.timeouts()?;
         let mut services = self.services()?;
-        for service in &mut services {
-            service.destinations = self.destinations(service)?;
-        }
+        self.fill_destinations(&mut services)?;
         Ok(IpvsState {
             info,
             timeouts,
             services,
         })
+    }
+
+    /// Dumps the destinations of every service, over several sockets when there are many.
+    fn fill_destinations(&mut self, services: &mut [Service]) -> Result<(), Error> {
+        let want = if services.len() >= PARALLEL_MIN_SERVICES && self.dump_dir.is_none() {
+            self.max_sockets - 1
+        } else {
+            0
+        };
+        let lease = HelperLease::take(want);
+        // Extra sockets are opened here, on the calling thread: a socket belongs to the
+        // namespace of the thread that creates it, and this one is inside the right one.
+        while self.helpers.len() < lease.0 {
+            match Client::open(self.timeout) {
+                Ok(mut helper) => {
+                    helper.family = self.family;
+                    helper.dump_dir = None;
+                    helper.max_sockets = 1;
+                    self.helpers.push(helper);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot open an extra IPVS socket; dumping with fewer");
+                    break;
+                }
+            }
+        }
+        // The id this socket used a moment ago (the family may have been re-resolved since the
+        // helpers last used theirs).
+        for helper in &mut self.helpers {
+            helper.family = self.family;
+        }
+        let extra = lease.0.min(self.helpers.len());
+        if extra == 0 {
+            for service in services.iter_mut() {
+                service.destinations = self.destinations(service)?;
+            }
+            return Ok(());
+        }
+        let mut helpers = std::mem::take(&mut self.helpers);
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let shared: &[Service] = services;
+        let shares: Vec<Share> = std::thread::scope(|scope| {
+            let mut handles = Vec::with_capacity(extra);
+            for helper in helpers.iter_mut().take(extra) {
+                let (next, stop) = (&next, &stop);
+                let spawned = std::thread::Builder::new()
+                    .name("ipvs-dump".into())
+                    .stack_size(256 * 1024)
+                    .spawn_scoped(scope, move || helper.dump_share(shared, next, stop));
+                match spawned {
+                    Ok(handle) => handles.push(handle),
+                    // The others (this thread included) take its share.
+                    Err(e) => tracing::debug!(error = %e, "cannot start a dump thread"),
+                }
+            }
+            let mut shares = vec![self.dump_share(shared, &next, &stop)];
+            for handle in handles {
+                // A dump thread does not panic (no unwrap on kernel data); if one did, its
+                // services would be missing: report it rather than return a partial state.
+                shares.push(handle.join().unwrap_or_else(|_| {
+                    Err((
+                        0,
+                        Error::Malformed {
+                            request: "IPVS_CMD_GET_DEST",
+                            detail: "a dump thread panicked".into(),
+                        },
+                    ))
+                }));
+            }
+            shares
+        });
+        self.helpers = helpers;
+        drop(lease);
+        let mut first_failure: Option<(usize, Error)> = None;
+        for share in shares {
+            match share {
+                Ok(read) => {
+                    for (index, destinations) in read {
+                        services[index].destinations = destinations;
+                    }
+                }
+                Err((index, e)) => {
+                    if first_failure.as_ref().is_none_or(|(i, _)| index < *i) {
+                        first_failure = Some((index, e));
+                    }
+                }
+            }
+        }
+        if let Some((_, e)) = first_failure {
+            // Sockets that saw a failure may hold leftovers or a stale family: start afresh.
+            self.helpers.clear();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Takes service indices from `next` and dumps their destinations until none are left or
+    /// another thread failed (`stop`). Indices are taken in increasing order, so every service
+    /// before a failed one was read by some thread.
+    fn dump_share(&mut self, services: &[Service], next: &AtomicUsize, stop: &AtomicBool) -> Share {
+        let mut read = Vec::new();
+        while !stop.load(Ordering::Acquire) {
+            let index = next.fetch_add(1, Ordering::AcqRel);
+            let Some(service) = services.get(index) else {
+                break;
+            };
+            match self.destinations(service) {
+                Ok(destinations) => read.push((index, destinations)),
+                Err(e) => {
+                    stop.store(true, Ordering::Release);
+                    return Err((index, e));
+                }
+            }
+        }
+        Ok(read)
     }
 
     /// `IPVS_CMD_GET_INFO`: version and connection table size.
@@ -229,14 +437,19 @@ impl Client {
     pub fn destinations(&mut self, service: &Service) -> Result<Vec<Destination>, Error> {
         let family: Family = service.family;
         let mut out = Vec::new();
-        self.request(Get::Destinations(service), &mut out, |m| {
-            for a in &m.attributes {
-                if let IpvsAttribute::Dest(attrs) = a {
-                    return Destination::try_from((attrs.as_slice(), family)).map(Some);
+        self.request_raw(
+            Get::Destinations(service),
+            &mut out,
+            |payload| fast::destination(payload, family),
+            &mut |m| {
+                for a in &m.attributes {
+                    if let IpvsAttribute::Dest(attrs) = a {
+                        return Destination::try_from((attrs.as_slice(), family)).map(Some);
+                    }
                 }
-            }
-            Ok(None)
-        })?;
+                Ok(None)
+            },
+        )?;
         Ok(out)
     }
 
@@ -247,6 +460,19 @@ impl Client {
         get: Get<'_>,
         out: &mut Vec<T>,
         mut convert: impl FnMut(IpvsMessage) -> Result<Option<T>, super::MalformedAttribute>,
+    ) -> Result<(), Error> {
+        self.request_raw(get, out, |_| None, &mut convert)
+    }
+
+    /// [`request`](Self::request) with a shortcut: `fast` may convert a message straight from
+    /// its generic-netlink payload; when it returns `None` the message goes through the codec
+    /// and `convert`.
+    fn request_raw<T>(
+        &mut self,
+        get: Get<'_>,
+        out: &mut Vec<T>,
+        mut fast: impl FnMut(&[u8]) -> Option<T>,
+        convert: &mut dyn FnMut(IpvsMessage) -> Result<Option<T>, super::MalformedAttribute>,
     ) -> Result<(), Error> {
         let name = get.name();
         let deadline = Instant::now() + self.timeout;
@@ -272,6 +498,10 @@ impl Client {
                 get.kind(),
             );
             let mut on_data = |flags: u16, payload: &[u8]| -> Result<bool, Error> {
+                if let Some(v) = fast(payload) {
+                    out.push(v);
+                    return Ok(flags & NLM_F_DUMP_INTR != 0);
+                }
                 let msg = wire::decode_ipvs(payload).map_err(|e| Error::Malformed {
                     request: name,
                     detail: e.to_string(),
@@ -366,51 +596,56 @@ impl Client {
         self.send(name)?;
         let mut interrupted = false;
         let mut failure = None;
+        let mut lengths = [0usize; BATCH];
         loop {
-            let n = self.recv(name, deadline)?;
-            if n > self.recv_buf.len() {
-                // The datagram was cut and its rest is lost: grow and ask again.
-                let size = n.next_multiple_of(4096).max(self.recv_buf.len() * 2);
-                self.recv_buf.resize(size, 0);
+            let count = self.recv(name, deadline, &mut lengths)?;
+            if lengths[..count].iter().any(|&n| n > self.slot) {
+                // A datagram was cut and its rest is lost: grow and ask again.
+                let longest = lengths[..count].iter().copied().max().unwrap_or(0);
+                self.slot = longest.next_multiple_of(4096).max(self.slot * 2);
+                self.recv_buf.resize(self.slot * BATCH, 0);
                 self.drain();
                 return Ok(Outcome::Restart);
             }
-            self.dump_datagram(name, n);
             let mut finished = false;
-            for item in wire::messages(&self.recv_buf[..n], family) {
-                let item = item.map_err(|e| Error::Malformed {
-                    request: name,
-                    detail: e.to_string(),
-                })?;
-                if item.sequence != sequence || item.port != self.port {
-                    continue; // a late reply to an earlier request
-                }
-                match item.part {
-                    Part::Data { flags, payload } => {
-                        // Once a message failed to decode, skip the rest but keep reading to
-                        // the end so the socket is clean for the next request.
-                        if failure.is_none() {
-                            match on_data(flags, payload) {
-                                Ok(intr) => interrupted |= intr,
-                                Err(e) => failure = Some(e),
+            for (i, &n) in lengths[..count].iter().enumerate() {
+                let start = i * self.slot;
+                self.dump_datagram(name, start, n);
+                for item in wire::messages(&self.recv_buf[start..start + n], family) {
+                    let item = item.map_err(|e| Error::Malformed {
+                        request: name,
+                        detail: e.to_string(),
+                    })?;
+                    if item.sequence != sequence || item.port != self.port {
+                        continue; // a late reply to an earlier request
+                    }
+                    match item.part {
+                        Part::Data { flags, payload } => {
+                            // Once a message failed to decode, skip the rest but keep reading
+                            // to the end so the socket is clean for the next request.
+                            if failure.is_none() {
+                                match on_data(flags, payload) {
+                                    Ok(intr) => interrupted |= intr,
+                                    Err(e) => failure = Some(e),
+                                }
                             }
                         }
-                    }
-                    Part::Done(code) => {
-                        if code < 0 {
-                            return Err(Error::from_kernel(name, code));
+                        Part::Done(code) => {
+                            if code < 0 {
+                                return Err(Error::from_kernel(name, code));
+                            }
+                            finished = true;
                         }
-                        finished = true;
+                        Part::Error(0) => finished = true,
+                        Part::Error(code) => return Err(Error::from_kernel(name, code)),
+                        Part::Overrun => {
+                            return Err(Error::Kernel {
+                                request: name,
+                                source: io::Error::other("NLMSG_OVERRUN"),
+                            });
+                        }
+                        Part::Ignore => {}
                     }
-                    Part::Error(0) => finished = true,
-                    Part::Error(code) => return Err(Error::from_kernel(name, code)),
-                    Part::Overrun => {
-                        return Err(Error::Kernel {
-                            request: name,
-                            source: io::Error::other("NLMSG_OVERRUN"),
-                        });
-                    }
-                    Part::Ignore => {}
                 }
             }
             if finished {
@@ -443,38 +678,71 @@ impl Client {
         }
     }
 
-    /// Receives one datagram from the kernel into `recv_buf`; returns its full length, which
-    /// exceeds the buffer when it was truncated.
-    fn recv(&mut self, name: &'static str, deadline: Instant) -> Result<usize, Error> {
+    /// Receives up to [`BATCH`] datagrams from the kernel, datagram `i` into slot `i` of
+    /// `recv_buf`; their full lengths go to `lengths` (a length above `slot` means the datagram
+    /// was truncated). Returns how many; waits (`poll`) only when none is queued yet.
+    fn recv(
+        &mut self,
+        name: &'static str,
+        deadline: Instant,
+        lengths: &mut [usize; BATCH],
+    ) -> Result<usize, Error> {
         let fd = self.socket.as_raw_fd();
+        let slot = self.slot;
         loop {
-            // SAFETY: an all-zero sockaddr_nl is valid.
-            let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-            let mut addr_len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-            // SAFETY: the buffer pointer and length describe `recv_buf`, which outlives the call;
-            // `addr`/`addr_len` describe a sockaddr_nl.
+            // SAFETY: all-zero sockaddr_nl and mmsghdr values are valid.
+            let mut addrs: [libc::sockaddr_nl; BATCH] = unsafe { std::mem::zeroed() };
+            let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            let base = self.recv_buf.as_mut_ptr();
+            for i in 0..BATCH {
+                // SAFETY: `recv_buf` holds BATCH slots of `slot` bytes; this is slot i.
+                iovs[i].iov_base = unsafe { base.add(i * slot) }.cast();
+                iovs[i].iov_len = slot;
+                msgs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_nl).cast();
+                msgs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_nl>() as _;
+                msgs[i].msg_hdr.msg_iov = &mut iovs[i];
+                msgs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: every header describes one slot of `recv_buf` and one sockaddr_nl, all of
+            // which outlive the call; no timeout.
             let n = unsafe {
-                libc::recvfrom(
+                libc::recvmmsg(
                     fd,
-                    self.recv_buf.as_mut_ptr().cast(),
-                    self.recv_buf.len(),
-                    libc::MSG_TRUNC | libc::MSG_DONTWAIT,
-                    (&mut addr as *mut libc::sockaddr_nl).cast(),
-                    &mut addr_len,
+                    msgs.as_mut_ptr(),
+                    BATCH as _,
+                    (libc::MSG_TRUNC | libc::MSG_DONTWAIT) as _,
+                    std::ptr::null_mut(),
                 )
             };
-            if n >= 0 {
-                if addr.nl_pid != 0 {
-                    continue; // not from the kernel
+            if n > 0 {
+                // Keep the datagrams from the kernel, packed to the front (a datagram from
+                // another socket cannot reach a netlink socket bound to its own port id, but
+                // such a datagram is dropped all the same).
+                let mut kept = 0;
+                for i in 0..n as usize {
+                    if addrs[i].nl_pid != 0 {
+                        continue;
+                    }
+                    if kept != i {
+                        let len = (msgs[i].msg_len as usize).min(slot);
+                        self.recv_buf
+                            .copy_within(i * slot..i * slot + len, kept * slot);
+                    }
+                    lengths[kept] = msgs[i].msg_len as usize;
+                    kept += 1;
                 }
-                return Ok(n as usize);
+                if kept > 0 {
+                    return Ok(kept);
+                }
+                continue;
             }
             let err = io::Error::last_os_error();
             match err.raw_os_error() {
                 Some(libc::EINTR) => continue,
                 Some(libc::EAGAIN) => self.wait_readable(name, deadline)?,
                 Some(libc::EPERM) => return Err(Error::PermissionDenied { request: name }),
-                _ => return Err(Error::socket("recvfrom", err)),
+                _ => return Err(Error::socket("recvmmsg", err)),
             }
         }
     }
@@ -528,11 +796,11 @@ impl Client {
         }
     }
 
-    fn dump_datagram(&mut self, name: &str, n: usize) {
+    fn dump_datagram(&mut self, name: &str, start: usize, n: usize) {
         if let Some(dir) = &self.dump_dir {
             self.dumped += 1;
             let path = dir.join(format!("{:06}-{}.bin", self.dumped, name));
-            if let Err(e) = std::fs::write(&path, &self.recv_buf[..n]) {
+            if let Err(e) = std::fs::write(&path, &self.recv_buf[start..start + n]) {
                 tracing::warn!(path = %path.display(), error = %e, "cannot write netlink dump");
             }
         }

@@ -651,3 +651,156 @@ mod captured {
         }
     }
 }
+
+/// The client's fast path and the codec path give the same destination, or the fast path gives
+/// up and leaves the message (and its precise error) to the codec.
+mod fast_path {
+    use super::*;
+    use crate::netlink::fast;
+
+    /// The generic-netlink payload of a destination reply: header, then `attrs`.
+    fn payload(cmd: u8, attrs: &[u8]) -> Vec<u8> {
+        let mut p = vec![cmd, 1, 0, 0];
+        p.extend_from_slice(attrs);
+        p
+    }
+
+    /// What the client's codec path makes of a payload.
+    fn codec(payload: &[u8], family: Family) -> Result<Option<Destination>, String> {
+        let m = wire::decode_ipvs(payload).map_err(|e| e.to_string())?;
+        for a in &m.attributes {
+            if let IpvsAttribute::Dest(attrs) = a {
+                return Destination::try_from((attrs.as_slice(), family))
+                    .map(Some)
+                    .map_err(|e| e.to_string());
+            }
+        }
+        Ok(None)
+    }
+
+    /// Checks one payload: when the fast path answers, the codec agrees.
+    fn check(payload: &[u8], family: Family) -> Option<Destination> {
+        let fast = fast::destination(payload, family);
+        if let Some(d) = &fast {
+            assert_eq!(codec(payload, family).as_ref(), Ok(&Some(d.clone())));
+        }
+        fast
+    }
+
+    #[test]
+    fn plain_replies_take_the_fast_path_with_the_codec_value() {
+        for with_family in [false, true] {
+            for family in [Family::Inet, Family::Inet6] {
+                let p = payload(5, &nla(2, &dest_v4(with_family)));
+                let d = check(&p, family).expect("plain reply on the fast path");
+                assert_eq!(d.stats.conns, u32::MAX as u64 + 1);
+                assert_eq!(d.tunnel_type, Some(TunnelType::Gue));
+            }
+        }
+        // Without STATS64 the 32-bit block is read; unknown attributes and the nested flag on
+        // the DEST attribute change nothing.
+        let mut d = Vec::new();
+        d.extend(nla(1, &addr16("fd00::2".parse().unwrap())));
+        d.extend(nla(2, &80u16.to_be_bytes()));
+        d.extend(nla(3, &u32n(0)));
+        d.extend(nla(4, &u32n(7)));
+        d.extend(nla(10, &stats32(100)));
+        d.extend(nla(11, &u16n(libc::AF_INET6 as u16)));
+        d.extend(nla(99, &[1, 2, 3]));
+        let p = payload(5, &nla(2 | 0x8000, &d));
+        let got = check(&p, Family::Inet6).expect("fast path");
+        assert_eq!(got.address, "fd00::2".parse::<IpAddr>().unwrap());
+        assert_eq!(got.weight, 7);
+        assert_eq!((got.stats.conns, got.stats.inbytes), (101, 104));
+    }
+
+    #[test]
+    fn unusual_or_malformed_replies_go_to_the_codec() {
+        let dest = dest_v4(true);
+        let mut cases: Vec<Vec<u8>> = vec![
+            payload(5, &[]),                                         // no destination
+            payload(15, &nla(2, &dest)),                             // an info reply
+            payload(5, &[nla(2, &dest), nla(2, &dest)].concat()),    // two destinations
+            payload(5, &[nla(4, &u32n(1)), nla(2, &dest)].concat()), // another attribute
+            vec![5, 1],                                              // short header
+        ];
+        // A 3-byte port, a missing weight, a truncated attribute.
+        let mut bad_port = dest.clone();
+        bad_port.extend(nla(2, &[0, 80, 0]));
+        cases.push(payload(5, &nla(2, &bad_port)));
+        let no_weight: Vec<u8> = {
+            let mut d = Vec::new();
+            d.extend(nla(1, &addr16("10.0.0.1".parse().unwrap())));
+            d.extend(nla(2, &80u16.to_be_bytes()));
+            d.extend(nla(3, &u32n(0)));
+            d.extend(nla(12, &stats64(1)));
+            d
+        };
+        cases.push(payload(5, &nla(2, &no_weight)));
+        let mut cut = payload(5, &nla(2, &dest));
+        cut.truncate(cut.len() - 6);
+        cases.push(cut);
+        for p in &cases {
+            assert_eq!(fast::destination(p, Family::Inet), None, "{p:?}");
+        }
+        // The codec still says what is wrong.
+        assert!(
+            codec(&payload(5, &nla(2, &no_weight)), Family::Inet)
+                .unwrap_err()
+                .contains("IPVS_DEST_ATTR_WEIGHT")
+        );
+    }
+
+    /// Every single-byte change and every truncation of a reply: whatever the fast path accepts,
+    /// the codec reads the same.
+    #[test]
+    fn mutated_replies_never_differ() {
+        let base = payload(5, &nla(2, &dest_v4(true)));
+        let mut accepted = 0;
+        for i in 0..base.len() {
+            for v in [0u8, 1, 2, 3, 4, 8, 0x80, 0xff, base[i].wrapping_add(1)] {
+                let mut p = base.clone();
+                p[i] = v;
+                for family in [Family::Inet, Family::Inet6] {
+                    accepted += usize::from(check(&p, family).is_some());
+                }
+            }
+            check(&base[..i], Family::Inet);
+        }
+        assert!(
+            accepted > base.len(),
+            "the fast path accepted only {accepted}"
+        );
+    }
+
+    /// Every destination message captured from the lab kernels takes the fast path.
+    #[test]
+    fn captured_destination_replies_take_the_fast_path() {
+        let root =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/netlink/fixtures");
+        let mut seen = 0;
+        for kernel in std::fs::read_dir(&root).unwrap() {
+            let dir = kernel.unwrap().path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&dir).unwrap() {
+                let path = file.unwrap().path();
+                if !path.to_string_lossy().ends_with("IPVS_CMD_GET_DEST.bin") {
+                    continue;
+                }
+                let bytes = std::fs::read(&path).unwrap();
+                let family_id = u16::from_ne_bytes([bytes[4], bytes[5]]);
+                for item in wire::messages(&bytes, family_id) {
+                    if let wire::Part::Data { payload, .. } = item.unwrap().part {
+                        for family in [Family::Inet, Family::Inet6] {
+                            assert!(check(payload, family).is_some(), "{path:?}");
+                        }
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(seen >= 10, "only {seen} captured destinations");
+    }
+}

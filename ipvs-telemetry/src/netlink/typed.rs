@@ -33,7 +33,7 @@ fn missing(attribute: &'static str) -> MalformedAttribute {
 }
 
 fn family(af: u16, attribute: &'static str) -> Result<Family, MalformedAttribute> {
-    Family::from_af(af).ok_or(MalformedAttribute {
+    Family::from_af(af).ok_or_else(|| MalformedAttribute {
         attribute,
         problem: format!("unsupported address family {af}"),
     })
@@ -145,6 +145,71 @@ impl TryFrom<&[IpvsServiceAttribute]> for Service {
     }
 }
 
+/// The fields of a destination as read from its attributes (a later attribute of the same kind
+/// wins), before the checks of [`DestFields::finish`]; filled from the codec's attributes here
+/// and straight from the bytes by `fast`.
+#[derive(Debug, Default)]
+pub(super) struct DestFields<'a> {
+    pub(super) af: Option<u16>,
+    pub(super) addr: Option<&'a [u8]>,
+    pub(super) port: Option<u16>,
+    pub(super) fwd: Option<u32>,
+    pub(super) weight: Option<u32>,
+    pub(super) upper: u32,
+    pub(super) lower: u32,
+    pub(super) active: u32,
+    pub(super) inactive: u32,
+    pub(super) persist: u32,
+    pub(super) tun_type: Option<u8>,
+    pub(super) tun_port: Option<u16>,
+    pub(super) tun_flags: Option<u16>,
+    pub(super) stats32: Option<Stats>,
+    pub(super) stats64: Option<Stats>,
+}
+
+impl DestFields<'_> {
+    /// The destination, with its service's family when the kernel sends none (< 4.3).
+    pub(super) fn finish(self, service_family: Family) -> Result<Destination, MalformedAttribute> {
+        let family = match self.af {
+            Some(af) => family(af, "IPVS_DEST_ATTR_ADDR_FAMILY")?,
+            None => service_family,
+        };
+        Ok(Destination {
+            family,
+            address: address(
+                family,
+                self.addr.ok_or_else(|| missing("IPVS_DEST_ATTR_ADDR"))?,
+                "IPVS_DEST_ATTR_ADDR",
+            )?,
+            port: self.port.ok_or_else(|| missing("IPVS_DEST_ATTR_PORT"))?,
+            forward: ForwardMethod::from_flags(
+                self.fwd
+                    .ok_or_else(|| missing("IPVS_DEST_ATTR_FWD_METHOD"))?,
+            ),
+            weight: self
+                .weight
+                .ok_or_else(|| missing("IPVS_DEST_ATTR_WEIGHT"))? as i32,
+            upper_threshold: self.upper,
+            lower_threshold: self.lower,
+            active_connections: self.active,
+            inactive_connections: self.inactive,
+            persistent_connections: self.persist,
+            tunnel_type: self.tun_type.map(|v| match v {
+                0 => TunnelType::Ipip,
+                1 => TunnelType::Gue,
+                2 => TunnelType::Gre,
+                n => TunnelType::Other(n),
+            }),
+            tunnel_port: self.tun_port,
+            tunnel_flags: self.tun_flags,
+            stats: self
+                .stats64
+                .or(self.stats32)
+                .ok_or_else(|| missing("IPVS_DEST_ATTR_STATS"))?,
+        })
+    }
+}
+
 impl TryFrom<(&[IpvsDestAttribute], Family)> for Destination {
     type Error = MalformedAttribute;
 
@@ -153,63 +218,28 @@ impl TryFrom<(&[IpvsDestAttribute], Family)> for Destination {
         (attrs, service_family): (&[IpvsDestAttribute], Family),
     ) -> Result<Self, Self::Error> {
         use IpvsDestAttribute as A;
-        let (mut af, mut addr, mut port, mut fwd, mut weight) = (None, None, None, None, None);
-        let (mut upper, mut lower, mut active, mut inactive, mut persist) = (0, 0, 0, 0, 0);
-        let (mut tun_type, mut tun_port, mut tun_flags) = (None, None, None);
-        let (mut s32, mut s64) = (None, None);
+        let mut f = DestFields::default();
         for a in attrs {
             match a {
-                A::Address(v) => addr = Some(v.as_slice()),
-                A::Port(v) => port = Some(*v),
-                A::ForwardMethod(v) => fwd = Some(*v),
-                A::Weight(v) => weight = Some(*v as i32),
-                A::UpperThreshold(v) => upper = *v,
-                A::LowerThreshold(v) => lower = *v,
-                A::ActiveConnections(v) => active = *v,
-                A::InactiveConnections(v) => inactive = *v,
-                A::PersistentConnections(v) => persist = *v,
-                A::Stats(v) => s32 = Some(v.as_slice()),
-                A::AddressFamily(v) => af = Some(*v),
-                A::Stats64(v) => s64 = Some(v.as_slice()),
-                A::TunnelType(v) => {
-                    tun_type = Some(match v {
-                        0 => TunnelType::Ipip,
-                        1 => TunnelType::Gue,
-                        2 => TunnelType::Gre,
-                        n => TunnelType::Other(*n),
-                    })
-                }
-                A::TunnelPort(v) => tun_port = Some(*v),
-                A::TunnelFlags(v) => tun_flags = Some(*v),
+                A::Address(v) => f.addr = Some(v.as_slice()),
+                A::Port(v) => f.port = Some(*v),
+                A::ForwardMethod(v) => f.fwd = Some(*v),
+                A::Weight(v) => f.weight = Some(*v),
+                A::UpperThreshold(v) => f.upper = *v,
+                A::LowerThreshold(v) => f.lower = *v,
+                A::ActiveConnections(v) => f.active = *v,
+                A::InactiveConnections(v) => f.inactive = *v,
+                A::PersistentConnections(v) => f.persist = *v,
+                A::Stats(v) => f.stats32 = Some(stats::to_model(v)),
+                A::AddressFamily(v) => f.af = Some(*v),
+                A::Stats64(v) => f.stats64 = Some(stats::to_model(v)),
+                A::TunnelType(v) => f.tun_type = Some(*v),
+                A::TunnelPort(v) => f.tun_port = Some(*v),
+                A::TunnelFlags(v) => f.tun_flags = Some(*v),
                 A::Other(_) => {}
             }
         }
-        let family = match af {
-            Some(af) => family(af, "IPVS_DEST_ATTR_ADDR_FAMILY")?,
-            None => service_family,
-        };
-        Ok(Destination {
-            family,
-            address: address(
-                family,
-                addr.ok_or_else(|| missing("IPVS_DEST_ATTR_ADDR"))?,
-                "IPVS_DEST_ATTR_ADDR",
-            )?,
-            port: port.ok_or_else(|| missing("IPVS_DEST_ATTR_PORT"))?,
-            forward: ForwardMethod::from_flags(
-                fwd.ok_or_else(|| missing("IPVS_DEST_ATTR_FWD_METHOD"))?,
-            ),
-            weight: weight.ok_or_else(|| missing("IPVS_DEST_ATTR_WEIGHT"))?,
-            upper_threshold: upper,
-            lower_threshold: lower,
-            active_connections: active,
-            inactive_connections: inactive,
-            persistent_connections: persist,
-            tunnel_type: tun_type,
-            tunnel_port: tun_port,
-            tunnel_flags: tun_flags,
-            stats: pick_stats(s64, s32, "IPVS_DEST_ATTR_STATS")?,
-        })
+        f.finish(service_family)
     }
 }
 
