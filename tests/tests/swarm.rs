@@ -372,6 +372,19 @@ impl Phases {
     }
 }
 
+/// (busy, total) CPU time of the VM in ticks, from `/proc/stat`.
+fn cpu_ticks(vm: &Vm) -> anyhow::Result<(u64, u64)> {
+    let stat = vm.sh_ok("head -n 1 /proc/stat")?;
+    let n: Vec<u64> = stat
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    anyhow::ensure!(n.len() >= 5, "unexpected /proc/stat: {stat:?}");
+    let total: u64 = n.iter().sum();
+    Ok((total - n[3] - n[4], total))
+}
+
 /// The number of destinations ipvsadm shows for fwmark service `mark` in ingress_sbox, as a
 /// shell condition that they are `n`.
 fn ingress_has_dests(mark: u32, n: usize) -> String {
@@ -467,9 +480,22 @@ fn swarm_on(k: Kernel) -> anyhow::Result<()> {
         "docker network create --driver overlay --attachable backnet >/dev/null",
         Duration::from_secs(60),
     )?;
+    let cpu = cpu_ticks(&vm)?;
     swarm::start_services(&vm, SERVICES)?;
     let all: Vec<(&str, u32)> = SERVICES.iter().map(|s| (s.name, s.replicas)).collect();
     swarm::wait_services(&vm, &all)?;
+    let (busy, total) = cpu_ticks(&vm)?;
+    eprintln!(
+        "kernel {k}: the VM's CPUs were {:.0}% busy while the services converged; CPU time of the \
+         biggest consumers: {}",
+        100.0 * (busy - cpu.0) as f64 / (total - cpu.1).max(1) as f64,
+        vm.sh_ok(
+            "for s in /proc/[0-9]*/stat; do read -r l < $s && echo \"$l\"; done | \
+             awk '{ t = ($14 + $15 + $16 + $17) / 100; if (t >= 1) print t \"s\", $2 }' | \
+             sort -rn | head -n 6 | tr '\\n' ' '"
+        )?
+        .trim()
+    );
     ph.end("4 services (7 tasks) converged");
 
     let result = (|| -> anyhow::Result<()> {
