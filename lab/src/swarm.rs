@@ -27,9 +27,10 @@
 //! (and `ip6tables`, `-save`, `-restore`) at the legacy backend (Docker 20.10 writes legacy
 //! rules; only this profile does it, at [`up`]), starts `dockerd` with `DOCKER_RAMDISK=true`
 //! (an initramfs root cannot `pivot_root`), runs `docker swarm init --advertise-addr 10.0.2.15`
-//! and imports [`IMAGE`] with `docker import`. Services are created with
-//! `--no-resolve-image` (there is no registry).
+//! and imports [`IMAGE`] with `docker import` (the two at the same time). Services are created
+//! with `--no-resolve-image` (there is no registry) and `--init` (see [`start_service`]).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -257,9 +258,9 @@ pub(crate) fn add_to_layer(layer: &mut Layer) -> Result<()> {
 pub struct UpTimes {
     /// From starting `dockerd` to `docker info` answering.
     pub dockerd: Duration,
-    /// `docker swarm init` until the ingress namespace exists.
+    /// `docker swarm init` (at the same time as the import).
     pub swarm_init: Duration,
-    /// Building and importing [`IMAGE`].
+    /// Building and importing [`IMAGE`] (at the same time as `docker swarm init`).
     pub image: Duration,
 }
 
@@ -289,25 +290,38 @@ fn prepare_script() -> String {
     s
 }
 
-/// Makes the VM a single-node swarm with [`IMAGE`] imported (see the module doc).
+/// Makes the VM a single-node swarm with [`IMAGE`] imported (see the module doc). `docker swarm
+/// init` and the import run at the same time (neither needs the other).
 pub fn up(vm: &Vm) -> Result<UpTimes> {
     vm.sh_ok(&prepare_script())
         .context("preparing the VM for docker")?;
     let dockerd = start_dockerd(vm)?;
-    let t = Instant::now();
-    vm.sh_ok_timeout(
-        &format!("docker swarm init --advertise-addr {ADVERTISE_ADDR} >/dev/null"),
-        Duration::from_secs(120),
-    )
-    .context("docker swarm init")?;
-    let swarm_init = t.elapsed();
-    let t = Instant::now();
-    import_image(vm)?;
-    let image = t.elapsed();
+    let timed = |step: &dyn Fn() -> Result<()>| -> Result<Duration> {
+        let t = Instant::now();
+        step()?;
+        Ok(t.elapsed())
+    };
+    let (swarm_init, image) = std::thread::scope(|s| {
+        let init = s.spawn(|| {
+            timed(&|| {
+                vm.sh_ok_timeout(
+                    &format!("docker swarm init --advertise-addr {ADVERTISE_ADDR} >/dev/null"),
+                    Duration::from_secs(120),
+                )
+                .context("docker swarm init")
+                .map(drop)
+            })
+        });
+        let image = timed(&|| import_image(vm));
+        let init = init
+            .join()
+            .unwrap_or_else(|_| Err(anyhow!("docker swarm init: its thread panicked")));
+        (init, image)
+    });
     Ok(UpTimes {
         dockerd,
-        swarm_init,
-        image,
+        swarm_init: swarm_init?,
+        image: image?,
     })
 }
 
@@ -331,7 +345,7 @@ pub fn start_dockerd(vm: &Vm) -> Result<Duration> {
     vm.spawn("export DOCKER_RAMDISK=true; exec dockerd >> /var/log/lab/dockerd.log 2>&1")?;
     wait_in_vm(
         vm,
-        "docker info --format '{{.ServerVersion}}' >/dev/null 2>&1",
+        &format!("[ -S /var/run/docker.sock ] && {API_GET} /_ping >/dev/null 2>&1"),
         Duration::from_secs(180),
     )
     .map_err(|e| e.context(dockerd_log(vm)))?;
@@ -428,7 +442,10 @@ pub fn create_service(
 }
 
 /// [`create_service`] without waiting for the replicas (several services start faster
-/// together; then [`wait_replicas`] for each).
+/// together: [`start_services`], then [`wait_services`]). Tasks run with `--init`
+/// (`docker-init`, i.e. tini, as PID 1): `lab-server` as PID 1 would ignore SIGTERM, and every
+/// stop (`docker service rm`, scaling down, a dockerd restart) would wait out the 10 s grace
+/// period.
 pub fn start_service(
     vm: &Vm,
     name: &str,
@@ -436,32 +453,133 @@ pub fn start_service(
     publish: &[Publish],
     extra: &str,
 ) -> Result<()> {
+    start_services(
+        vm,
+        &[Service {
+            name,
+            replicas,
+            publish,
+            extra,
+        }],
+    )
+}
+
+/// A service for [`start_services`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Service<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// How many replicas.
+    pub replicas: u32,
+    /// Ports published through the routing mesh.
+    pub publish: &'a [Publish],
+    /// More arguments of `docker service create` (e.g. `--network NET`).
+    pub extra: &'a str,
+}
+
+fn create_command(s: &Service<'_>) -> String {
     let mut cmd = format!(
-        "docker service create --detach --no-resolve-image --name {name} --replicas {replicas}"
+        "docker service create --detach --no-resolve-image --init --name {} --replicas {}",
+        s.name, s.replicas
     );
-    for p in publish {
+    for p in s.publish {
         cmd.push_str(&format!(
             " --publish published={},target={},protocol={}",
             p.published, p.target, p.protocol
         ));
     }
-    cmd.push_str(&format!(" {extra} {IMAGE} >/dev/null"));
-    vm.sh_ok_timeout(&cmd, Duration::from_secs(120))
-        .with_context(|| format!("creating service {name}"))?;
+    cmd.push_str(&format!(" {} {IMAGE} >/dev/null", s.extra));
+    cmd
+}
+
+/// Creates the services of [`IMAGE`] at the same time (see [`start_service`]) without waiting
+/// for their replicas.
+pub fn start_services(vm: &Vm, services: &[Service<'_>]) -> Result<()> {
+    let mut script = String::new();
+    for (i, s) in services.iter().enumerate() {
+        script.push_str(&format!("{} &\np{i}=$!\n", create_command(s)));
+    }
+    script.push_str("failed=\n");
+    for (i, s) in services.iter().enumerate() {
+        script.push_str(&format!("wait $p{i} || failed=\"$failed {}\"\n", s.name));
+    }
+    script.push_str(
+        "[ -z \"$failed\" ] || { echo \"docker service create failed for$failed\" >&2; exit 1; }\n",
+    );
+    let names: Vec<&str> = services.iter().map(|s| s.name).collect();
+    vm.sh_ok_timeout(&script, Duration::from_secs(120))
+        .with_context(|| format!("creating services {}", names.join(", ")))?;
     Ok(())
 }
 
 /// Waits until `replicas` tasks of service `name` run.
 pub fn wait_replicas(vm: &Vm, name: &str, replicas: u32) -> Result<()> {
-    wait_in_vm(
-        vm,
-        &format!(
-            "[ \"$(docker service ls --filter name={name} --format '{{{{.Name}}}} {{{{.Replicas}}}}' \
-             | grep '^{name} ' | cut -d' ' -f2)\" = '{replicas}/{replicas}' ]"
-        ),
-        Duration::from_secs(300),
-    )
-    .with_context(|| format!("waiting for {replicas} replicas of service {name}"))
+    wait_services(vm, &[(name, replicas)])
+}
+
+/// Runs `lab-client unix-get` on the Engine API's socket in the VM: a docker CLI run costs the
+/// emulated VM about 2 s of CPU, which dockerd needs to converge.
+const API_GET: &str = "lab-client unix-get /var/run/docker.sock";
+
+/// Running and desired tasks per service name, from the Engine API's
+/// `GET /services?status=true` (services without a status are left out).
+pub fn service_tasks(json: &str) -> BTreeMap<String, (u64, u64)> {
+    const NAME: &str = "\"Spec\":{\"Name\":\"";
+    let number = |text: &str, key: &str| -> Option<u64> {
+        let at = text.find(key)? + key.len();
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    let mut out = BTreeMap::new();
+    let mut rest = json;
+    while let Some(at) = rest.find(NAME) {
+        rest = &rest[at + NAME.len()..];
+        let Some(end) = rest.find('"') else { break };
+        let name = &rest[..end];
+        let service = rest.find(NAME).map_or(rest, |next| &rest[..next]);
+        if let (Some(running), Some(desired)) = (
+            number(service, "\"RunningTasks\":"),
+            number(service, "\"DesiredTasks\":"),
+        ) {
+            out.insert(name.to_string(), (running, desired));
+        }
+    }
+    out
+}
+
+/// Waits until every service of `services` (name, replicas) runs its replicas, asking the
+/// Engine API (as `docker service ls` does) twice a second.
+pub fn wait_services(vm: &Vm, services: &[(&str, u32)]) -> Result<()> {
+    let timeout = Duration::from_secs(300);
+    let deadline = Instant::now() + timeout;
+    let names: Vec<&str> = services.iter().map(|(name, _)| *name).collect();
+    loop {
+        let out = vm.sh(&format!("{API_GET} '/services?status=true'"))?;
+        let tasks = service_tasks(&out.stdout);
+        if out.success()
+            && services
+                .iter()
+                .all(|(name, n)| tasks.get(*name) == Some(&(u64::from(*n), u64::from(*n))))
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let ls = vm
+                .sh("docker service ls; docker service ps --no-trunc $(docker service ls -q)")
+                .map(|o| o.stdout)
+                .unwrap_or_default();
+            bail!(
+                "the replicas of {} did not all run within {timeout:?} (running, desired: {tasks:?}{}); \
+                 the services now:\n{ls}",
+                names.join(", "),
+                out.stderr.trim_end()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Re-runs the shell condition `cond` in the VM until it succeeds or `timeout` expires. Unlike
@@ -515,4 +633,20 @@ pub fn task_addresses(vm: &Vm, name: &str, network: &str) -> Result<Vec<String>>
         .collect();
     v.sort();
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_tasks_reads_the_engine_api_status() {
+        let json = r#"[{"ID":"a1","Spec":{"Name":"web","Labels":{},"TaskTemplate":{}},"PreviousSpec":{"Name":"web"},"Endpoint":{"Spec":{"Mode":"vip"}},"ServiceStatus":{"RunningTasks":2,"DesiredTasks":3,"CompletedTasks":0}},{"ID":"b2","Spec":{"Name":"dns"},"ServiceStatus":{"RunningTasks":2,"DesiredTasks":2,"CompletedTasks":0}},{"ID":"c3","Spec":{"Name":"job"}}]"#;
+        let t = service_tasks(json);
+        assert_eq!(t.get("web"), Some(&(2, 3)));
+        assert_eq!(t.get("dns"), Some(&(2, 2)));
+        assert_eq!(t.get("job"), None);
+        assert!(service_tasks("[]").is_empty());
+        assert!(service_tasks("not json").is_empty());
+    }
 }

@@ -98,6 +98,55 @@ pub fn for_each_kernel(mut f: impl FnMut(Kernel) -> anyhow::Result<()>) -> anyho
     Ok(())
 }
 
+/// Runs `f` for each kernel of [`kernels`] at once, one thread (named `kernel <k>`) per kernel,
+/// each booting its own VM (the lab's machine-wide VM slots bound how many run together);
+/// waits for all of them and names the kernel of every error or panic.
+pub fn for_each_kernel_parallel(
+    f: impl Fn(Kernel) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<()> {
+    let f = &f;
+    let results: Vec<(Kernel, anyhow::Result<()>)> = std::thread::scope(|s| {
+        let running: Vec<_> = kernels()
+            .into_iter()
+            .map(|k| {
+                let thread = std::thread::Builder::new()
+                    .name(format!("kernel {k}"))
+                    .spawn_scoped(s, move || f(k));
+                (k, thread)
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|(k, thread)| {
+                let result = match thread {
+                    Ok(t) => t.join().unwrap_or_else(|panic| {
+                        let why = panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("(no message)");
+                        Err(anyhow::anyhow!("panicked: {why}"))
+                    }),
+                    Err(e) => Err(anyhow::anyhow!("cannot start its thread: {e}")),
+                };
+                (k, result)
+            })
+            .collect()
+    });
+    let mut failed: Vec<anyhow::Error> = results
+        .into_iter()
+        .filter_map(|(k, r)| r.err().map(|e| e.context(format!("kernel {k}"))))
+        .collect();
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0)),
+        n => {
+            let all: Vec<String> = failed.iter().map(|e| format!("{e:?}")).collect();
+            Err(anyhow::anyhow!("{n} kernels failed:\n{}", all.join("\n\n")))
+        }
+    }
+}
+
 /// Builds `ipvs-telemetry/examples/ebpf-dump` once per test process (release, with the probes
 /// of this checkout: `IPVS_TELEMETRY_EBPF_OBJECT`, else the `build-ebpf --release` object) and
 /// returns its path. The eBPF tests run it in the VM to read the eBPF side alone.

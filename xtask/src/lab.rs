@@ -213,10 +213,20 @@ fn start_swarm(opts: &Opts) -> Result<(Vm, ipvs_lab::Spawned)> {
         "lab: dockerd up in {:.1?}, swarm init {:.1?}, image imported in {:.1?}",
         up.dockerd, up.swarm_init, up.image
     );
-    swarm::start_service(&vm, "web", 2, &[Publish::tcp(30080, 80)], "")?;
-    swarm::start_service(&vm, "dns", 2, &[Publish::udp(30053, 53)], "")?;
-    swarm::wait_replicas(&vm, "web", 2)?;
-    swarm::wait_replicas(&vm, "dns", 2)?;
+    let service = |name, publish| swarm::Service {
+        name,
+        replicas: 2,
+        publish,
+        extra: "",
+    };
+    swarm::start_services(
+        &vm,
+        &[
+            service("web", &[Publish::tcp(30080, 80)]),
+            service("dns", &[Publish::udp(30053, 53)]),
+        ],
+    )?;
+    swarm::wait_services(&vm, &[("web", 2), ("dns", 2)])?;
     eprintln!("lab: services web (30080/tcp) and dns (30053/udp) run 2 replicas each");
     vm.spawn(
         "while :; do lab-client tcp 127.0.0.1:30080 -n 20 --rate 10 --allow-errors; \

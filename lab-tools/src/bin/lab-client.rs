@@ -5,6 +5,7 @@
 //! lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONCURRENCY] [--rate R[/s]] [--timeout DUR]
 //!                               [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors]
 //! lab-client wait-tcp ADDR:PORT [--timeout DUR]
+//! lab-client unix-get SOCKET PATH
 //! ```
 //! - `tcp`: each operation connects, sends the payload (default `ping\n`), shuts down its write
 //!   side and reads the reply to the end. `--connect-only` closes right after the handshake.
@@ -13,6 +14,9 @@
 //! - `--rate`: operation i starts at `i / rate` seconds; without it, as fast as possible.
 //! - `-c`: operations in flight at once (default 1). `-n`: total (default 1).
 //! - `wait-tcp`: retries connecting until it succeeds or the timeout (default 30s) expires.
+//! - `unix-get`: `GET PATH` over HTTP/1.0 on the unix socket SOCKET (e.g. the Docker Engine API
+//!   on `/var/run/docker.sock`, far cheaper under emulation than a docker CLI run); prints the
+//!   body of a 2xx answer, exit status 1 otherwise.
 //!
 //! Output (stdout), e.g.:
 //! `proto=tcp target=10.0.0.1:80 ok=100 errors=0 elapsed=1.204s rate=83.1/s p50=1.8ms p99=52.0ms max=60.1ms`
@@ -53,7 +57,8 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "usage: lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONC] [--rate R] [--timeout DUR] \
          [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors]\n       \
-         lab-client wait-tcp ADDR:PORT [--timeout DUR]"
+         lab-client wait-tcp ADDR:PORT [--timeout DUR]\n       \
+         lab-client unix-get SOCKET PATH"
     );
     std::process::exit(2);
 }
@@ -68,6 +73,14 @@ fn resolve(s: &str) -> Result<SocketAddr, String> {
 fn main() {
     let mut args = ArgIter::from_env();
     let mode = args.next().unwrap_or_else(|| usage("missing mode"));
+    if mode == "unix-get" {
+        let socket = args.next().unwrap_or_else(|| usage("missing SOCKET"));
+        let path = args.next().unwrap_or_else(|| usage("missing PATH"));
+        if let Some(extra) = args.next() {
+            usage(&format!("unknown argument {extra:?}"));
+        }
+        unix_get(&socket, &path);
+    }
     let target = args.next().unwrap_or_else(|| usage("missing ADDR:PORT"));
     let target = resolve(&target).unwrap_or_else(|e| usage(&e));
     let mut o = Opts {
@@ -142,6 +155,45 @@ fn wait_tcp(target: SocketAddr, timeout: Duration) -> ! {
                 std::process::exit(1);
             }
             Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn unix_get(socket: &str, path: &str) -> ! {
+    let result = (|| -> Result<(u16, Vec<u8>), String> {
+        let mut s = std::os::unix::net::UnixStream::connect(socket)
+            .map_err(|e| format!("connecting to {socket}: {e}"))?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+            .map_err(|e| format!("sending to {socket}: {e}"))?;
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer)
+            .map_err(|e| format!("reading from {socket}: {e}"))?;
+        let end = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or("no HTTP header in the answer")?;
+        let head = String::from_utf8_lossy(&answer[..end]);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("bad status line {:?}", head.lines().next()))?;
+        Ok((status, answer[end + 4..].to_vec()))
+    })();
+    match result {
+        Ok((status, body)) => {
+            let _ = std::io::stdout().write_all(&body);
+            if (200..300).contains(&status) {
+                std::process::exit(0);
+            }
+            eprintln!("lab-client: GET {path} on {socket} answered {status}");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            eprintln!("lab-client: {e}");
+            std::process::exit(1);
         }
     }
 }
