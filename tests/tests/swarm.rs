@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use ipvs_lab::swarm::{self, INGRESS_NETNS, Publish};
+use ipvs_telemetry_e2e::exposition::{self, Sample};
 use ipvs_telemetry_e2e::{Kernel, Vm, VmConfig, for_each_kernel_parallel, lab_or_skip};
 
 /// Whether the Swarm profile can run here; prints why not (and skips) like [`lab_or_skip`].
@@ -114,95 +115,6 @@ fn wait_balanced(vm: &Vm, mark: u32, replicas: usize, per_dest: u64) -> anyhow::
     }
 }
 
-/// One sample of the daemon's text exposition.
-#[derive(Debug, Clone)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-impl Sample {
-    fn label(&self, k: &str) -> &str {
-        self.labels.get(k).map(String::as_str).unwrap_or("")
-    }
-}
-
-/// Parses the Prometheus text format (0.0.4 or OpenMetrics), skipping comments.
-fn parse_metrics(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let (name, rest) = match line.find('{') {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None => match line.split_once(' ') {
-                Some((n, v)) => (n, v),
-                None => continue,
-            },
-        };
-        let mut labels = BTreeMap::new();
-        let mut rest = rest;
-        if line.contains('{') {
-            loop {
-                rest = rest.trim_start_matches(',');
-                if let Some(r) = rest.strip_prefix('}') {
-                    rest = r;
-                    break;
-                }
-                let Some((k, r)) = rest.split_once("=\"") else {
-                    break;
-                };
-                let mut v = String::new();
-                let mut chars = r.char_indices();
-                let mut end = r.len();
-                while let Some((i, c)) = chars.next() {
-                    match c {
-                        '\\' => {
-                            if let Some((_, e)) = chars.next() {
-                                v.push(match e {
-                                    'n' => '\n',
-                                    other => other,
-                                });
-                            }
-                        }
-                        '"' => {
-                            end = i + 1;
-                            break;
-                        }
-                        c => v.push(c),
-                    }
-                }
-                labels.insert(k.to_string(), v);
-                rest = &r[end..];
-            }
-        }
-        let value = rest.split_whitespace().next().and_then(|v| v.parse().ok());
-        if let Some(value) = value {
-            out.push(Sample {
-                name: name.to_string(),
-                labels,
-                value,
-            });
-        }
-    }
-    out
-}
-
-#[test]
-fn metrics_parser_reads_labels_and_values() {
-    let s = parse_metrics(
-        "# HELP x y\nipvs_up{netns=\"ingress_sbox\"} 1\nipvs_destination_connections_total{netns=\"a\\\"b\",fwmark=\"256\",protocol=\"tcp\"} 12 1700000000\nplain 3.5\n",
-    );
-    assert_eq!(s.len(), 3);
-    assert_eq!(s[0].label("netns"), "ingress_sbox");
-    assert_eq!(s[1].label("netns"), "a\"b");
-    assert_eq!(s[1].label("fwmark"), "256");
-    assert_eq!(s[1].value, 12.0);
-    assert_eq!((s[2].name.as_str(), s[2].value), ("plain", 3.5));
-}
-
 /// The daemon's port in the VM (forwarded to the host).
 const PORT: u16 = 10054;
 
@@ -221,7 +133,7 @@ const COUNTERS: [&str; 5] = [
 ];
 
 fn scrape(vm: &Vm) -> anyhow::Result<Vec<Sample>> {
-    Ok(parse_metrics(&vm.http_get(PORT, "/metrics")?))
+    Ok(exposition::parse(&vm.http_get(PORT, "/metrics")?))
 }
 
 /// The ipvsadm key of a service series (see [`ipvsadm_stats`]).
