@@ -38,6 +38,14 @@ pub const IP_VS_DIR_OUTPUT: i32 = 1;
 /// that many new connections can wait unread for the consumer without loss.
 pub const RING_BYTES: u32 = 1 << 22;
 
+/// Events wake the consumer only once this much is waiting in the ring (1/16 of it, about
+/// 2,700 events); below that it drains on its own every [`DRAIN_INTERVAL_MS`]. A wake-up per
+/// event costs the connection's CPU an irq_work and often an IPI.
+pub const WAKEUP_BYTES: u64 = RING_BYTES as u64 / 16;
+
+/// How often the consumer drains the ring without being woken, in milliseconds.
+pub const DRAIN_INTERVAL_MS: u64 = 50;
+
 /// [`Event::kind`]: a connection was scheduled to a destination (`ip_vs_conn_new` returned).
 pub const KIND_NEW_CONNECTION: u32 = 0;
 /// [`Event::kind`]: the first packet from the real server passed the director (latency issue);

@@ -27,12 +27,28 @@ use aya_log_ebpf::{info, warn};
 use ipvs_telemetry_common::{
     Event, IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE,
     IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE, KIND_NEW_CONNECTION, KINDS, Offsets, RING_BYTES,
-    STARTS_ENTRIES, StateArgs,
+    STARTS_ENTRIES, StateArgs, WAKEUP_BYTES,
 };
 
 /// Events for the daemon.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+/// `bpf_ringbuf_output` flags (`BPF_RB_NO_WAKEUP`, `BPF_RB_FORCE_WAKEUP`) and the
+/// `bpf_ringbuf_query` flag `BPF_RB_AVAIL_DATA`, from `linux/bpf.h`.
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
+
+/// Wakes the consumer only when [`WAKEUP_BYTES`] are waiting; it drains by itself otherwise.
+#[inline(always)]
+fn wakeup_flag() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
+}
 
 /// Events the ring buffer had no room for, per CPU, indexed by kind.
 #[map]
@@ -118,7 +134,7 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
     if flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE {
         let _ = STARTS.insert(cp as u64, now, 0);
     }
-    if EVENTS.output::<Event>(&event, 0).is_err() {
+    if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
         count_lost(KIND_NEW_CONNECTION);
     }
     if let Some(p) = LOGGED.get_ptr_mut(0) {
@@ -249,7 +265,7 @@ fn try_state(ctx: &ProbeContext, proto: usize) -> Result<(), i32> {
         now.saturating_sub(start),
         flags,
     )?;
-    if EVENTS.output::<Event>(&event, 0).is_err() {
+    if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
         count_lost(KIND_FIRST_RESPONSE);
     }
     Ok(())

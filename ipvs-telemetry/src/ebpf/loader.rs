@@ -8,14 +8,15 @@
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::KProbe;
 use aya::{EbpfLoader, include_bytes_aligned};
 use aya_log::EbpfLogger;
 use ipvs_telemetry_common::{
-    CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, EVENTS_MAP, Event, KINDS, LOST_MAP, OFFSETS_GLOBAL,
-    STATE_ARGS_GLOBAL, STATE_PROBES,
+    CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, DRAIN_INTERVAL_MS, EVENTS_MAP, Event, KINDS, LOST_MAP,
+    OFFSETS_GLOBAL, STATE_ARGS_GLOBAL, STATE_PROBES,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
@@ -296,34 +297,46 @@ pub fn read_lost(map: &LostMap) -> [u64; KINDS as usize] {
     out
 }
 
-/// Drains the ring buffer into the aggregator on every wake-up.
+/// Drains the ring buffer into the aggregator every [`DRAIN_INTERVAL_MS`] and whenever the
+/// probes wake it (they do once [`ipvs_telemetry_common::WAKEUP_BYTES`] are waiting).
 async fn consume(shared: Shared, mut fd: AsyncFd<RingBuf<MapData>>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let mut guard = match fd.readable_mut().await {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::error!("ebpf: polling the event ring failed: {e}");
-                return;
+        tokio::select! {
+            ready = fd.readable_mut() => {
+                let mut guard = match ready {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!("ebpf: polling the event ring failed: {e}");
+                        return;
+                    }
+                };
+                drain(&shared, guard.get_inner_mut());
+                guard.clear_ready();
             }
-        };
-        let ring = guard.get_inner_mut();
-        loop {
-            let mut st = lock(&shared);
-            let mut n = 0;
-            while n < CHUNK {
-                let Some(item) = ring.next() else { break };
-                if let Some(e) = parse(&item) {
-                    st.events[(e.kind as usize).min(KINDS as usize - 1)] += 1;
-                    st.agg.record_event(&e);
-                }
-                n += 1;
-            }
-            drop(st);
-            if n < CHUNK {
-                break;
-            }
+            _ = tick.tick() => drain(&shared, fd.get_mut()),
         }
-        guard.clear_ready();
+    }
+}
+
+/// Reads every waiting event into the aggregator, [`CHUNK`] per lock hold.
+fn drain(shared: &Shared, ring: &mut RingBuf<MapData>) {
+    loop {
+        let mut st = lock(shared);
+        let mut n = 0;
+        while n < CHUNK {
+            let Some(item) = ring.next() else { break };
+            if let Some(e) = parse(&item) {
+                st.events[(e.kind as usize).min(KINDS as usize - 1)] += 1;
+                st.agg.record_event(&e);
+            }
+            n += 1;
+        }
+        drop(st);
+        if n < CHUNK {
+            return;
+        }
     }
 }
 
