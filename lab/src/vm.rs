@@ -308,7 +308,16 @@ impl Vm {
         if cfg.kvm {
             cmd.args(["-accel", "kvm", "-cpu", "host"]);
         } else {
-            cmd.args(["-accel", "tcg", "-cpu", "max"]);
+            // One host thread runs all vCPUs (round robin) unless IPVS_LAB_TCG_THREAD=multi.
+            // With a thread per vCPU, the guest kernel patching its own text (static keys,
+            // text_poke_bp) while another vCPU runs it crashed a few lab VMs (a stray `int3`
+            // Oops on 6.12, a call to address 0 from ip_vs_in_hook on 6.1, both at moments of
+            // patching); the lab runs 2 VMs on 2 cores, so a VM has about one core anyway.
+            let thread = match std::env::var("IPVS_LAB_TCG_THREAD").as_deref() {
+                Ok("multi") => "multi",
+                _ => "single",
+            };
+            cmd.args(["-accel", &format!("tcg,thread={thread}"), "-cpu", "max"]);
         }
         cmd.args([
             "-m",
