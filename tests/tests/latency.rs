@@ -2,27 +2,24 @@
 //! (6.1 and 6.12: the protocol state handlers' signatures differ, which is what proves the
 //! BTF-derived argument positions).
 //!
-//! Topology in the VM: the client and IPVS in the root namespace; two NAT real servers, each in
+//! Topology in the VM: the client and IPVS in the root namespace; NAT real servers, each in
 //! its own network namespace behind a veth whose inner end delays every packet it sends with
-//! `tc qdisc … netem delay` (5 ms and 50 ms). The delay is on the backend's egress, so it
+//! `tc qdisc … netem delay` (10 ms and 50 ms). The delay is on the backend's egress, so it
 //! applies to the TCP SYN-ACK (which the backend's kernel sends at once, before the application
 //! sees anything: an application delay would not move the first reply) and to the UDP reply
 //! alike. The director times creation → first packet from the real server.
 //!
 //! How p50 is derived: like PromQL's `histogram_quantile(0.5, …)`, by linear interpolation
-//! inside the bucket holding the median rank. The bucket bounds around 5 ms (4, 5, 6, 8 ms) and
+//! inside the bucket holding the median rank. The bucket bounds around 10 ms (8, 10, 15 ms) and
 //! 50 ms (40, 50, 60, 80 ms) are at most 1.5× apart, so the interpolation error alone stays
 //! within the ±20 % asserted.
 //!
-//! TCG overhead: under emulation (and on a busy host) the path director → veth → backend
-//! kernel → veth → director takes about 0.5 to 1 ms, and netem's timer fires late by another
-//! one or two ms (the idle vCPU must be woken by the host), which together are already 20 to
-//! 40 % of 5 ms (measured: p50 7.1 ms for a 5 ms delay with the host at load 9 on 2 cores). A
-//! third real server with a 1 ms netem delay goes through the same path and the same timer in
-//! the same run: `overhead = p50(baseline) - 1 ms`. The assertion is: each delayed
-//! destination's p50 lies within ±20 % of its delay from `delay + overhead`. The delays
-//! themselves are not adjusted, and every connection must be measured exactly once (histogram
-//! count = new connections).
+//! The assertion is the plain one: each delayed destination's p50 lies within ±20 % of its
+//! configured delay, and every connection is measured exactly once (histogram count = new
+//! connections). Under emulation the path director → veth → backend kernel → veth → director
+//! and netem's late timer add 1 to 2 ms (about 20 to 40 % of a 5 ms delay, which is why the
+//! delays are 10 and 50 ms); a third real server with a 1 ms delay, in the same run, shows that
+//! overhead in the output.
 
 use std::time::Duration;
 
@@ -30,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use ipvs_telemetry_e2e::{Vm, VmConfig, kernels, lab_or_skip};
 use serde_json::Value;
 
-/// Three backends (`be0` 10.20.0.2 with 1 ms (the baseline), `be1` 10.21.0.2 with 5 ms, `be2` 10.22.0.2
+/// Three backends (`be0` 10.20.0.2 with 1 ms (the baseline), `be1` 10.21.0.2 with 10 ms, `be2` 10.22.0.2
 /// with 50 ms) behind TCP and UDP NAT services on 10.10.0.1 (round robin).
 const SETUP: &str = r#"
 set -e
@@ -43,7 +40,7 @@ backend() { # name subnet delay
   ip netns exec $1 tc qdisc add dev eth0 root netem delay $3
 }
 backend be0 20 1ms
-backend be1 21 5ms
+backend be1 21 10ms
 backend be2 22 50ms
 ip addr add 10.10.0.1/32 dev lo
 ipvsadm -A -t 10.10.0.1:80 -s rr
@@ -167,7 +164,7 @@ fn first_response_p50_matches_the_backend_delay_on_both_kernels() -> Result<()> 
                 baseline * 1e3
             );
             let overhead = baseline - 0.001;
-            for (addr, delay) in [("10.21.0.2", 0.005), ("10.22.0.2", 0.050)] {
+            for (addr, delay) in [("10.21.0.2", 0.010), ("10.22.0.2", 0.050)] {
                 let s = series(&json, proto, addr, port)
                     .with_context(|| format!("no series for {proto} {addr}: {json}"))?;
                 let fr = &s["first_response"];
@@ -181,11 +178,10 @@ fn first_response_p50_matches_the_backend_delay_on_both_kernels() -> Result<()> 
                 );
                 // Every connection measured exactly once.
                 assert!(complete(s), "{proto} {addr}: {s}");
-                let expected = delay + overhead;
-                if (median - expected).abs() > 0.2 * delay {
+                if (median - delay).abs() > 0.2 * delay {
                     failures.push(format!(
                         "{k} {proto} {addr}: p50 {median} s not within ±20% of the {delay} s \
-                         delay (expected {expected} s with the {overhead} s overhead): {fr}"
+                         delay (the 1 ms baseline showed {overhead} s of lab overhead): {fr}"
                     ));
                 }
             }
