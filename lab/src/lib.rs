@@ -34,7 +34,9 @@
 //! `IPVS_LAB_TOOLS_DIR` (prebuilt lab tools), `IPVS_LAB_MAX_VMS` (VMs at once on this machine,
 //! counted with lock files in `$TMPDIR/ipvs-lab-slots`,
 //! default 2), `IPVS_LAB_BOOT_TIMEOUT` (seconds, default 180), `IPVS_LAB_KEEP=1` (keep every
-//! console log, not only those of failed VMs).
+//! console log, not only those of failed VMs), `IPVS_LAB_TCG_THREAD=multi` (one host thread
+//! per vCPU instead of one for the whole VM: faster alone, but the guest patching its own
+//! code then races the other vCPUs and has crashed VMs).
 //!
 //! The Swarm profile ([`VmConfig::swarm`], [`swarm`]) adds Docker 20.10 in swarm mode.
 
