@@ -19,6 +19,7 @@ use std::time::Duration;
 
 pub use ipvs_lab::{CmdOutput, Kernel, Spawned, Vm, VmConfig};
 
+pub mod contract;
 pub mod exposition;
 
 /// Whether the lab can run here; when it cannot, prints why (`skipped <test>: <reason>`) so

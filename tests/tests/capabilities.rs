@@ -30,6 +30,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ipvs_telemetry_e2e::contract;
 use ipvs_telemetry_e2e::exposition::{self, Sample};
 use ipvs_telemetry_e2e::{
     Spawned, Vm, VmConfig, for_each_kernel, lab_or_skip, start_daemon_wrapped,
@@ -308,54 +309,6 @@ impl Daemon {
     }
 }
 
-/// Every family the daemon serves for a readable namespace with a masq/local TCP service and
-/// traffic (conntrack entries only when conntrack is loaded: not in the lab).
-const NAMESPACE_FAMILIES: &[&str] = &[
-    "ipvs_up",
-    "ipvs_services",
-    "ipvs_connection_table_size",
-    "ipvs_info",
-    "ipvs_collection_duration_seconds",
-    "ipvs_last_collection_timestamp_seconds",
-    "ipvs_service_connections_total",
-    "ipvs_service_incoming_packets_total",
-    "ipvs_service_outgoing_packets_total",
-    "ipvs_service_incoming_bytes_total",
-    "ipvs_service_outgoing_bytes_total",
-    "ipvs_service_estimated_connections_per_second",
-    "ipvs_service_estimated_incoming_packets_per_second",
-    "ipvs_service_estimated_outgoing_packets_per_second",
-    "ipvs_service_estimated_incoming_bytes_per_second",
-    "ipvs_service_estimated_outgoing_bytes_per_second",
-    "ipvs_service_destinations",
-    "ipvs_service_persistence_timeout_seconds",
-    "ipvs_service_info",
-    "ipvs_destination_connections_total",
-    "ipvs_destination_incoming_packets_total",
-    "ipvs_destination_outgoing_packets_total",
-    "ipvs_destination_incoming_bytes_total",
-    "ipvs_destination_outgoing_bytes_total",
-    "ipvs_destination_estimated_connections_per_second",
-    "ipvs_destination_estimated_incoming_packets_per_second",
-    "ipvs_destination_estimated_outgoing_packets_per_second",
-    "ipvs_destination_estimated_incoming_bytes_per_second",
-    "ipvs_destination_estimated_outgoing_bytes_per_second",
-    "ipvs_destination_active_connections",
-    "ipvs_destination_inactive_connections",
-    "ipvs_destination_persistent_connections",
-    "ipvs_destination_weight",
-    "ipvs_destination_upper_threshold",
-    "ipvs_destination_lower_threshold",
-    "ipvs_destination_info",
-    "ipvs_netns_interface_receive_bytes_total",
-    "ipvs_netns_interface_transmit_bytes_total",
-    "ipvs_netns_interface_receive_packets_total",
-    "ipvs_netns_interface_transmit_packets_total",
-    "ipvs_netns_interface_receive_drops_total",
-    "ipvs_netns_interface_transmit_drops_total",
-    "ipvs_netns_interface_up",
-];
-
 /// The eBPF families of a destination with traffic.
 const EBPF_DESTINATION_FAMILIES: &[&str] = &[
     "ipvs_ebpf_destination_new_connections_total",
@@ -365,16 +318,6 @@ const EBPF_DESTINATION_FAMILIES: &[&str] = &[
     "ipvs_ebpf_destination_connection_interarrival_seconds_bucket",
     "ipvs_ebpf_destination_first_response_seconds_bucket",
     "ipvs_ebpf_destination_first_response_seconds_count",
-];
-
-/// The daemon-wide families.
-const GLOBAL_FAMILIES: &[&str] = &[
-    "ipvs_telemetry_build_info",
-    "ipvs_ebpf_up",
-    "ipvs_ebpf_info",
-    "ipvs_ebpf_events_total",
-    "ipvs_ebpf_events_lost_total",
-    "process_start_time_seconds",
 ];
 
 fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
@@ -393,7 +336,7 @@ fn expect(m: &Metrics, name: &str, labels: &[(&str, &str)], want: f64) -> Result
 /// the connections made so far (`total`), no collection error.
 fn served(m: &Metrics, ns: &str, total: u64) -> Result<()> {
     let l = [("netns", ns)];
-    for f in NAMESPACE_FAMILIES {
+    for f in contract::NAMESPACE {
         ensure!(m.has(f, &l), "{f}{{netns={ns:?}}} missing");
     }
     expect(m, "ipvs_up", &l, 1.0)?;
@@ -421,7 +364,10 @@ fn served(m: &Metrics, ns: &str, total: u64) -> Result<()> {
 /// The probes are attached and counted exactly this run's connections; `ns_conns`: the
 /// namespaces whose destinations must carry eBPF series, with their connections.
 fn ebpf_counted(m: &Metrics, ns_conns: &[(&str, u64)]) -> Result<()> {
-    for f in GLOBAL_FAMILIES {
+    for f in contract::DAEMON
+        .iter()
+        .chain(&["process_start_time_seconds"])
+    {
         ensure!(m.has(f, &[]), "{f} missing");
     }
     expect(m, "ipvs_ebpf_up", &[], 1.0)?;

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use ipvs_telemetry_e2e::contract;
 use prometheus::{Prometheus, TempDir, on_path};
 use promql::{
     DASHBOARD, GRAFANA_BUILTINS, RULES, dashboard_expressions, load_dashboard, load_rules,
@@ -24,70 +25,6 @@ use promql::{
     variables,
 };
 use serde_json::Value;
-
-/// Metric names of the contract (docs: METRICS.md); histograms also have `_bucket`, `_sum`
-/// and `_count` series.
-const CONTRACT_METRICS: &[&str] = &[
-    "ipvs_up",
-    "ipvs_services",
-    "ipvs_connection_table_size",
-    "ipvs_info",
-    "ipvs_collection_duration_seconds",
-    "ipvs_last_collection_timestamp_seconds",
-    "ipvs_collection_errors_total",
-    "ipvs_telemetry_build_info",
-    "ipvs_service_connections_total",
-    "ipvs_service_incoming_packets_total",
-    "ipvs_service_outgoing_packets_total",
-    "ipvs_service_incoming_bytes_total",
-    "ipvs_service_outgoing_bytes_total",
-    "ipvs_service_estimated_connections_per_second",
-    "ipvs_service_estimated_incoming_packets_per_second",
-    "ipvs_service_estimated_outgoing_packets_per_second",
-    "ipvs_service_estimated_incoming_bytes_per_second",
-    "ipvs_service_estimated_outgoing_bytes_per_second",
-    "ipvs_service_destinations",
-    "ipvs_service_persistence_timeout_seconds",
-    "ipvs_service_info",
-    "ipvs_destination_connections_total",
-    "ipvs_destination_incoming_packets_total",
-    "ipvs_destination_outgoing_packets_total",
-    "ipvs_destination_incoming_bytes_total",
-    "ipvs_destination_outgoing_bytes_total",
-    "ipvs_destination_estimated_connections_per_second",
-    "ipvs_destination_estimated_incoming_packets_per_second",
-    "ipvs_destination_estimated_outgoing_packets_per_second",
-    "ipvs_destination_estimated_incoming_bytes_per_second",
-    "ipvs_destination_estimated_outgoing_bytes_per_second",
-    "ipvs_destination_active_connections",
-    "ipvs_destination_inactive_connections",
-    "ipvs_destination_persistent_connections",
-    "ipvs_destination_weight",
-    "ipvs_destination_upper_threshold",
-    "ipvs_destination_lower_threshold",
-    "ipvs_destination_info",
-    "ipvs_ebpf_up",
-    "ipvs_ebpf_info",
-    "ipvs_ebpf_destination_new_connections_total",
-    "ipvs_ebpf_destination_peak_connection_rate_per_second",
-    "ipvs_ebpf_events_total",
-    "ipvs_ebpf_events_lost_total",
-    "ipvs_netns_interface_receive_bytes_total",
-    "ipvs_netns_interface_transmit_bytes_total",
-    "ipvs_netns_interface_receive_packets_total",
-    "ipvs_netns_interface_transmit_packets_total",
-    "ipvs_netns_interface_receive_drops_total",
-    "ipvs_netns_interface_transmit_drops_total",
-    "ipvs_netns_interface_up",
-    "ipvs_netns_conntrack_entries",
-];
-
-/// Histogram metrics of the contract.
-const CONTRACT_HISTOGRAMS: &[&str] = &[
-    "ipvs_ebpf_destination_connection_rate_per_second",
-    "ipvs_ebpf_destination_connection_interarrival_seconds",
-    "ipvs_ebpf_destination_first_response_seconds",
-];
 
 fn skip(test: &str, why: &str) {
     eprintln!("SKIP {test}: {why}");
@@ -315,8 +252,8 @@ fn every_series_read_is_in_the_contract_or_recorded() {
         .iter()
         .filter_map(|(source, _)| source.split("record ").nth(1).map(str::to_owned))
         .collect();
-    let mut known: BTreeSet<String> = CONTRACT_METRICS.iter().map(|s| s.to_string()).collect();
-    for h in CONTRACT_HISTOGRAMS {
+    let mut known: BTreeSet<String> = contract::all_plain().map(str::to_owned).collect();
+    for h in contract::HISTOGRAMS {
         for suffix in ["_bucket", "_sum", "_count"] {
             known.insert(format!("{h}{suffix}"));
         }
