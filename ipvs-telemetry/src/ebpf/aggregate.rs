@@ -554,27 +554,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn event(ts: u64, dport: u16) -> Event {
-        let mut vaddr = [0; 16];
-        vaddr[..4].copy_from_slice(&[10, 0, 0, 1]);
-        let mut daddr = [0; 16];
-        daddr[..4].copy_from_slice(&[10, 0, 1, 1]);
-        Event {
-            timestamp_ns: ts,
-            conn: 0xffff_8880_0000_0000,
-            value_ns: 0,
-            kind: 0,
-            netns_inode: 4026531840,
-            flags: 0,
-            fwmark: 0,
-            af: 2,
-            daf: 2,
-            protocol: 6,
-            vport: 80u16.to_be(),
-            dport: dport.to_be(),
-            _pad: [0; 6],
-            vaddr,
-            daddr,
-        }
+        crate::ebpf::bench::synthetic_event(ts, dport)
     }
 
     fn bucket(h: &HistogramSnapshot, le: f64) -> u64 {

@@ -8,17 +8,16 @@ use ipvs_telemetry_common::Event;
 use super::aggregate::Aggregator;
 use crate::cli::Granularity;
 
-/// Microbenchmark of [`Aggregator::record`]: `events` synthetic events spread over
-/// `destinations` destinations, 1 µs apart. Returns a one-line report with events/s.
-pub fn bench_events_per_second(destinations: u16, events: u64) -> String {
-    let mut a = Aggregator::new(
-        Granularity::Destination,
-        Duration::from_millis(100),
-        100_000,
-    );
-    let mut e = Event {
-        timestamp_ns: 0,
-        conn: 0,
+/// A new-connection event at `ts` (ns) from TCP 10.0.0.1:80 to 10.0.1.1:`dport` in the
+/// initial namespace: the benchmark's and the aggregator tests' input.
+pub(crate) fn synthetic_event(ts: u64, dport: u16) -> Event {
+    let mut vaddr = [0; 16];
+    vaddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+    let mut daddr = [0; 16];
+    daddr[..4].copy_from_slice(&[10, 0, 1, 1]);
+    Event {
+        timestamp_ns: ts,
+        conn: 0xffff_8880_0000_0000,
         value_ns: 0,
         kind: 0,
         netns_inode: 4026531840,
@@ -28,11 +27,22 @@ pub fn bench_events_per_second(destinations: u16, events: u64) -> String {
         daf: 2,
         protocol: 6,
         vport: 80u16.to_be(),
-        dport: 0,
+        dport: dport.to_be(),
         _pad: [0; 6],
-        vaddr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-        daddr: [10, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-    };
+        vaddr,
+        daddr,
+    }
+}
+
+/// Microbenchmark of [`Aggregator::record`]: `events` synthetic events spread over
+/// `destinations` destinations, 1 µs apart. Returns a one-line report with events/s.
+pub fn bench_events_per_second(destinations: u16, events: u64) -> String {
+    let mut a = Aggregator::new(
+        Granularity::Destination,
+        Duration::from_millis(100),
+        100_000,
+    );
+    let mut e = synthetic_event(0, 0);
     let start = std::time::Instant::now();
     let mut x: u32 = 1;
     for i in 0..events {
