@@ -19,6 +19,19 @@ use std::time::Duration;
 
 pub use ipvs_lab::{CmdOutput, Kernel, Spawned, Vm, VmConfig};
 
+/// Shell function `backend NAME SUBNET DELAY`: a NAT real server in namespace NAME at
+/// 10.SUBNET.0.2 behind a veth (10.SUBNET.0.1 on the host side) whose inner end delays every
+/// packet it sends by DELAY (`tc qdisc … netem`).
+pub const DELAYED_BACKEND_SH: &str = r#"backend() { # name subnet delay
+  ip netns add $1
+  ip link add v$1 type veth peer name eth0 netns $1
+  ip addr add 10.$2.0.1/24 dev v$1 && ip link set v$1 up
+  ip -n $1 addr add 10.$2.0.2/24 dev eth0 && ip -n $1 link set eth0 up && ip -n $1 link set lo up
+  ip -n $1 route add default via 10.$2.0.1
+  ip netns exec $1 tc qdisc add dev eth0 root netem delay $3
+}
+"#;
+
 pub mod contract;
 pub mod exposition;
 

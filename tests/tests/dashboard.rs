@@ -36,7 +36,9 @@ mod promql;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use ipvs_telemetry_e2e::{Kernel, Vm, VmConfig, for_each_kernel, lab_or_skip, start_daemon};
+use ipvs_telemetry_e2e::{
+    DELAYED_BACKEND_SH, Kernel, Vm, VmConfig, for_each_kernel, lab_or_skip, start_daemon,
+};
 use prometheus::{Prometheus, TempDir, has_finite_value, on_path, series_count};
 use serde_json::Value;
 
@@ -73,15 +75,6 @@ const DEADLINE: Duration = Duration::from_secs(300);
 /// 10.10.0.1-4 in the root namespace, the director namespace `lb2` with its own service, and
 /// the leftover namespace file `/run/stale-netns`.
 const SETUP: &str = r#"
-set -e
-backend() { # name subnet delay
-  ip netns add $1
-  ip link add v$1 type veth peer name eth0 netns $1
-  ip addr add 10.$2.0.1/24 dev v$1 && ip link set v$1 up
-  ip -n $1 addr add 10.$2.0.2/24 dev eth0 && ip -n $1 link set eth0 up && ip -n $1 link set lo up
-  ip -n $1 route add default via 10.$2.0.1
-  ip netns exec $1 tc qdisc add dev eth0 root netem delay $3
-}
 backend be0 20 1ms
 backend be1 21 5ms
 backend be2 22 700ms
@@ -227,7 +220,7 @@ fn checks(expressions: &[Query]) -> Result<(Vec<Query>, Vec<String>)> {
 fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duration, Duration)> {
     let vm = Vm::boot(VmConfig::new(k).with_daemon().forward(PORT))?;
     let booted = Instant::now();
-    vm.sh_ok(SETUP)?;
+    vm.sh_ok(&format!("set -e\n{DELAYED_BACKEND_SH}{SETUP}"))?;
     for (ns, addr) in [
         ("be0", "10.20.0.2"),
         ("be1", "10.21.0.2"),

@@ -24,21 +24,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use ipvs_telemetry_e2e::{Vm, VmConfig, kernels, lab_or_skip};
+use ipvs_telemetry_e2e::{DELAYED_BACKEND_SH, Vm, VmConfig, kernels, lab_or_skip};
 use serde_json::Value;
 
 /// Three backends (`be0` 10.20.0.2 with 1 ms (the baseline), `be1` 10.21.0.2 with 10 ms, `be2` 10.22.0.2
 /// with 50 ms) behind TCP and UDP NAT services on 10.10.0.1 (round robin).
 const SETUP: &str = r#"
-set -e
-backend() { # name subnet delay
-  ip netns add $1
-  ip link add v$1 type veth peer name eth0 netns $1
-  ip addr add 10.$2.0.1/24 dev v$1 && ip link set v$1 up
-  ip -n $1 addr add 10.$2.0.2/24 dev eth0 && ip -n $1 link set eth0 up && ip -n $1 link set lo up
-  ip -n $1 route add default via 10.$2.0.1
-  ip netns exec $1 tc qdisc add dev eth0 root netem delay $3
-}
 backend be0 20 1ms
 backend be1 21 10ms
 backend be2 22 50ms
@@ -104,7 +95,7 @@ fn first_response_p50_matches_the_backend_delay_on_both_kernels() -> Result<()> 
     for k in kernels() {
         eprintln!("kernel {k}");
         let vm = Vm::boot(VmConfig::new(k).file(&dump, "/usr/local/bin/ebpf-dump"))?;
-        vm.sh_ok(SETUP)?;
+        vm.sh_ok(&format!("set -e\n{DELAYED_BACKEND_SH}{SETUP}"))?;
         for (ns, addr) in [
             ("be0", "10.20.0.2"),
             ("be1", "10.21.0.2"),
