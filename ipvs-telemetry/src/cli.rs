@@ -1,4 +1,4 @@
-//! The command line of `../shared/spec/CLI.md`: flags, their environment variables, and parsing
+//! The command line of docs/cli.md: flags, their environment variables, and parsing
 //! of the values they take (durations, listen addresses, regular expressions).
 //!
 //! Parsing never panics: every bad value becomes one line on stderr and exit status 2.
@@ -35,6 +35,47 @@ pub struct Cli {
     /// Options of the daemon (accepted before `serve` as well).
     #[command(flatten)]
     pub serve: ServeOpts,
+    /// What the exposition carries (the daemon and `snapshot --format prometheus`).
+    #[command(flatten)]
+    pub metrics: MetricsOpts,
+}
+
+/// The cardinality controls of docs/sizing.md.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsOpts {
+    /// Export the kernel's 2-second estimator gauges (`*_estimated_*_per_second`).
+    #[arg(long = "metrics.estimator", global = true, env = "IPVS_TELEMETRY_METRICS_ESTIMATOR",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub estimator: bool,
+    /// Family groups to leave out (comma separated; see docs/sizing.md).
+    #[arg(long = "metrics.exclude", value_name = "GROUP", global = true,
+          env = "IPVS_TELEMETRY_METRICS_EXCLUDE", value_delimiter = ',',
+          value_parser = crate::metrics::options::parse_group)]
+    pub exclude: Vec<crate::metrics::options::Group>,
+    /// Services whose destinations get their own series: `all`, `none`, or conditions
+    /// `netns=NAME,vip=CIDR,port=N,protocol=P,fwmark=N` that must all hold; repeatable.
+    #[arg(long = "metrics.destinations", value_name = "SELECTOR", global = true,
+          env = "IPVS_TELEMETRY_METRICS_DESTINATIONS", value_delimiter = ';',
+          value_parser = crate::metrics::options::parse_selector)]
+    pub destinations: Vec<crate::metrics::options::Destinations>,
+    /// Most service and destination series in one scrape (0: no limit); whole groups are left
+    /// out from the end of the namespace and service order.
+    #[arg(long = "metrics.max-series", value_name = "N", global = true,
+          default_value_t = crate::metrics::options::DEFAULT_MAX_SERIES,
+          env = "IPVS_TELEMETRY_METRICS_MAX_SERIES")]
+    pub max_series: usize,
+}
+
+impl MetricsOpts {
+    /// The export options these flags describe.
+    pub fn export_options(&self) -> Result<crate::metrics::ExportOptions, String> {
+        Ok(crate::metrics::ExportOptions {
+            estimator: self.estimator,
+            excluded: self.exclude.clone(),
+            destinations: crate::metrics::options::merge_selectors(self.destinations.clone()),
+            max_series: self.max_series,
+        })
+    }
 }
 
 /// The subcommands.
@@ -168,10 +209,15 @@ pub struct ServeOpts {
         env = "IPVS_TELEMETRY_WEB_MAX_REQUESTS"
     )]
     pub max_requests: usize,
-    /// Netlink collection period.
-    #[arg(long = "poll.interval", value_name = "DURATION", default_value = "1s",
-          value_parser = parse_positive_duration, global = true, env = "IPVS_TELEMETRY_POLL_INTERVAL")]
-    pub poll_interval: Duration,
+    /// A scrape reuses the latest netlink collection when it began less than this long ago,
+    /// and otherwise waits for a new one (collections follow scrapes; none run on a timer).
+    #[arg(long = "collection.max-age", value_name = "DURATION", default_value = "1s",
+          value_parser = parse_max_age, global = true, env = "IPVS_TELEMETRY_COLLECTION_MAX_AGE")]
+    pub collection_max_age: Duration,
+    /// Deprecated: read as `--collection.max-age`.
+    #[arg(long = "poll.interval", value_name = "DURATION", hide = true,
+          value_parser = parse_max_age, global = true, env = "IPVS_TELEMETRY_POLL_INTERVAL")]
+    pub poll_interval: Option<Duration>,
     /// eBPF probes: `auto` attaches if possible, `on` fails to start without them.
     #[arg(long = "ebpf", value_enum, default_value_t = EbpfMode::Auto, global = true,
           env = "IPVS_TELEMETRY_EBPF")]
@@ -193,6 +239,24 @@ pub struct ServeOpts {
         env = "IPVS_TELEMETRY_EBPF_MAX_DESTINATIONS"
     )]
     pub ebpf_max_destinations: usize,
+}
+
+impl ServeOpts {
+    /// `--collection.max-age`, or the deprecated `--poll.interval` when given.
+    pub fn max_age(&self) -> Duration {
+        self.poll_interval.unwrap_or(self.collection_max_age)
+    }
+}
+
+/// The longest `--collection.max-age`.
+pub const MAX_AGE_LIMIT: Duration = Duration::from_secs(3600);
+
+fn parse_max_age(s: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(s)?;
+    if d > MAX_AGE_LIMIT {
+        return Err(format!("{s:?} is longer than the limit of 1h"));
+    }
+    Ok(d)
 }
 
 /// `--ebpf`.
@@ -442,8 +506,44 @@ mod tests {
         let cli = Cli::try_parse_from(["ipvs-telemetry"]).unwrap();
         assert!(cli.command.is_none());
         assert_eq!(cli.serve.listen_addresses, vec![":10054"]);
-        assert_eq!(cli.serve.poll_interval, Duration::from_secs(1));
+        assert_eq!(cli.serve.max_age(), Duration::from_secs(1));
         assert!(cli.common.include_host());
+        let o = cli.metrics.export_options().unwrap();
+        assert_eq!(o, crate::metrics::ExportOptions::default());
+        let cli = Cli::try_parse_from([
+            "ipvs-telemetry",
+            "--poll.interval",
+            "15s",
+            "--metrics.estimator",
+            "--metrics.exclude",
+            "destination.info,context.conntrack",
+            "--metrics.destinations",
+            "vip=10.0.0.0/8,port=80",
+            "--metrics.destinations",
+            "fwmark=256",
+            "--metrics.max-series",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(cli.serve.max_age(), Duration::from_secs(15));
+        let o = cli.metrics.export_options().unwrap();
+        assert!(o.estimator);
+        assert_eq!(o.excluded.len(), 2);
+        assert_eq!(o.max_series, 0);
+        assert!(
+            matches!(o.destinations, crate::metrics::options::Destinations::Selected(ref v) if v.len() == 2)
+        );
+        for bad in [
+            &["--collection.max-age", "2h"][..],
+            &["--collection.max-age", "0s"],
+            &["--metrics.exclude", "thresholds"],
+            &["--metrics.destinations", "vip=300.0.0.1"],
+            &["--metrics.max-series", "-1"],
+        ] {
+            let r =
+                Cli::try_parse_from(std::iter::once("ipvs-telemetry").chain(bad.iter().copied()));
+            assert!(r.is_err(), "{bad:?}");
+        }
         let cli = Cli::try_parse_from([
             "ipvs-telemetry",
             "serve",

@@ -1,13 +1,15 @@
 //! ipvs-telemetry: Prometheus telemetry for Linux IPVS.
 //!
 //! Data flows one way: [`netlink`] (through [`netns`]) and [`ebpf`] produce immutable
-//! [`model`] values, [`metrics`] encodes them once per collection, [`http`] serves the bytes.
-//! `main.rs` only parses flags and wires these together.
+//! [`model`] values, [`metrics`] encodes them for each scrape, [`http`] streams the bytes.
+//! [`collect`] decides when to collect; `serve.rs` wires the daemon together, `main.rs` only
+//! parses flags.
 
 #![warn(missing_docs)]
 
 pub mod caps;
 pub mod cli;
+pub mod collect;
 pub mod ebpf;
 pub mod http;
 pub mod logging;

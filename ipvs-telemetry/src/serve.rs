@@ -1,25 +1,19 @@
 //! `ipvs-telemetry serve`: the daemon's wiring of collection, eBPF, encoding and HTTP.
 //!
-//! One task collects every `--poll.interval` (the collector reads the namespaces
-//! concurrently), asks the eBPF side for its series, and publishes one
-//! [`Generation`](crate::metrics::Generation) through a watch channel; it encodes ahead the
-//! formats scrapers asked for in the previous generation. Scrapes only read the latest
-//! generation: they never touch netlink.
+//! [`Telemetry`](crate::collect::Telemetry) decides when to collect (on demand, see
+//! [`crate::collect`]); the HTTP server asks it for a collection fresh enough for each scrape and
+//! streams the encoding.
 //!
 //! Signals: SIGINT/SIGTERM shut down gracefully (exit 0); SIGHUP re-reads `--web.config.file`
 //! (an invalid file is logged and the previous configuration stays in force).
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
 
 use crate::cli::Cli;
 use crate::http::{self, Shared, WebConfig};
-use crate::metrics::{BuildInfo, ErrorCounts, Format, Generation, Inputs, ProcessStats};
-use crate::model::Snapshot;
 
 /// Exit status: clean shutdown.
 pub const EXIT_OK: i32 = 0;
@@ -66,22 +60,28 @@ pub fn run(cli: Cli) -> i32 {
 
 /// Deadline of one namespace's collection: at least 10 s, so that a large table (10,000
 /// services × 5 destinations take seconds on a slow or virtual machine) is never cut short
-/// by a short `--poll.interval`; longer polls allow as long, up to a minute. A collection that
-/// outlasts the poll interval only delays the next one.
-fn netlink_timeout(poll: Duration) -> Duration {
-    poll.clamp(Duration::from_secs(10), Duration::from_secs(60))
+/// by a short `--collection.max-age`; longer ages allow as long, up to a minute.
+fn netlink_timeout(max_age: Duration) -> Duration {
+    max_age.clamp(Duration::from_secs(10), Duration::from_secs(60))
 }
 
 async fn daemon(cli: Cli, web: WebConfig) -> i32 {
     log_capabilities();
-    let collector =
-        match crate::netns::Collector::new(&cli.common, netlink_timeout(cli.serve.poll_interval)) {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("ipvs-telemetry: {e}");
-                return EXIT_USAGE;
-            }
-        };
+    let max_age = cli.serve.max_age();
+    let options = match cli.metrics.export_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ipvs-telemetry: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let collector = match crate::netns::Collector::new(&cli.common, netlink_timeout(max_age)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ipvs-telemetry: {e}");
+            return EXIT_USAGE;
+        }
+    };
     let listeners = match http::bind(&cli.serve.listen_addresses) {
         Ok(l) => l,
         Err(e) => {
@@ -107,20 +107,26 @@ async fn daemon(cli: Cli, web: WebConfig) -> i32 {
             return EXIT_RUNTIME;
         }
     };
+    if cli.serve.poll_interval.is_some() {
+        tracing::warn!(
+            "--poll.interval (IPVS_TELEMETRY_POLL_INTERVAL) is deprecated: collections now follow \
+             scrapes; it is read as --collection.max-age"
+        );
+    }
     tracing::info!(
         version = crate::cli::VERSION,
-        poll_interval = ?cli.serve.poll_interval,
+        collection_max_age = ?max_age,
         "starting ipvs-telemetry"
     );
 
-    let (tx, rx) = watch::channel(None);
+    let telemetry = crate::collect::Telemetry::new(collector, ebpf, max_age, options);
+    telemetry.start();
     let shared = Arc::new(Shared::new(
-        rx,
+        telemetry,
         web,
         cli.serve.telemetry_path.clone(),
         cli.serve.max_requests,
     ));
-    let collection = tokio::spawn(collect_loop(collector, ebpf, cli.serve.poll_interval, tx));
 
     let reload_shared = shared.clone();
     let web_path = cli.serve.web_config_file.clone();
@@ -134,8 +140,6 @@ async fn daemon(cli: Cli, web: WebConfig) -> i32 {
         }
     };
     http::serve(listeners, shared, shutdown).await;
-    collection.abort();
-    let _ = collection.await;
     tracing::info!("stopped");
     EXIT_OK
 }
@@ -157,83 +161,6 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) {
     }
 }
 
-async fn collect_loop(
-    mut collector: crate::netns::Collector,
-    ebpf: crate::ebpf::Ebpf,
-    interval: Duration,
-    tx: watch::Sender<Option<Arc<Generation>>>,
-) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut errors: ErrorCounts = BTreeMap::new();
-    let mut last_state: HashMap<String, Option<String>> = HashMap::new();
-    let build = BuildInfo::current();
-    // When each variant was last asked for. Prometheus asks for OpenMetrics + gzip: have it
-    // ready for the first scrape.
-    let mut asked = AskedFor::default();
-    asked.mark(&[(Format::OpenMetrics, true)], std::time::Instant::now());
-    loop {
-        ticker.tick().await;
-        let snapshot = collector.collect().await;
-        log_changes(&snapshot, &mut last_state);
-        count_errors(&snapshot, &mut errors);
-        let ebpf_snapshot = ebpf.snapshot(&snapshot);
-        let inputs = Inputs {
-            snapshot: Arc::new(snapshot),
-            ebpf: Arc::new(ebpf_snapshot),
-            errors: errors.clone(),
-            process: ProcessStats::read(),
-            build,
-        };
-        let generation = Arc::new(Generation::new(inputs));
-        // What scrapers asked of the generations being replaced (recently) is what this one
-        // encodes ahead; nobody scraping means no encoding at all.
-        let now = std::time::Instant::now();
-        if let Some(old) = tx.borrow().as_ref() {
-            asked.mark(&old.requested(), now);
-        }
-        let g = generation.clone();
-        let w = asked.recent(now);
-        let started = std::time::Instant::now();
-        // Encoding 10,000 services takes a while: off the async workers.
-        let _ = tokio::task::spawn_blocking(move || {
-            for (f, gz) in w {
-                g.prepare(f, gz);
-            }
-        })
-        .await;
-        tracing::debug!(took = ?started.elapsed(), "encoded");
-        tx.send_replace(Some(generation));
-    }
-}
-
-/// A variant unasked for this long is no longer encoded ahead (longer than any sane scrape
-/// interval).
-const ASKED_MEMORY: Duration = Duration::from_secs(180);
-
-/// When each encoding variant was last asked for.
-#[derive(Debug, Default)]
-struct AskedFor(Vec<((Format, bool), std::time::Instant)>);
-
-impl AskedFor {
-    fn mark(&mut self, variants: &[(Format, bool)], now: std::time::Instant) {
-        for v in variants {
-            match self.0.iter_mut().find(|(x, _)| x == v) {
-                Some(e) => e.1 = now,
-                None => self.0.push((*v, now)),
-            }
-        }
-    }
-
-    fn recent(&self, now: std::time::Instant) -> Vec<(Format, bool)> {
-        self.0
-            .iter()
-            .filter(|(_, t)| now.duration_since(*t) < ASKED_MEMORY)
-            .map(|(v, _)| *v)
-            .collect()
-    }
-}
-
 /// Logs which of the capabilities the daemon uses it holds, and which not (what each one is
 /// for: docs/deploy.md); a refusal later names the one it needed.
 fn log_capabilities() {
@@ -248,105 +175,9 @@ fn log_capabilities() {
     }
 }
 
-/// Adds this collection's failures to the counters; namespaces gone are forgotten.
-fn count_errors(snapshot: &Snapshot, errors: &mut ErrorCounts) {
-    for ns in &snapshot.namespaces {
-        if let Err(f) = &ns.ipvs {
-            *errors
-                .entry((ns.netns.name.clone(), f.reason.as_str().to_string()))
-                .or_insert(0) += 1;
-        }
-    }
-    errors.retain(|(name, _), _| snapshot.namespaces.iter().any(|n| &n.netns.name == name));
-}
-
-/// Logs a namespace's failure when it starts or changes, and its recovery: not every poll.
-fn log_changes(snapshot: &Snapshot, last: &mut HashMap<String, Option<String>>) {
-    for ns in &snapshot.namespaces {
-        let now = ns.ipvs.as_ref().err().map(|f| f.message.clone());
-        let before = last.insert(ns.netns.name.clone(), now.clone());
-        match (before, now) {
-            (None, None) => tracing::info!(netns = %ns.netns.name, "collecting namespace"),
-            (Some(Some(_)), None) => {
-                tracing::info!(netns = %ns.netns.name, "namespace readable again")
-            }
-            (b, Some(msg)) if b.as_ref().and_then(|x| x.as_ref()) != Some(&msg) => {
-                tracing::warn!(netns = %ns.netns.name, error = %msg, "cannot read IPVS")
-            }
-            _ => {}
-        }
-    }
-    last.retain(|name, _| snapshot.namespaces.iter().any(|n| &n.netns.name == name));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::*;
-    use std::time::SystemTime;
-
-    fn ns(name: &str, ok: bool) -> NamespaceSnapshot {
-        NamespaceSnapshot {
-            netns: NetnsId {
-                name: name.into(),
-                dev: 1,
-                inode: 2,
-            },
-            ipvs: if ok {
-                Ok(IpvsState {
-                    info: Info::default(),
-                    timeouts: Timeouts::default(),
-                    services: vec![],
-                })
-            } else {
-                Err(CollectFailure {
-                    reason: ErrorReason::Timeout,
-                    message: "timed out".into(),
-                })
-            },
-            context: NetnsContext::default(),
-            duration: Duration::ZERO,
-            timestamp: SystemTime::now(),
-        }
-    }
-
-    #[test]
-    fn errors_accumulate_and_gone_namespaces_are_forgotten() {
-        let mut e = ErrorCounts::new();
-        let s = Snapshot {
-            namespaces: vec![ns("a", false), ns("b", true)],
-        };
-        count_errors(&s, &mut e);
-        count_errors(&s, &mut e);
-        assert_eq!(e.get(&("a".into(), "timeout".into())), Some(&2));
-        assert_eq!(e.len(), 1);
-        count_errors(
-            &Snapshot {
-                namespaces: vec![ns("b", true)],
-            },
-            &mut e,
-        );
-        assert!(e.is_empty());
-    }
-
-    #[test]
-    fn asked_variants_are_forgotten_after_a_while() {
-        let t0 = std::time::Instant::now();
-        let mut a = AskedFor::default();
-        a.mark(&[(Format::OpenMetrics, true)], t0);
-        a.mark(&[(Format::Text, false)], t0 + Duration::from_secs(100));
-        assert_eq!(a.recent(t0 + Duration::from_secs(1)).len(), 2);
-        assert_eq!(
-            a.recent(t0 + Duration::from_secs(200)),
-            vec![(Format::Text, false)]
-        );
-        a.mark(
-            &[(Format::OpenMetrics, true)],
-            t0 + Duration::from_secs(200),
-        );
-        assert_eq!(a.recent(t0 + Duration::from_secs(300)).len(), 1);
-        assert!(a.recent(t0 + Duration::from_secs(1000)).is_empty());
-    }
 
     #[test]
     fn timeouts() {

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::cli::{Cli, SnapshotFormat, SnapshotOpts};
+use crate::metrics::Format;
 use crate::model::{Destination, Family, IpvsState, Protocol, Service, ServiceAddress, Snapshot};
 
 /// Deadline of one namespace's collection. Generous: a one-shot command should finish even for
@@ -37,12 +38,35 @@ pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
             return 2;
         }
     };
+    let export = match cli.metrics.export_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ipvs-telemetry: {e}");
+            return 2;
+        }
+    };
     let mut status = 0;
     for i in 0..opts.repeat.max(1) {
         if i > 0 {
             std::thread::sleep(opts.interval);
         }
         let snapshot = runtime.block_on(collector.collect());
+        if opts.format == SnapshotFormat::Prometheus {
+            // Streamed: a large table's exposition is never held whole.
+            let inputs = crate::metrics::snapshot_inputs(snapshot.clone());
+            let mut out = IoWrite(std::io::BufWriter::with_capacity(
+                64 * 1024,
+                std::io::stdout().lock(),
+            ));
+            let written = crate::metrics::encode_to(&inputs, &export, Format::Text, &mut out)
+                .ok()
+                .and_then(|_| out.0.flush().ok());
+            if written.is_none() {
+                return 1; // stdout closed (e.g. `| head`): nothing more to say
+            }
+            status = namespace_status(&snapshot);
+            continue;
+        }
         let text = match opts.format {
             SnapshotFormat::Table => render_table(&snapshot),
             SnapshotFormat::Json if opts.repeat > 1 => {
@@ -54,7 +78,7 @@ pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
             SnapshotFormat::Json => serde_json::to_string_pretty(&snapshot)
                 .map(|s| s + "\n")
                 .unwrap_or_default(),
-            SnapshotFormat::Prometheus => crate::metrics::snapshot_text(snapshot.clone()),
+            SnapshotFormat::Prometheus => String::new(),
         };
         let mut out = std::io::stdout().lock();
         if out
@@ -64,15 +88,30 @@ pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
         {
             return 1; // stdout closed (e.g. `| head`): nothing more to say
         }
-        status = 0;
-        for ns in &snapshot.namespaces {
-            if let Err(f) = &ns.ipvs {
-                eprintln!("ipvs-telemetry: netns {:?}: {}", ns.netns.name, f.message);
-                status = 1;
-            }
+        status = namespace_status(&snapshot);
+    }
+    status
+}
+
+/// Prints each namespace that could not be read; 1 when there was one.
+fn namespace_status(snapshot: &Snapshot) -> i32 {
+    let mut status = 0;
+    for ns in &snapshot.namespaces {
+        if let Err(f) = &ns.ipvs {
+            eprintln!("ipvs-telemetry: netns {:?}: {}", ns.netns.name, f.message);
+            status = 1;
         }
     }
     status
+}
+
+/// `fmt::Write` over an `io::Write`.
+struct IoWrite<W>(W);
+
+impl<W: std::io::Write> std::fmt::Write for IoWrite<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write_all(s.as_bytes()).map_err(|_| std::fmt::Error)
+    }
 }
 
 /// Renders every namespace like `ipvsadm -Ln --stats --exact`, each after a `# netns` line.

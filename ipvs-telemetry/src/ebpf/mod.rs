@@ -141,7 +141,17 @@ impl Ebpf {
     /// The current series; destinations absent from `netlink` (twice in a row, in reads that
     /// began after their last connection) are forgotten.
     pub fn snapshot(&self, netlink: &Snapshot) -> EbpfSnapshot {
-        let present = presence(netlink, self.granularity);
+        self.snapshot_present(&self.presence(netlink))
+    }
+
+    /// Which destinations and namespaces `netlink` holds, computed once per collection and used
+    /// by every [`Ebpf::snapshot_present`] until the next one.
+    pub fn presence(&self, netlink: &Snapshot) -> Presence {
+        presence(netlink, self.granularity)
+    }
+
+    /// The current series, joined with a collection's [`Presence`].
+    pub fn snapshot_present(&self, present: &Presence) -> EbpfSnapshot {
         self.snapshot_with(|k| {
             if present.keys.contains(k) {
                 return Seen::Present;
@@ -215,7 +225,8 @@ impl Ebpf {
 }
 
 /// Which keys and namespaces a netlink snapshot holds.
-struct Presence {
+#[derive(Debug, Default)]
+pub struct Presence {
     keys: std::collections::HashSet<RawKey>,
     /// Each namespace read (by inode): when its read began (`CLOCK_MONOTONIC` ns), or `None`
     /// when it could not be read.

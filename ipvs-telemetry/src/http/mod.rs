@@ -1,16 +1,18 @@
 //! The HTTP server: metrics endpoint, landing page, health, web-config (TLS, basic auth).
-//! Serves bytes encoded elsewhere; never touches netlink.
+//! Asks [`crate::collect`] for a collection and streams its encoding; never touches netlink.
 //!
 //! Protection against slow or many clients: at most [`MAX_CONNECTIONS`] connections (more are
 //! closed at once), a TLS handshake and the request headers must arrive within
 //! [`HANDSHAKE_TIMEOUT`], an idle or stalled connection is closed (see [`io`]), a request is
-//! answered within [`REQUEST_TIMEOUT`], and at most `--web.max-requests` requests are handled at
-//! once (more get 503 at once). Serving cached bytes takes microseconds, so the request limit
-//! only bites when requests are expensive (basic-auth bcrypt, an encoding made on demand).
+//! answered within [`REQUEST_TIMEOUT`] (waiting for a collection included), and at most
+//! `--web.max-requests` requests are handled at once (more get 503 at once); a scrape takes a
+//! slot only when it encodes, and holds it until its body is written (see [`scrape`]).
 
 pub mod auth;
+mod body;
 mod io;
 pub mod negotiate;
+mod scrape;
 mod server;
 pub mod webconfig;
 

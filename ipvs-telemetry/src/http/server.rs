@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -13,19 +12,22 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::Semaphore;
 
+use super::body::Body;
 use super::io::TimeoutIo;
+use super::scrape::{self, Flights};
 use super::{
     HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT, SHUTDOWN_GRACE, WebConfig, negotiate,
 };
-use crate::metrics::{EncodeError, Generation};
+use crate::collect::Telemetry;
 
 /// State shared by every connection.
-#[derive(Debug)]
 pub struct Shared {
-    /// The latest collection, `None` until the first one finished.
-    pub generation: watch::Receiver<Option<Arc<Generation>>>,
+    /// Collections and the eBPF side.
+    pub telemetry: Arc<Telemetry>,
+    /// Gzip encodings in flight, shared by concurrent scrapes.
+    pub flights: Arc<Flights>,
     /// The web configuration in force (replaced on reload).
     pub web: RwLock<Arc<WebConfig>>,
     /// `--web.telemetry-path`.
@@ -37,13 +39,14 @@ pub struct Shared {
 impl Shared {
     /// Builds the shared state.
     pub fn new(
-        generation: watch::Receiver<Option<Arc<Generation>>>,
+        telemetry: Arc<Telemetry>,
         web: WebConfig,
         telemetry_path: String,
         max_requests: usize,
     ) -> Self {
         Shared {
-            generation,
+            telemetry,
+            flights: Arc::default(),
             web: RwLock::new(Arc::new(web)),
             telemetry_path,
             limiter: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
@@ -221,10 +224,10 @@ async fn http<I>(
     }
 }
 
-type Resp = Response<Full<Bytes>>;
+type Resp = Response<Body>;
 
 fn text(status: StatusCode, body: &'static str) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut r = Response::new(Body::whole(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -246,7 +249,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Resp, Inf
 }
 
 async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp {
-    let _permit = match &shared.limiter {
+    let permit = match &shared.limiter {
         Some(s) => match s.clone().try_acquire_owned() {
             Ok(p) => Some(p),
             Err(_) => {
@@ -284,13 +287,15 @@ async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp
     }
     let path = req.uri().path();
     if path == shared.telemetry_path {
+        // A scrape takes a slot of its own only when it encodes (see `scrape`).
+        drop(permit);
         return metrics(&req, shared).await;
     }
     match path {
         "/" => landing(&shared.telemetry_path),
         "/-/healthy" => text(StatusCode::OK, "Healthy\n"),
         "/-/ready" => {
-            if shared.generation.borrow().is_some() {
+            if shared.telemetry.ready() {
                 text(StatusCode::OK, "Ready\n")
             } else {
                 text(
@@ -304,28 +309,25 @@ async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp
 }
 
 async fn metrics(req: &Request<Incoming>, shared: &Shared) -> Resp {
-    let Some(generation) = shared.generation.borrow().clone() else {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no collection has finished yet\n",
-        );
-    };
     let h = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let format = negotiate::format(h(header::ACCEPT));
     let gzip = negotiate::gzip(h(header::ACCEPT_ENCODING));
-    let bytes = match generation.ready(format, gzip) {
-        Some(b) => b,
-        None => tokio::task::spawn_blocking(move || generation.get(format, gzip))
-            .await
-            .unwrap_or(Err(EncodeError)),
+    let body = scrape::body(
+        &shared.telemetry,
+        &shared.flights,
+        &shared.limiter,
+        format,
+        gzip,
+    )
+    .await;
+    let body = match body {
+        Ok(b) => b,
+        Err(refused) => {
+            let (status, msg) = refused.answer();
+            return text(status, msg);
+        }
     };
-    let Ok(bytes) = bytes else {
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding the metrics failed\n",
-        );
-    };
-    let mut r = Response::new(Full::new(bytes));
+    let mut r = Response::new(body);
     let hs = r.headers_mut();
     hs.insert(
         header::CONTENT_TYPE,
@@ -350,7 +352,7 @@ fn landing(path: &str) -> Resp {
          <li><a href=\"/-/ready\">Readiness</a></li>\n</ul>\n</body>\n</html>\n",
         html_escape(crate::cli::VERSION)
     );
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Body::whole(body));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),

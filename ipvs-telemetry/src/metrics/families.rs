@@ -1,4 +1,6 @@
-//! Every metric family of METRICS.md, walked once over the collection's values.
+//! The metric families of docs/metrics.md written through a [`Sink`]: the namespace, context,
+//! eBPF and daemon families (the service and destination ones are pre-rendered, see
+//! [`super::prerendered`]).
 //!
 //! The walk is written once, against the [`Sink`] trait; the OpenMetrics encoder
 //! (prometheus-client) and the 0.0.4 encoder each implement it. That keeps names, HELP texts,
@@ -10,13 +12,17 @@ use std::fmt;
 use prometheus_client::encoding::EncodeLabelSet;
 
 use super::Inputs;
+#[cfg(test)]
+use super::labels::{DestinationInfoLabels, ServiceInfoLabels};
 use super::labels::{
-    DestinationInfoLabels, DestinationLabels, EbpfLabels, LabelPairs, NetnsAndLabel, NetnsLabels,
-    NoLabels, ServiceInfoLabels, ServiceLabels, StaticLabels,
+    DestinationLabels, EbpfLabels, LabelPairs, NetnsAndLabel, NetnsLabels, NoLabels, ServiceLabels,
+    StaticLabels,
 };
-use crate::model::{
-    Family, HistogramSnapshot, IpvsState, NamespaceSnapshot, ServiceAddress, Stats,
-};
+use super::options::{ExportOptions, Group};
+use super::prerendered::{Dropped, ServiceIndex};
+use crate::model::{HistogramSnapshot, NamespaceSnapshot, ServiceAddress};
+#[cfg(test)]
+use crate::model::{IpvsState, Stats};
 
 /// A label set both encoders can write.
 pub trait LabelSet: LabelPairs + EncodeLabelSet {}
@@ -69,15 +75,36 @@ pub trait Samples {
     fn histogram<L: LabelSet>(&mut self, labels: &L, h: &HistogramSnapshot) -> fmt::Result;
 }
 
-/// Labels of one namespace's services and destinations, built once per encoding.
+/// Labels of one namespace's services and destinations (the reference encoder of the tests).
+#[cfg(test)]
 struct NsLabels<'a> {
-    ns: &'a NamespaceSnapshot,
     ipvs: &'a IpvsState,
     services: Vec<ServiceLabels>,
 }
 
-/// Writes every family of `inputs` into `sink`.
-pub fn walk<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
+/// The families before the service and destination ones: the namespace series.
+pub fn walk_head<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
+    namespace_families(inputs, sink)
+}
+
+/// The families after the service and destination ones: interfaces and conntrack, eBPF (joined
+/// with the netlink labels through `index`), and the daemon's own series.
+pub fn walk_tail<S: Sink>(
+    inputs: &Inputs,
+    index: &ServiceIndex,
+    options: &ExportOptions,
+    dropped: Dropped,
+    sink: &mut S,
+) -> fmt::Result {
+    context_families(inputs, options, sink)?;
+    ebpf_families(inputs, index, sink)?;
+    daemon_families(inputs, dropped, sink)
+}
+
+/// The service and destination families written the straightforward way, through the sink:
+/// the reference the pre-rendered encoder is compared with.
+#[cfg(test)]
+pub fn walk_reference<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
     let namespaces = &inputs.snapshot.namespaces;
     let ns_labels: Vec<NsLabels<'_>> = namespaces
         .iter()
@@ -94,10 +121,9 @@ pub fn walk<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
                     ServiceLabels::new(&ns.netns, svc.family, &svc.address, published)
                 })
                 .collect();
-            Some(NsLabels { ns, ipvs, services })
+            Some(NsLabels { ipvs, services })
         })
         .collect();
-    // Destination labels borrow the service labels above.
     let dest_labels: Vec<Vec<Vec<DestinationLabels<'_>>>> = ns_labels
         .iter()
         .map(|n| {
@@ -114,13 +140,8 @@ pub fn walk<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
                 .collect()
         })
         .collect();
-
-    namespace_families(inputs, sink)?;
     service_families(&ns_labels, sink)?;
-    destination_families(&ns_labels, &dest_labels, sink)?;
-    ebpf_families(inputs, &ns_labels, &dest_labels, sink)?;
-    context_families(inputs, sink)?;
-    daemon_families(inputs, sink)
+    destination_families(&ns_labels, &dest_labels, sink)
 }
 
 fn namespace_families<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
@@ -225,9 +246,11 @@ fn namespace_families<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
     Ok(())
 }
 
+#[cfg(test)]
 /// The five counters and five estimator rates of [`Stats`], as (suffix, help, getter).
 type StatField = (&'static str, &'static str, fn(&Stats) -> u64);
 
+#[cfg(test)]
 const SERVICE_COUNTERS: [StatField; 5] = [
     (
         "ipvs_service_connections",
@@ -256,6 +279,7 @@ const SERVICE_COUNTERS: [StatField; 5] = [
     ),
 ];
 
+#[cfg(test)]
 const SERVICE_RATES: [StatField; 5] = [
     (
         "ipvs_service_estimated_connections_per_second",
@@ -284,6 +308,7 @@ const SERVICE_RATES: [StatField; 5] = [
     ),
 ];
 
+#[cfg(test)]
 const DESTINATION_COUNTERS: [StatField; 5] = [
     (
         "ipvs_destination_connections",
@@ -312,6 +337,7 @@ const DESTINATION_COUNTERS: [StatField; 5] = [
     ),
 ];
 
+#[cfg(test)]
 const DESTINATION_RATES: [StatField; 5] = [
     (
         "ipvs_destination_estimated_connections_per_second",
@@ -340,6 +366,7 @@ const DESTINATION_RATES: [StatField; 5] = [
     ),
 ];
 
+#[cfg(test)]
 fn service_families<S: Sink>(ns_labels: &[NsLabels<'_>], sink: &mut S) -> fmt::Result {
     let services = || {
         ns_labels
@@ -392,6 +419,7 @@ fn service_families<S: Sink>(ns_labels: &[NsLabels<'_>], sink: &mut S) -> fmt::R
     Ok(())
 }
 
+#[cfg(test)]
 fn destination_families<S: Sink>(
     ns_labels: &[NsLabels<'_>],
     dest_labels: &[Vec<Vec<DestinationLabels<'_>>>],
@@ -475,12 +503,7 @@ fn destination_families<S: Sink>(
     Ok(())
 }
 
-fn ebpf_families<S: Sink>(
-    inputs: &Inputs,
-    ns_labels: &[NsLabels<'_>],
-    dest_labels: &[Vec<Vec<DestinationLabels<'_>>>],
-    sink: &mut S,
-) -> fmt::Result {
+fn ebpf_families<S: Sink>(inputs: &Inputs, index: &ServiceIndex, sink: &mut S) -> fmt::Result {
     let ebpf = &*inputs.ebpf;
     // No mode: there is no eBPF side at all (`snapshot` command), not even a disabled one.
     if ebpf.mode.is_empty() {
@@ -535,33 +558,46 @@ fn ebpf_families<S: Sink>(
 
     // Join each eBPF key with the netlink labels: namespace inode -> namespace, service
     // address -> service, (address, port) -> destination. Keys that match nothing (a service
-    // deleted since) are left out, so eBPF series never outlive their netlink series.
-    type SvcKey = (u64, Family, ServiceAddress);
-    let mut services: HashMap<SvcKey, (usize, usize)> = HashMap::new();
-    for (ni, n) in ns_labels.iter().enumerate() {
-        for (si, svc) in n.ipvs.services.iter().enumerate() {
-            services
-                .entry((n.ns.netns.inode, svc.family, svc.address))
-                .or_insert((ni, si));
+    // deleted since) are left out, so eBPF series never outlive their netlink series. Labels are
+    // made only for the services that have eBPF series.
+    let namespaces = &inputs.snapshot.namespaces;
+    let mut service_labels: HashMap<(usize, usize), ServiceLabels> = HashMap::new();
+    let mut matched: Vec<(&crate::model::EbpfSeries, (usize, usize))> = Vec::new();
+    for s in &ebpf.series {
+        let Some(&(ni, si)) = index.get(&(s.key.netns_inode, s.key.family, s.key.service)) else {
+            continue;
+        };
+        let ns = &namespaces[ni];
+        let Ok(ipvs) = &ns.ipvs else { continue };
+        let svc = &ipvs.services[si];
+        if let Some((addr, port)) = s.key.destination
+            && !svc
+                .destinations
+                .iter()
+                .any(|d| d.address == addr && d.port == port)
+        {
+            continue;
         }
+        service_labels.entry((ni, si)).or_insert_with(|| {
+            let published = match svc.address {
+                ServiceAddress::Fwmark { .. } => svc.published,
+                ServiceAddress::Inet { .. } => None,
+            };
+            ServiceLabels::new(&ns.netns, svc.family, &svc.address, published)
+        });
+        matched.push((s, (ni, si)));
     }
-    let labelled: Vec<(EbpfLabels<'_>, &crate::model::EbpfSeries)> = ebpf
-        .series
-        .iter()
-        .filter_map(|s| {
-            let &(ni, si) = services.get(&(s.key.netns_inode, s.key.family, s.key.service))?;
+    let labelled: Vec<(EbpfLabels<'_>, &crate::model::EbpfSeries)> = matched
+        .into_iter()
+        .map(|(s, key)| {
+            let sl = &service_labels[&key];
             let labels = match s.key.destination {
-                None => EbpfLabels::Service(&ns_labels[ni].services[si]),
+                None => EbpfLabels::Service(sl),
                 Some((addr, port)) => {
-                    let svc = &ns_labels[ni].ipvs.services[si];
-                    let di = svc
-                        .destinations
-                        .iter()
-                        .position(|d| d.address == addr && d.port == port)?;
-                    EbpfLabels::Destination(dest_labels[ni][si][di].clone())
+                    EbpfLabels::Destination(DestinationLabels::new(sl, addr, port))
                 }
             };
-            Some((labels, s))
+            (labels, s)
         })
         .collect();
     if labelled.is_empty() {
@@ -612,11 +648,17 @@ fn ebpf_families<S: Sink>(
     Ok(())
 }
 
-fn context_families<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
+fn context_families<S: Sink>(
+    inputs: &Inputs,
+    options: &ExportOptions,
+    sink: &mut S,
+) -> fmt::Result {
     let namespaces = &inputs.snapshot.namespaces;
-    let ifaces = || {
+    let interfaces = options.has(Group::ContextInterfaces);
+    let ifaces = move || {
         namespaces
             .iter()
+            .filter(move |_| interfaces)
             .flat_map(|ns| ns.context.interfaces.iter().map(move |i| (ns, i)))
     };
     if ifaces().next().is_some() {
@@ -682,9 +724,10 @@ fn context_families<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
             f.gauge(&l, Num::U(i.up as u64))?;
         }
     }
-    if namespaces
-        .iter()
-        .any(|ns| ns.context.conntrack_entries.is_some())
+    if options.has(Group::ContextConntrack)
+        && namespaces
+            .iter()
+            .any(|ns| ns.context.conntrack_entries.is_some())
     {
         let mut f = sink.family(
             "ipvs_netns_conntrack_entries",
@@ -705,7 +748,20 @@ fn context_families<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
     Ok(())
 }
 
-fn daemon_families<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
+fn daemon_families<S: Sink>(inputs: &Inputs, dropped: Dropped, sink: &mut S) -> fmt::Result {
+    {
+        let mut f = sink.family(
+            "ipvs_telemetry_series_dropped",
+            "Service and destination series left out of this exposition by --metrics.max-series, by level.",
+            Kind::Gauge,
+        )?;
+        for (level, n) in [
+            ("destination", dropped.destination_series),
+            ("service", dropped.service_series),
+        ] {
+            f.gauge(&StaticLabels(&[("level", level)]), Num::U(n as u64))?;
+        }
+    }
     {
         let b = &inputs.build;
         let mut f = sink.family(

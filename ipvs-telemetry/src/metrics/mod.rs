@@ -1,26 +1,29 @@
-//! Snapshots to Prometheus: a prometheus-client collector for OpenMetrics and our own encoder for
-//! the text format 0.0.4. Only reads [`crate::model`] values.
+//! Snapshots to Prometheus: OpenMetrics (prometheus-client for the small families, our own
+//! writer for the large ones) and the text format 0.0.4. Only reads [`crate::model`] values.
 //!
-//! Each collection becomes one [`Generation`]: its inputs plus up to four encodings
-//! (OpenMetrics or 0.0.4, gzip or not), each made at most once and then shared by every scrape.
-//! The daemon encodes ahead the variants scrapers asked for during the previous generation
-//! (normally only OpenMetrics + gzip, what Prometheus asks for), so a steady scrape only copies
-//! bytes, and a 10,000-service exposition is held only in the forms someone reads.
+//! An exposition is written in three parts: the namespace families ([`families::walk_head`]), the
+//! service and destination families from the label text a [`Plans`] rendered once per table shape
+//! ([`prerendered`]), and the context, eBPF and daemon families ([`families::walk_tail`]). It is
+//! produced as a stream of chunks of about 64 KiB, gzip-compressed on the way when asked, so the
+//! uncompressed body of a large table is never held whole.
 
 mod families;
 pub mod labels;
 mod openmetrics;
+pub mod options;
+pub mod prerendered;
 pub mod process;
 mod text;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+pub use options::ExportOptions;
+pub use prerendered::Plans;
 pub use process::ProcessStats;
 
 use crate::model::{EbpfSnapshot, Snapshot};
@@ -69,7 +72,7 @@ pub struct Inputs {
 }
 
 /// Exposition format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Format {
     /// OpenMetrics 1.0.0.
     OpenMetrics,
@@ -92,150 +95,167 @@ impl Format {
 #[error("encoding the metrics failed")]
 pub struct EncodeError;
 
-/// Writes the exposition of `inputs` in `format` as text.
-pub fn encode_to(inputs: &Arc<Inputs>, format: Format, out: &mut dyn fmt::Write) -> fmt::Result {
+/// Writes the whole exposition of `inputs` in `format`; `plans` must have been made from
+/// `inputs.snapshot`.
+pub fn write_exposition(
+    inputs: &Arc<Inputs>,
+    plans: &Arc<Plans>,
+    format: Format,
+    out: &mut dyn fmt::Write,
+) -> fmt::Result {
     match format {
-        Format::OpenMetrics => openmetrics::encode(inputs.clone(), out),
-        Format::Text => text::encode(inputs, out),
+        Format::OpenMetrics => {
+            openmetrics::encode_head(inputs.clone(), out)?;
+            plans.write(format, out)?;
+            openmetrics::encode_tail(inputs.clone(), plans.clone(), out)
+        }
+        Format::Text => {
+            text::encode_head(inputs, out)?;
+            plans.write(format, out)?;
+            text::encode_tail(inputs, plans, out)
+        }
     }
 }
 
-/// The 0.0.4 text of one collection alone, for `snapshot --format prometheus`: the namespace,
-/// service, destination and context series plus `ipvs_telemetry_build_info`; no eBPF, error
-/// counter or process series (there is no daemon).
-pub fn snapshot_text(snapshot: Snapshot) -> String {
-    let inputs = Arc::new(Inputs {
+/// Writes the whole exposition of `inputs` in `format`, planned with `options` (one-shot uses:
+/// `snapshot --format prometheus`, tests).
+pub fn encode_to(
+    inputs: &Arc<Inputs>,
+    options: &ExportOptions,
+    format: Format,
+    out: &mut dyn fmt::Write,
+) -> fmt::Result {
+    let plans = Arc::new(Plans::new(
+        inputs.snapshot.clone(),
+        Arc::new(options.clone()),
+        None,
+    ));
+    write_exposition(inputs, &plans, format, out)
+}
+
+/// The inputs of `snapshot --format prometheus`: one collection alone, with
+/// `ipvs_telemetry_build_info`; no eBPF, error counter or process series (there is no daemon).
+pub fn snapshot_inputs(snapshot: Snapshot) -> Arc<Inputs> {
+    Arc::new(Inputs {
         snapshot: Arc::new(snapshot),
         ebpf: Arc::new(EbpfSnapshot::default()),
         errors: ErrorCounts::new(),
         process: ProcessStats::default(),
         build: BuildInfo::current(),
-    });
-    let mut s = String::new();
-    // Writing to a String cannot fail.
-    let _ = text::encode(&inputs, &mut s);
-    s
+    })
 }
 
-/// Encodes `inputs` in `format`, gzipped when `gzip`.
-pub fn encode(inputs: &Arc<Inputs>, format: Format, gzip: bool) -> Result<Bytes, EncodeError> {
+/// Size of the chunks an exposition is streamed in.
+pub const CHUNK: usize = 64 * 1024;
+
+/// Streams the exposition in chunks of about [`CHUNK`] bytes, gzip-compressed when `gzip`, to
+/// `emit`; stops with an error as soon as `emit` returns `false` (the reader went away).
+pub fn stream(
+    inputs: &Arc<Inputs>,
+    plans: &Arc<Plans>,
+    format: Format,
+    gzip: bool,
+    emit: &mut dyn FnMut(Bytes) -> bool,
+) -> Result<(), EncodeError> {
     if gzip {
-        let mut w = GzipWriter::new();
-        encode_to(inputs, format, &mut w).map_err(|_| EncodeError)?;
-        let mut v = w.finish().map_err(|_| EncodeError)?;
-        // The bytes live for a whole poll interval: give back the growth slack.
-        v.shrink_to_fit();
-        Ok(Bytes::from(v))
+        let mut w = GzipChunks {
+            buf: String::with_capacity(CHUNK),
+            gz: flate2::write::GzEncoder::new(
+                Vec::with_capacity(CHUNK),
+                flate2::Compression::fast(),
+            ),
+            emit,
+        };
+        write_exposition(inputs, plans, format, &mut w).map_err(|_| EncodeError)?;
+        w.flush_text().map_err(|_| EncodeError)?;
+        let GzipChunks { gz, emit, .. } = w;
+        let rest = gz.finish().map_err(|_| EncodeError)?;
+        if !rest.is_empty() && !emit(Bytes::from(rest)) {
+            return Err(EncodeError);
+        }
     } else {
-        let mut s = String::new();
-        encode_to(inputs, format, &mut s).map_err(|_| EncodeError)?;
-        s.shrink_to_fit();
-        Ok(Bytes::from(s))
-    }
-}
-
-/// Streams text into a gzip member through a 64 KiB staging buffer, so the uncompressed
-/// exposition is never held in full.
-struct GzipWriter {
-    buf: String,
-    gz: flate2::write::GzEncoder<Vec<u8>>,
-}
-
-const GZIP_CHUNK: usize = 64 * 1024;
-
-impl GzipWriter {
-    fn new() -> Self {
-        GzipWriter {
-            buf: String::with_capacity(GZIP_CHUNK),
-            // Level 1: expositions are very repetitive, the fast level already shrinks them
-            // ~20 times, and a collection may be encoded every second.
-            gz: flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()),
+        let mut w = Chunks {
+            buf: String::with_capacity(CHUNK),
+            emit,
+        };
+        write_exposition(inputs, plans, format, &mut w).map_err(|_| EncodeError)?;
+        let Chunks { buf, emit } = w;
+        if !buf.is_empty() && !emit(Bytes::from(buf)) {
+            return Err(EncodeError);
         }
     }
-
-    fn finish(mut self) -> std::io::Result<Vec<u8>> {
-        self.gz.write_all(self.buf.as_bytes())?;
-        self.gz.finish()
-    }
+    Ok(())
 }
 
-impl fmt::Write for GzipWriter {
+/// Encodes `inputs` in `format` into one buffer, gzipped when `gzip` (tests and small uses; the
+/// daemon streams).
+pub fn encode(
+    inputs: &Arc<Inputs>,
+    options: &ExportOptions,
+    format: Format,
+    gzip: bool,
+) -> Result<Bytes, EncodeError> {
+    let plans = Arc::new(Plans::new(
+        inputs.snapshot.clone(),
+        Arc::new(options.clone()),
+        None,
+    ));
+    let mut all = Vec::new();
+    stream(inputs, &plans, format, gzip, &mut |b| {
+        all.extend_from_slice(&b);
+        true
+    })?;
+    Ok(Bytes::from(all))
+}
+
+/// Text cut into chunks.
+struct Chunks<'a> {
+    buf: String,
+    emit: &'a mut dyn FnMut(Bytes) -> bool,
+}
+
+impl fmt::Write for Chunks<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         self.buf.push_str(s);
-        if self.buf.len() >= GZIP_CHUNK {
-            self.gz
-                .write_all(self.buf.as_bytes())
-                .map_err(|_| fmt::Error)?;
-            self.buf.clear();
+        if self.buf.len() >= CHUNK {
+            let full = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK + 1024));
+            if !(self.emit)(Bytes::from(full)) {
+                return Err(fmt::Error);
+            }
         }
         Ok(())
     }
 }
 
-/// One collection's inputs and its encodings, each made at most once.
-#[derive(Debug)]
-pub struct Generation {
-    inputs: Arc<Inputs>,
-    variants: [OnceLock<Result<Bytes, EncodeError>>; 4],
-    requested: [AtomicBool; 4],
+/// Text compressed into one gzip member, emitted in chunks as the compressed bytes pile up.
+struct GzipChunks<'a> {
+    buf: String,
+    // Level 1: expositions are very repetitive, the fast level already shrinks them ~20 times.
+    gz: flate2::write::GzEncoder<Vec<u8>>,
+    emit: &'a mut dyn FnMut(Bytes) -> bool,
 }
 
-fn slot(format: Format, gzip: bool) -> usize {
-    (format == Format::Text) as usize * 2 + gzip as usize
-}
-
-/// The four encodings, in slot order.
-pub const VARIANTS: [(Format, bool); 4] = [
-    (Format::OpenMetrics, false),
-    (Format::OpenMetrics, true),
-    (Format::Text, false),
-    (Format::Text, true),
-];
-
-impl Generation {
-    /// A generation without any encoding yet.
-    pub fn new(inputs: Inputs) -> Self {
-        Generation {
-            inputs: Arc::new(inputs),
-            variants: Default::default(),
-            requested: Default::default(),
+impl GzipChunks<'_> {
+    fn flush_text(&mut self) -> std::io::Result<()> {
+        self.gz.write_all(self.buf.as_bytes())?;
+        self.buf.clear();
+        if self.gz.get_ref().len() >= CHUNK {
+            let out = std::mem::replace(self.gz.get_mut(), Vec::with_capacity(CHUNK + 1024));
+            if !(self.emit)(Bytes::from(out)) {
+                return Err(std::io::Error::other("reader gone"));
+            }
         }
+        Ok(())
     }
+}
 
-    /// The inputs.
-    pub fn inputs(&self) -> &Arc<Inputs> {
-        &self.inputs
-    }
-
-    /// The encoding if it was already made.
-    pub fn ready(&self, format: Format, gzip: bool) -> Option<Result<Bytes, EncodeError>> {
-        let i = slot(format, gzip);
-        self.requested[i].store(true, Ordering::Relaxed);
-        self.variants[i].get().cloned()
-    }
-
-    /// The encoding, made now if needed (CPU-bound: call from a blocking thread). Concurrent
-    /// callers wait for the one that encodes.
-    pub fn get(&self, format: Format, gzip: bool) -> Result<Bytes, EncodeError> {
-        let i = slot(format, gzip);
-        self.requested[i].store(true, Ordering::Relaxed);
-        self.variants[i]
-            .get_or_init(|| encode(&self.inputs, format, gzip))
-            .clone()
-    }
-
-    /// The variants scrapers asked for in this generation.
-    pub fn requested(&self) -> Vec<(Format, bool)> {
-        VARIANTS
-            .into_iter()
-            .filter(|&(f, g)| self.requested[slot(f, g)].load(Ordering::Relaxed))
-            .collect()
-    }
-
-    /// Makes an encoding ahead of any request, without marking it requested.
-    pub fn prepare(&self, format: Format, gzip: bool) {
-        let i = slot(format, gzip);
-        let _ = self.variants[i].get_or_init(|| encode(&self.inputs, format, gzip));
+impl fmt::Write for GzipChunks<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.buf.push_str(s);
+        if self.buf.len() >= CHUNK {
+            self.flush_text().map_err(|_| fmt::Error)?;
+        }
+        Ok(())
     }
 }
 

@@ -8,18 +8,36 @@ use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::Inputs;
-use super::families::{Kind, LabelSet, Num, Samples, Sink, walk};
+use super::families::{Kind, LabelSet, Num, Samples, Sink, walk_head, walk_tail};
 use super::labels::LabelPairs;
+use super::{Inputs, Plans};
 use crate::model::HistogramSnapshot;
 
-/// The collector registered for one encoding: walks the families of its inputs.
+/// Which families a collector walks.
 #[derive(Debug)]
-struct SnapshotCollector(Arc<Inputs>);
+enum Part {
+    /// The namespace families.
+    Head,
+    /// The context, eBPF and daemon families.
+    Tail(Arc<Plans>),
+    /// The service and destination families, the straightforward way (test reference).
+    #[cfg(test)]
+    Reference,
+}
+
+/// The collector registered for one encoding: walks one part of the families of its inputs.
+#[derive(Debug)]
+struct SnapshotCollector(Arc<Inputs>, Part);
 
 impl Collector for SnapshotCollector {
     fn encode(&self, encoder: DescriptorEncoder<'_>) -> Result<(), fmt::Error> {
-        walk(&self.0, &mut OmSink(encoder))
+        let sink = &mut OmSink(encoder);
+        match &self.1 {
+            Part::Head => walk_head(&self.0, sink),
+            Part::Tail(p) => walk_tail(&self.0, &p.index, p.options(), p.dropped, sink),
+            #[cfg(test)]
+            Part::Reference => super::families::walk_reference(&self.0, sink),
+        }
     }
 }
 
@@ -101,12 +119,31 @@ impl Samples for MetricEncoder<'_> {
     }
 }
 
-/// Writes the OpenMetrics exposition of `inputs` (with the final `# EOF`) into `out`.
-pub fn encode(inputs: Arc<Inputs>, out: &mut dyn fmt::Write) -> fmt::Result {
+fn encode_part(inputs: Arc<Inputs>, part: Part, out: &mut dyn fmt::Write) -> fmt::Result {
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(SnapshotCollector(inputs)));
-    let mut w = DynWrite(out);
-    prometheus_client::encoding::text::encode(&mut w, &registry)
+    registry.register_collector(Box::new(SnapshotCollector(inputs, part)));
+    prometheus_client::encoding::text::encode_registry(&mut DynWrite(out), &registry)
+}
+
+/// Writes the OpenMetrics namespace families of `inputs` into `out`.
+pub fn encode_head(inputs: Arc<Inputs>, out: &mut dyn fmt::Write) -> fmt::Result {
+    encode_part(inputs, Part::Head, out)
+}
+
+/// Writes the OpenMetrics context, eBPF and daemon families of `inputs`, then `# EOF`.
+pub fn encode_tail(
+    inputs: Arc<Inputs>,
+    plans: Arc<Plans>,
+    out: &mut dyn fmt::Write,
+) -> fmt::Result {
+    encode_part(inputs, Part::Tail(plans), out)?;
+    prometheus_client::encoding::text::encode_eof(&mut DynWrite(out))
+}
+
+/// Writes the service and destination families the straightforward way (test reference).
+#[cfg(test)]
+pub fn encode_reference(inputs: Arc<Inputs>, out: &mut dyn fmt::Write) -> fmt::Result {
+    encode_part(inputs, Part::Reference, out)
 }
 
 struct DynWrite<'a>(&'a mut dyn fmt::Write);

@@ -217,7 +217,11 @@ pub(crate) fn sample_inputs() -> Inputs {
 }
 
 fn text(format: Format) -> String {
-    let b = encode(&Arc::new(sample_inputs()), format, false).unwrap();
+    text_with(format, &ExportOptions::everything())
+}
+
+fn text_with(format: Format, options: &ExportOptions) -> String {
+    let b = encode(&Arc::new(sample_inputs()), options, format, false).unwrap();
     String::from_utf8(b.to_vec()).unwrap()
 }
 
@@ -361,22 +365,226 @@ fn promtool_accepts_text_format() {
 }
 
 #[test]
-fn gzip_round_trip_and_generation_memo() {
+fn gzip_round_trip_in_chunks() {
     use std::io::Read;
-    let g = Generation::new(sample_inputs());
-    assert!(g.ready(Format::Text, true).is_none());
-    let gz = g.get(Format::Text, true).unwrap();
-    let mut plain = String::new();
-    flate2::read::GzDecoder::new(&gz[..])
-        .read_to_string(&mut plain)
+    let inputs = Arc::new(large_inputs(300, 5));
+    let options = ExportOptions::everything();
+    let plans = Arc::new(Plans::new(
+        inputs.snapshot.clone(),
+        Arc::new(options.clone()),
+        None,
+    ));
+    for format in [Format::Text, Format::OpenMetrics] {
+        let mut chunks = Vec::new();
+        stream(&inputs, &plans, format, true, &mut |b| {
+            chunks.push(b);
+            true
+        })
         .unwrap();
-    assert_eq!(plain, text(Format::Text));
-    // Same bytes (same allocation) on the next request.
-    assert_eq!(
-        g.ready(Format::Text, true).unwrap().unwrap().as_ptr(),
-        gz.as_ptr()
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        let gz: Vec<u8> = chunks.concat();
+        let mut plain = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut plain)
+            .unwrap();
+        let mut want = String::new();
+        write_exposition(&inputs, &plans, format, &mut want).unwrap();
+        assert_eq!(plain, want);
+        // Uncompressed: chunks of about CHUNK bytes, the same text.
+        let mut chunks = Vec::new();
+        stream(&inputs, &plans, format, false, &mut |b| {
+            chunks.push(b);
+            true
+        })
+        .unwrap();
+        assert!(chunks.iter().all(|c| c.len() < CHUNK + 4096));
+        assert_eq!(chunks.concat(), want.as_bytes());
+    }
+}
+
+#[test]
+fn stream_stops_when_the_reader_goes() {
+    let inputs = Arc::new(large_inputs(300, 5));
+    let plans = Arc::new(Plans::new(
+        inputs.snapshot.clone(),
+        Arc::new(ExportOptions::default()),
+        None,
+    ));
+    for gzip in [false, true] {
+        let mut calls = 0;
+        let r = stream(&inputs, &plans, Format::Text, gzip, &mut |_| {
+            calls += 1;
+            false
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+    }
+}
+
+/// The pre-rendered service and destination families equal the straightforward encoding through
+/// the sink, byte for byte, in both formats.
+#[test]
+fn prerendered_equals_the_reference_encoding() {
+    let mut inputs = sample_inputs();
+    let mut snap = (*inputs.snapshot).clone();
+    // Odd label values: quotes, backslashes and newlines in a namespace name and a scheduler.
+    snap.namespaces[0].netns.name = "a\"b\\c\nd".into();
+    if let Ok(ipvs) = &mut snap.namespaces[0].ipvs {
+        ipvs.services[0].scheduler = "w\"r\\r".into();
+    }
+    inputs.snapshot = Arc::new(snap);
+    let inputs = Arc::new(inputs);
+    let plans = Plans::new(
+        inputs.snapshot.clone(),
+        Arc::new(ExportOptions::everything()),
+        None,
     );
-    assert_eq!(g.requested(), vec![(Format::Text, true)]);
+    // The reference has no ipvs_service_available_destinations family: compare the others.
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("ipvs_service_available_destinations"))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
+    let first_difference = |a: &str, b: &str| {
+        a.lines()
+            .zip(b.lines())
+            .find(|(x, y)| x != y)
+            .map(|(x, y)| format!("{x}\n  vs\n{y}"))
+            .unwrap_or_else(|| format!("lengths {} vs {}", a.len(), b.len()))
+    };
+    for format in [Format::Text, Format::OpenMetrics] {
+        let mut fast = String::new();
+        plans.write(format, &mut fast).unwrap();
+        let mut reference = String::new();
+        match format {
+            Format::Text => super::text::encode_reference(&inputs, &mut reference).unwrap(),
+            Format::OpenMetrics => {
+                super::openmetrics::encode_reference(inputs.clone(), &mut reference).unwrap()
+            }
+        }
+        assert!(fast.len() > 1000);
+        assert!(fast.contains("ipvs_service_available_destinations{"));
+        let fast = strip(&fast);
+        assert!(
+            fast == reference,
+            "{format:?}: {}",
+            first_difference(&fast, &reference)
+        );
+    }
+}
+
+/// A plan is reused while the table's shape stays, and rebuilt when it changes.
+#[test]
+fn plans_are_reused_per_namespace_shape() {
+    let inputs = sample_inputs();
+    let options = Arc::new(ExportOptions::default());
+    let p1 = Plans::new(inputs.snapshot.clone(), options.clone(), None);
+    let mut snap = (*inputs.snapshot).clone();
+    if let Ok(ipvs) = &mut snap.namespaces[0].ipvs {
+        ipvs.services[0].stats.conns += 5;
+        ipvs.services[0].destinations[0].active_connections += 1;
+    }
+    let p2 = Plans::new(Arc::new(snap.clone()), options.clone(), Some(&p1));
+    assert!(p2.shares_namespace_with(&p1, 0));
+    let mut out = String::new();
+    p2.write(Format::Text, &mut out).unwrap();
+    assert!(out.contains(r#"ipvs_service_connections_total{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark=""} 47"#), "{out}");
+    if let Ok(ipvs) = &mut snap.namespaces[0].ipvs {
+        ipvs.services[0].scheduler = "rr".into();
+    }
+    let p3 = Plans::new(Arc::new(snap), options, Some(&p2));
+    assert!(!p3.shares_namespace_with(&p2, 0));
+    let mut out = String::new();
+    p3.write(Format::Text, &mut out).unwrap();
+    assert!(out.contains(r#"scheduler="rr""#));
+}
+
+#[test]
+fn estimator_and_groups_are_left_out_by_default_or_on_request() {
+    let default = text_with(Format::Text, &ExportOptions::default());
+    assert!(!default.contains("_estimated_"));
+    assert!(default.contains("ipvs_destination_weight{"));
+    let all = text(Format::Text);
+    assert!(all.contains("ipvs_destination_estimated_connections_per_second{"));
+    let o = ExportOptions {
+        excluded: vec![
+            options::Group::DestinationThresholds,
+            options::Group::DestinationInfo,
+            options::Group::ContextInterfaces,
+        ],
+        ..Default::default()
+    };
+    let t = text_with(Format::Text, &o);
+    assert!(!t.contains("ipvs_destination_upper_threshold"));
+    assert!(!t.contains("ipvs_destination_info"));
+    assert!(!t.contains("ipvs_netns_interface_"));
+    assert!(t.contains("ipvs_destination_weight{"));
+    assert!(t.contains("ipvs_netns_conntrack_entries"));
+}
+
+#[test]
+fn destination_selector_keeps_service_series_and_counts() {
+    let mut o = ExportOptions {
+        destinations: options::parse_selector("none").unwrap(),
+        ..Default::default()
+    };
+    let t = text_with(Format::Text, &o);
+    assert!(!t.contains("ipvs_destination_"), "{t}");
+    assert!(t.contains(r#"ipvs_service_destinations{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark=""} 2"#));
+    assert!(t.contains("ipvs_service_available_destinations{"));
+    assert!(t.contains("ipvs_service_connections_total{"));
+    o.destinations = options::parse_selector("vip=2001:db8::/32").unwrap();
+    let t = text_with(Format::Text, &o);
+    let dests: Vec<&str> = t
+        .lines()
+        .filter(|l| l.starts_with("ipvs_destination_connections_total"))
+        .collect();
+    assert!(!dests.is_empty());
+    assert!(
+        dests.iter().all(|l| l.contains("2001:db8::53")),
+        "{dests:?}"
+    );
+}
+
+#[test]
+fn series_cap_drops_whole_groups_from_the_end() {
+    let inputs = Arc::new(large_inputs(100, 5));
+    let count = |t: &str, p: &str| t.lines().filter(|l| l.starts_with(p)).count();
+    let mut o = ExportOptions::default();
+    let full =
+        String::from_utf8(encode(&inputs, &o, Format::Text, false).unwrap().to_vec()).unwrap();
+    let svc_series = full
+        .lines()
+        .filter(|l| l.starts_with("ipvs_service_") && !l.starts_with('#'))
+        .count();
+    let dest_series = full
+        .lines()
+        .filter(|l| l.starts_with("ipvs_destination_") && !l.starts_with('#'))
+        .count();
+    // Room for every service and the destinations of 40 of the 100 (+ sample services).
+    let per_dest = dest_series / count(&full, "ipvs_destination_connections_total");
+    o.max_series = svc_series + 40 * 5 * per_dest;
+    let t = String::from_utf8(encode(&inputs, &o, Format::Text, false).unwrap().to_vec()).unwrap();
+    let kept = count(&t, "ipvs_destination_connections_total");
+    assert!((35 * 5..=40 * 5).contains(&kept), "{kept}");
+    assert_eq!(kept % 5, 0, "whole services only");
+    assert_eq!(
+        count(&t, "ipvs_service_connections_total"),
+        count(&full, "ipvs_service_connections_total")
+    );
+    // The same cut every time, and said in the exposition.
+    let again =
+        String::from_utf8(encode(&inputs, &o, Format::Text, false).unwrap().to_vec()).unwrap();
+    assert_eq!(t, again);
+    assert!(t.contains("ipvs_telemetry_series_dropped{level=\"destination\"}"));
+    assert!(!t.contains("ipvs_telemetry_series_dropped{level=\"destination\"} 0"));
+    // Too small even for the services: whole services go, from the end.
+    o.max_series = 10;
+    let t = String::from_utf8(encode(&inputs, &o, Format::Text, false).unwrap().to_vec()).unwrap();
+    assert!(!t.contains("ipvs_destination_connections_total{"));
+    assert!(count(&t, "ipvs_service_connections_total{") <= 1);
+    assert!(!t.contains("ipvs_telemetry_series_dropped{level=\"service\"} 0"));
 }
 
 #[test]
@@ -392,7 +600,13 @@ fn empty_collection_still_valid() {
         process: ProcessStats::default(),
         build: BuildInfo::current(),
     };
-    let t = encode(&Arc::new(inputs), Format::Text, false).unwrap();
+    let t = encode(
+        &Arc::new(inputs),
+        &ExportOptions::default(),
+        Format::Text,
+        false,
+    )
+    .unwrap();
     let t = String::from_utf8(t.to_vec()).unwrap();
     assert!(
         t.contains("ipvs_telemetry_build_info{version=\"0.1.0\""),
@@ -404,7 +618,9 @@ fn empty_collection_still_valid() {
 
 #[test]
 fn snapshot_command_text() {
-    let t = snapshot_text((*sample_inputs().snapshot).clone());
+    let inputs = snapshot_inputs((*sample_inputs().snapshot).clone());
+    let mut t = String::new();
+    encode_to(&inputs, &ExportOptions::default(), Format::Text, &mut t).unwrap();
     assert!(t.contains("ipvs_service_connections_total{netns=\"host\""));
     assert!(t.contains("ipvs_telemetry_build_info{"));
     assert!(!t.contains("ipvs_ebpf"));
@@ -449,9 +665,28 @@ pub(crate) fn large_inputs(services: usize, dests: usize) -> Inputs {
 #[ignore]
 fn large_collection_encoding() {
     let inputs = Arc::new(large_inputs(10_000, 5));
-    for (f, gz) in VARIANTS {
+    for (name, options) in [
+        ("defaults", ExportOptions::default()),
+        ("everything", ExportOptions::everything()),
+    ] {
         let t = std::time::Instant::now();
-        let b = encode(&inputs, f, gz).unwrap();
-        eprintln!("{f:?} gzip={gz}: {} bytes in {:?}", b.len(), t.elapsed());
+        let plans = Arc::new(Plans::new(inputs.snapshot.clone(), Arc::new(options), None));
+        eprintln!(
+            "{name}: plan in {:?}, {} bytes of label text",
+            t.elapsed(),
+            plans.bytes()
+        );
+        for f in [Format::OpenMetrics, Format::Text] {
+            for gz in [false, true] {
+                let t = std::time::Instant::now();
+                let mut n = 0;
+                stream(&inputs, &plans, f, gz, &mut |b| {
+                    n += b.len();
+                    true
+                })
+                .unwrap();
+                eprintln!("{name} {f:?} gzip={gz}: {n} bytes in {:?}", t.elapsed());
+            }
+        }
     }
 }

@@ -6,14 +6,31 @@
 
 use std::fmt::{self, Write};
 
-use super::Inputs;
-use super::families::{Kind, LabelSet, Num, Samples, Sink, walk};
+use super::families::{Kind, LabelSet, Num, Samples, Sink, walk_head, walk_tail};
 use super::labels::LabelPairs;
+use super::{Inputs, Plans};
 use crate::model::HistogramSnapshot;
 
-/// Writes the 0.0.4 exposition of `inputs` into `out`.
-pub fn encode(inputs: &Inputs, out: &mut dyn Write) -> fmt::Result {
-    walk(inputs, &mut TextSink { out })
+/// Writes the 0.0.4 namespace families of `inputs` into `out`.
+pub fn encode_head(inputs: &Inputs, out: &mut dyn Write) -> fmt::Result {
+    walk_head(inputs, &mut TextSink { out })
+}
+
+/// Writes the 0.0.4 context, eBPF and daemon families of `inputs` into `out`.
+pub fn encode_tail(inputs: &Inputs, plans: &Plans, out: &mut dyn Write) -> fmt::Result {
+    walk_tail(
+        inputs,
+        &plans.index,
+        plans.options(),
+        plans.dropped,
+        &mut TextSink { out },
+    )
+}
+
+/// Writes the service and destination families the straightforward way (test reference).
+#[cfg(test)]
+pub fn encode_reference(inputs: &Inputs, out: &mut dyn Write) -> fmt::Result {
+    super::families::walk_reference(inputs, &mut TextSink { out })
 }
 
 struct TextSink<'a> {
@@ -60,7 +77,7 @@ impl Sink for TextSink<'_> {
 }
 
 /// Escapes `\` and newline (HELP), and `"` too in label values.
-fn write_escaped(out: &mut dyn Write, s: &str, quote: bool) -> fmt::Result {
+pub(super) fn write_escaped(out: &mut dyn Write, s: &str, quote: bool) -> fmt::Result {
     let mut last = 0;
     for (i, b) in s.bytes().enumerate() {
         let esc = match b {
@@ -77,7 +94,10 @@ fn write_escaped(out: &mut dyn Write, s: &str, quote: bool) -> fmt::Result {
 }
 
 /// Writes `{a="x",b="y"` (without the closing brace); returns whether anything was written.
-fn write_labels(out: &mut dyn Write, labels: &dyn LabelPairs) -> Result<bool, fmt::Error> {
+pub(super) fn write_labels(
+    out: &mut dyn Write,
+    labels: &dyn LabelPairs,
+) -> Result<bool, fmt::Error> {
     let mut first = true;
     labels.pairs(&mut |k, v| {
         out.write_char(if first { '{' } else { ',' })?;
@@ -103,7 +123,7 @@ pub fn format_f64(v: f64, out: &mut dyn Write) -> fmt::Result {
     }
 }
 
-fn write_num(out: &mut dyn Write, v: Num) -> fmt::Result {
+pub(super) fn write_num(out: &mut dyn Write, v: Num) -> fmt::Result {
     match v {
         Num::U(v) => out.write_str(itoa_u64(v, &mut [0; 20])),
         Num::I(v) if v < 0 => {

@@ -1,0 +1,295 @@
+//! When to collect: on demand, never on a timer.
+//!
+//! A netlink collection of every namespace happens because a scrape needs one: a scrape is
+//! answered from the latest collection when that collection began less than
+//! `--collection.max-age` ago, and otherwise waits for a new one. Concurrent scrapes share the
+//! collection in flight (at most one runs at a time), so the cost follows what is read: with no
+//! scraper the daemon makes no netlink dump at all (the eBPF consumer still drains its ring).
+//! One collection runs at start, so `/-/ready` and the namespace log lines mean what they did.
+//!
+//! Each collection is planned once ([`Plans`]: the label text of every series, reused from the
+//! previous collection where the table's shape did not change). The eBPF series are read at
+//! scrape time, not at collection time: a scrape counts every event the probes saw up to its
+//! start, whatever the collection's age.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::ebpf::{Ebpf, Presence};
+use crate::metrics::prerendered::Dropped;
+use crate::metrics::{BuildInfo, ErrorCounts, ExportOptions, Inputs, Plans, ProcessStats};
+use crate::model::Snapshot;
+use crate::netns::Collector;
+
+/// One finished collection, planned.
+#[derive(Debug)]
+pub struct Collected {
+    /// The netlink collection of every namespace.
+    pub snapshot: Arc<Snapshot>,
+    /// The rendered label text of its series.
+    pub plans: Arc<Plans>,
+    /// Failed collections so far, including this one.
+    pub errors: ErrorCounts,
+    /// What the eBPF join needs of this collection.
+    presence: Presence,
+    /// When the collection began.
+    pub started: Instant,
+    /// When it was ready to serve.
+    pub finished: Instant,
+}
+
+/// Bookkeeping across collections.
+#[derive(Default)]
+struct History {
+    errors: ErrorCounts,
+    last_state: HashMap<String, Option<String>>,
+    dropped: Dropped,
+}
+
+/// The daemon's telemetry: collections on demand plus the live eBPF side.
+pub struct Telemetry {
+    collector: tokio::sync::Mutex<Collector>,
+    ebpf: Ebpf,
+    max_age: Duration,
+    options: Arc<ExportOptions>,
+    build: BuildInfo,
+    latest: watch::Sender<Option<Arc<Collected>>>,
+    running: AtomicBool,
+    history: Mutex<History>,
+}
+
+/// Resets the in-flight flag when a collection task ends, whatever way it ends.
+struct Running<'a>(&'a AtomicBool);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Telemetry {
+    /// The telemetry of `collector` and `ebpf`; nothing is collected until [`Telemetry::start`]
+    /// or the first scrape.
+    pub fn new(
+        collector: Collector,
+        ebpf: Ebpf,
+        max_age: Duration,
+        options: ExportOptions,
+    ) -> Arc<Telemetry> {
+        Arc::new(Telemetry {
+            collector: tokio::sync::Mutex::new(collector),
+            ebpf,
+            max_age,
+            options: Arc::new(options),
+            build: BuildInfo::current(),
+            latest: watch::channel(None).0,
+            running: AtomicBool::new(false),
+            history: Mutex::new(History::default()),
+        })
+    }
+
+    /// Starts the first collection.
+    pub fn start(self: &Arc<Self>) {
+        self.kick();
+    }
+
+    /// Whether a collection has finished.
+    pub fn ready(&self) -> bool {
+        self.latest.borrow().is_some()
+    }
+
+    /// A collection that began less than `--collection.max-age` ago, or that finished after
+    /// this call: the latest one, or the one in flight, or a new one.
+    pub async fn collected(self: &Arc<Self>) -> Arc<Collected> {
+        let asked = Instant::now();
+        let mut rx = self.latest.subscribe();
+        loop {
+            if let Some(c) = rx.borrow_and_update().clone()
+                && (c.finished >= asked
+                    || asked.saturating_duration_since(c.started) < self.max_age)
+            {
+                return c;
+            }
+            self.kick();
+            if rx.changed().await.is_err() {
+                // The sender lives as long as `self`: not reached.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// What one scrape encodes: a fresh enough collection, the eBPF series as of now and the
+    /// process's own figures. CPU-bound (the eBPF join): call from a blocking thread.
+    pub fn inputs(&self, c: &Collected) -> Arc<Inputs> {
+        Arc::new(Inputs {
+            snapshot: c.snapshot.clone(),
+            ebpf: Arc::new(self.ebpf.snapshot_present(&c.presence)),
+            errors: c.errors.clone(),
+            process: ProcessStats::read(),
+            build: self.build,
+        })
+    }
+
+    /// Starts a collection unless one is in flight.
+    fn kick(self: &Arc<Self>) {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move { me.collect_once().await });
+    }
+
+    async fn collect_once(self: Arc<Self>) {
+        let running = Running(&self.running);
+        let started = Instant::now();
+        let snapshot = self.collector.lock().await.collect().await;
+        let errors = {
+            let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            log_changes(&snapshot, &mut h.last_state);
+            count_errors(&snapshot, &mut h.errors);
+            h.errors.clone()
+        };
+        let snapshot = Arc::new(snapshot);
+        let previous = self.latest.borrow().clone();
+        let options = self.options.clone();
+        let s = snapshot.clone();
+        // Rendering the label text of a large table takes a while: off the async workers.
+        let planned = tokio::task::spawn_blocking(move || {
+            Plans::new(s, options, previous.as_ref().map(|c| &*c.plans))
+        })
+        .await;
+        let plans = match planned {
+            Ok(p) => Arc::new(p),
+            Err(e) => {
+                tracing::error!(error = %e, "planning the exposition failed");
+                return;
+            }
+        };
+        self.log_dropped(plans.dropped);
+        let presence = self.ebpf.presence(&snapshot);
+        tracing::debug!(
+            took = ?started.elapsed(),
+            label_bytes = plans.bytes(),
+            "collected"
+        );
+        let collected = Arc::new(Collected {
+            snapshot,
+            plans,
+            errors,
+            presence,
+            started,
+            finished: Instant::now(),
+        });
+        // Clear the flag before publishing, so that a scrape that finds this collection too old
+        // starts the next one rather than waiting for a collection nobody runs.
+        drop(running);
+        self.latest.send_replace(Some(collected));
+    }
+
+    /// Logs when the series cap starts or stops dropping, or drops a different amount.
+    fn log_dropped(&self, now: Dropped) {
+        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if h.dropped == now {
+            return;
+        }
+        if now == Dropped::default() {
+            tracing::info!("--metrics.max-series: every series fits again");
+        } else {
+            tracing::warn!(
+                max_series = self.options.max_series,
+                services_without_destination_series = now.destination_groups,
+                destination_series_dropped = now.destination_series,
+                services_dropped = now.services,
+                "--metrics.max-series: leaving series out, from the end of the namespace and \
+                 service order (see ipvs_telemetry_series_dropped)"
+            );
+        }
+        h.dropped = now;
+    }
+}
+
+/// Adds this collection's failures to the counters; namespaces gone are forgotten.
+fn count_errors(snapshot: &Snapshot, errors: &mut ErrorCounts) {
+    for ns in &snapshot.namespaces {
+        if let Err(f) = &ns.ipvs {
+            *errors
+                .entry((ns.netns.name.clone(), f.reason.as_str().to_string()))
+                .or_insert(0) += 1;
+        }
+    }
+    errors.retain(|(name, _), _| snapshot.namespaces.iter().any(|n| &n.netns.name == name));
+}
+
+/// Logs a namespace's failure when it starts or changes, and its recovery: not every collection.
+fn log_changes(snapshot: &Snapshot, last: &mut HashMap<String, Option<String>>) {
+    for ns in &snapshot.namespaces {
+        let now = ns.ipvs.as_ref().err().map(|f| f.message.clone());
+        let before = last.insert(ns.netns.name.clone(), now.clone());
+        match (before, now) {
+            (None, None) => tracing::info!(netns = %ns.netns.name, "collecting namespace"),
+            (Some(Some(_)), None) => {
+                tracing::info!(netns = %ns.netns.name, "namespace readable again")
+            }
+            (b, Some(msg)) if b.as_ref().and_then(|x| x.as_ref()) != Some(&msg) => {
+                tracing::warn!(netns = %ns.netns.name, error = %msg, "cannot read IPVS")
+            }
+            _ => {}
+        }
+    }
+    last.retain(|name, _| snapshot.namespaces.iter().any(|n| &n.netns.name == name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+    use std::time::SystemTime;
+
+    fn ns(name: &str, ok: bool) -> NamespaceSnapshot {
+        NamespaceSnapshot {
+            netns: NetnsId {
+                name: name.into(),
+                dev: 1,
+                inode: 2,
+            },
+            ipvs: if ok {
+                Ok(IpvsState {
+                    info: Info::default(),
+                    timeouts: Timeouts::default(),
+                    services: vec![],
+                })
+            } else {
+                Err(CollectFailure {
+                    reason: ErrorReason::Timeout,
+                    message: "timed out".into(),
+                })
+            },
+            context: NetnsContext::default(),
+            duration: Duration::ZERO,
+            timestamp: SystemTime::now(),
+        }
+    }
+
+    #[test]
+    fn errors_accumulate_and_gone_namespaces_are_forgotten() {
+        let mut e = ErrorCounts::new();
+        let s = Snapshot {
+            namespaces: vec![ns("a", false), ns("b", true)],
+        };
+        count_errors(&s, &mut e);
+        count_errors(&s, &mut e);
+        assert_eq!(e.get(&("a".into(), "timeout".into())), Some(&2));
+        assert_eq!(e.len(), 1);
+        count_errors(
+            &Snapshot {
+                namespaces: vec![ns("b", true)],
+            },
+            &mut e,
+        );
+        assert!(e.is_empty());
+    }
+}

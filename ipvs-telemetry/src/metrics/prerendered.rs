@@ -1,0 +1,817 @@
+//! The service and destination families, with each series' labels rendered once per table shape.
+//!
+//! A director with 10,000 services × 5 destinations has about 700,000 of these series. Their label
+//! text only changes when the table's shape does (a service or destination added, removed or
+//! reconfigured), so a [`Plans`] renders the label text of every service and destination once
+//! per namespace and shape — about 200 bytes each, shared by all the families — and a scrape only
+//! writes, per series, the family name, that text and the value: a few `memcpy`s and an integer
+//! formatting. A namespace whose shape did not change since the previous collection keeps its
+//! rendered text.
+//!
+//! The plan also applies the cardinality controls ([`ExportOptions`]): the groups left out, the
+//! services with per-destination series, and the series cap, which drops whole groups from the end
+//! of a fixed order (namespace name, then service address): first the destination series of the
+//! last services, then, only if services alone exceed it, the last services themselves.
+
+use std::collections::HashMap;
+use std::fmt::{self, Write};
+use std::sync::Arc;
+
+use super::Format;
+use super::families::{Kind, Num};
+use super::labels::{DestinationLabels, ServiceLabels, netmask_text, service_flags};
+use super::options::{ExportOptions, Group};
+use super::text::{write_escaped, write_labels, write_num};
+use crate::model::{
+    Destination, Family, ForwardMethod, IpvsState, NamespaceSnapshot, Service, ServiceAddress,
+    Snapshot,
+};
+
+/// How a family's value is read.
+#[derive(Clone, Copy)]
+enum Value {
+    Service(fn(&Service) -> Num),
+    Destination(fn(&Destination) -> Num),
+    ServiceInfo,
+    DestinationInfo,
+}
+
+/// One family of this module.
+struct Def {
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    /// The group that can leave it out; `None`: always there.
+    group: Option<Group>,
+    /// A kernel estimator gauge (opt-in).
+    estimator: bool,
+    value: Value,
+}
+
+const fn def(
+    name: &'static str,
+    help: &'static str,
+    kind: Kind,
+    group: Option<Group>,
+    estimator: bool,
+    value: Value,
+) -> Def {
+    Def {
+        name,
+        help,
+        kind,
+        group,
+        estimator,
+        value,
+    }
+}
+
+use Kind::{Counter, Gauge};
+
+/// Every family of this module, in exposition order.
+static DEFS: [Def; 30] = [
+    def(
+        "ipvs_service_connections",
+        "Connections scheduled by the virtual service (kernel counter).",
+        Counter,
+        None,
+        false,
+        Value::Service(|s| Num::U(s.stats.conns)),
+    ),
+    def(
+        "ipvs_service_incoming_packets",
+        "Packets received by the virtual service.",
+        Counter,
+        None,
+        false,
+        Value::Service(|s| Num::U(s.stats.inpkts)),
+    ),
+    def(
+        "ipvs_service_outgoing_packets",
+        "Packets sent by the virtual service.",
+        Counter,
+        None,
+        false,
+        Value::Service(|s| Num::U(s.stats.outpkts)),
+    ),
+    def(
+        "ipvs_service_incoming_bytes",
+        "Bytes received by the virtual service.",
+        Counter,
+        None,
+        false,
+        Value::Service(|s| Num::U(s.stats.inbytes)),
+    ),
+    def(
+        "ipvs_service_outgoing_bytes",
+        "Bytes sent by the virtual service.",
+        Counter,
+        None,
+        false,
+        Value::Service(|s| Num::U(s.stats.outbytes)),
+    ),
+    def(
+        "ipvs_service_estimated_connections_per_second",
+        "Connection rate of the virtual service by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Service(|s| Num::U(s.stats.cps)),
+    ),
+    def(
+        "ipvs_service_estimated_incoming_packets_per_second",
+        "Incoming packet rate of the virtual service by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Service(|s| Num::U(s.stats.inpps)),
+    ),
+    def(
+        "ipvs_service_estimated_outgoing_packets_per_second",
+        "Outgoing packet rate of the virtual service by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Service(|s| Num::U(s.stats.outpps)),
+    ),
+    def(
+        "ipvs_service_estimated_incoming_bytes_per_second",
+        "Incoming byte rate of the virtual service by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Service(|s| Num::U(s.stats.inbps)),
+    ),
+    def(
+        "ipvs_service_estimated_outgoing_bytes_per_second",
+        "Outgoing byte rate of the virtual service by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Service(|s| Num::U(s.stats.outbps)),
+    ),
+    def(
+        "ipvs_service_destinations",
+        "Number of real servers of the virtual service.",
+        Gauge,
+        None,
+        false,
+        Value::Service(|s| Num::U(s.destinations.len() as u64)),
+    ),
+    def(
+        "ipvs_service_available_destinations",
+        "Real servers of the virtual service that can be scheduled: weight above 0 and active plus inactive connections below a non-zero upper threshold.",
+        Gauge,
+        None,
+        false,
+        Value::Service(|s| Num::U(s.destinations.iter().filter(|d| available(d)).count() as u64)),
+    ),
+    def(
+        "ipvs_service_persistence_timeout_seconds",
+        "Persistence timeout of the virtual service, 0 when not persistent.",
+        Gauge,
+        Some(Group::ServicePersistence),
+        false,
+        Value::Service(|s| Num::U(s.timeout.into())),
+    ),
+    def(
+        "ipvs_service_info",
+        "Configuration of the virtual service (scheduler, flags, persistence), always 1.",
+        Gauge,
+        Some(Group::ServiceInfo),
+        false,
+        Value::ServiceInfo,
+    ),
+    def(
+        "ipvs_destination_connections",
+        "Connections scheduled to the real server (kernel counter).",
+        Counter,
+        None,
+        false,
+        Value::Destination(|d| Num::U(d.stats.conns)),
+    ),
+    def(
+        "ipvs_destination_incoming_packets",
+        "Packets received for the real server.",
+        Counter,
+        None,
+        false,
+        Value::Destination(|d| Num::U(d.stats.inpkts)),
+    ),
+    def(
+        "ipvs_destination_outgoing_packets",
+        "Packets sent from the real server.",
+        Counter,
+        None,
+        false,
+        Value::Destination(|d| Num::U(d.stats.outpkts)),
+    ),
+    def(
+        "ipvs_destination_incoming_bytes",
+        "Bytes received for the real server.",
+        Counter,
+        None,
+        false,
+        Value::Destination(|d| Num::U(d.stats.inbytes)),
+    ),
+    def(
+        "ipvs_destination_outgoing_bytes",
+        "Bytes sent from the real server.",
+        Counter,
+        None,
+        false,
+        Value::Destination(|d| Num::U(d.stats.outbytes)),
+    ),
+    def(
+        "ipvs_destination_estimated_connections_per_second",
+        "Connection rate of the real server by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Destination(|d| Num::U(d.stats.cps)),
+    ),
+    def(
+        "ipvs_destination_estimated_incoming_packets_per_second",
+        "Incoming packet rate of the real server by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Destination(|d| Num::U(d.stats.inpps)),
+    ),
+    def(
+        "ipvs_destination_estimated_outgoing_packets_per_second",
+        "Outgoing packet rate of the real server by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Destination(|d| Num::U(d.stats.outpps)),
+    ),
+    def(
+        "ipvs_destination_estimated_incoming_bytes_per_second",
+        "Incoming byte rate of the real server by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Destination(|d| Num::U(d.stats.inbps)),
+    ),
+    def(
+        "ipvs_destination_estimated_outgoing_bytes_per_second",
+        "Outgoing byte rate of the real server by the kernel's 2 s estimator.",
+        Gauge,
+        None,
+        true,
+        Value::Destination(|d| Num::U(d.stats.outbps)),
+    ),
+    def(
+        "ipvs_destination_active_connections",
+        "Active connections to the real server (live, not estimator-delayed).",
+        Gauge,
+        Some(Group::DestinationConnections),
+        false,
+        Value::Destination(|d| Num::U(d.active_connections.into())),
+    ),
+    def(
+        "ipvs_destination_inactive_connections",
+        "Inactive connections to the real server.",
+        Gauge,
+        Some(Group::DestinationConnections),
+        false,
+        Value::Destination(|d| Num::U(d.inactive_connections.into())),
+    ),
+    def(
+        "ipvs_destination_persistent_connections",
+        "Persistence templates pointing at the real server.",
+        Gauge,
+        Some(Group::DestinationPersistent),
+        false,
+        Value::Destination(|d| Num::U(d.persistent_connections.into())),
+    ),
+    def(
+        "ipvs_destination_weight",
+        "Scheduling weight of the real server.",
+        Gauge,
+        Some(Group::DestinationWeight),
+        false,
+        Value::Destination(|d| Num::I(d.weight.into())),
+    ),
+    def(
+        "ipvs_destination_upper_threshold",
+        "Upper connection threshold of the real server, 0 when none.",
+        Gauge,
+        Some(Group::DestinationThresholds),
+        false,
+        Value::Destination(|d| Num::U(d.upper_threshold.into())),
+    ),
+    def(
+        "ipvs_destination_lower_threshold",
+        "Lower connection threshold of the real server.",
+        Gauge,
+        Some(Group::DestinationThresholds),
+        false,
+        Value::Destination(|d| Num::U(d.lower_threshold.into())),
+    ),
+];
+
+/// `ipvs_destination_info`, last.
+static DEST_INFO: Def = def(
+    "ipvs_destination_info",
+    "Forwarding method and tunnel type of the real server, always 1.",
+    Gauge,
+    Some(Group::DestinationInfo),
+    false,
+    Value::DestinationInfo,
+);
+
+/// Whether IPVS can schedule new connections to `d`: weight above 0 and, with an upper
+/// threshold, fewer connections than it. The kernel's overload flag has hysteresis (it clears
+/// below the lower threshold); netlink does not report the flag, so a destination between the two
+/// thresholds that was overloaded counts as available here.
+pub fn available(d: &Destination) -> bool {
+    d.weight > 0
+        && (d.upper_threshold == 0
+            || u64::from(d.active_connections) + u64::from(d.inactive_connections)
+                < u64::from(d.upper_threshold))
+}
+
+fn defs() -> impl Iterator<Item = &'static Def> {
+    DEFS.iter().chain(std::iter::once(&DEST_INFO))
+}
+
+fn enabled(d: &Def, o: &ExportOptions) -> bool {
+    (!d.estimator || o.estimator) && d.group.is_none_or(|g| o.has(g))
+}
+
+/// How much of a service the exposition carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Nothing (dropped by the cap).
+    Dropped,
+    /// Its own series only.
+    Service,
+    /// Its own series and its destinations'.
+    Full,
+}
+
+/// Strings kept end to end in one buffer.
+#[derive(Debug, Default)]
+struct Texts {
+    buf: String,
+    ends: Vec<u32>,
+}
+
+impl Texts {
+    fn push(&mut self, f: impl FnOnce(&mut String) -> fmt::Result) {
+        // Writing into a String cannot fail.
+        let _ = f(&mut self.buf);
+        self.ends.push(self.buf.len() as u32);
+    }
+
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.buf[start..self.ends[i] as usize]
+    }
+
+    fn shrink(&mut self) {
+        self.buf.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+}
+
+/// One namespace's rendered label text, for one shape of its table.
+#[derive(Debug)]
+pub struct NsPlan {
+    levels: Vec<Level>,
+    /// `{netns="…",…,fwmark="…"` of each service not dropped (no closing brace).
+    services: Texts,
+    /// `,scheduler="…",…"}` of each service not dropped.
+    service_info: Texts,
+    /// `{…,real_port="…"` of each destination of the `Full` services.
+    destinations: Texts,
+    /// `,forwarding_method="…",tunnel_type="…"}` of the same destinations.
+    destination_info: Texts,
+}
+
+impl NsPlan {
+    fn build(ns: &NamespaceSnapshot, ipvs: &IpvsState, levels: Vec<Level>) -> NsPlan {
+        let mut p = NsPlan {
+            levels,
+            services: Texts::default(),
+            service_info: Texts::default(),
+            destinations: Texts::default(),
+            destination_info: Texts::default(),
+        };
+        for (svc, &level) in ipvs.services.iter().zip(&p.levels) {
+            if level == Level::Dropped {
+                continue;
+            }
+            let sl = service_labels(ns, svc);
+            p.services.push(|b| write_labels(b, &sl).map(|_| ()));
+            p.service_info.push(|b| {
+                write_pair(b, "scheduler", &svc.scheduler)?;
+                write_pair(b, "flags", &service_flags(svc.flags))?;
+                write_pair(b, "netmask", &netmask_text(svc.family, svc.netmask))?;
+                write_pair(
+                    b,
+                    "persistence_engine",
+                    svc.persistence_engine.as_deref().unwrap_or(""),
+                )?;
+                b.write_char('}')
+            });
+            if level != Level::Full {
+                continue;
+            }
+            for d in &svc.destinations {
+                let dl = DestinationLabels::new(&sl, d.address, d.port);
+                p.destinations.push(|b| write_labels(b, &dl).map(|_| ()));
+                p.destination_info.push(|b| {
+                    let tunnel = match (d.forward, d.tunnel_type) {
+                        (ForwardMethod::Tunnel, Some(t)) => t.label(),
+                        _ => String::new(),
+                    };
+                    write_pair(b, "forwarding_method", d.forward.as_str())?;
+                    write_pair(b, "tunnel_type", &tunnel)?;
+                    b.write_char('}')
+                });
+            }
+        }
+        p.services.shrink();
+        p.service_info.shrink();
+        p.destinations.shrink();
+        p.destination_info.shrink();
+        p
+    }
+
+    /// Bytes of rendered text held.
+    fn bytes(&self) -> usize {
+        [
+            &self.services,
+            &self.service_info,
+            &self.destinations,
+            &self.destination_info,
+        ]
+        .iter()
+        .map(|t| t.buf.capacity() + t.ends.capacity() * 4)
+        .sum::<usize>()
+            + self.levels.capacity()
+    }
+}
+
+fn service_labels(ns: &NamespaceSnapshot, svc: &Service) -> ServiceLabels {
+    let published = match svc.address {
+        ServiceAddress::Fwmark { .. } => svc.published,
+        ServiceAddress::Inet { .. } => None,
+    };
+    ServiceLabels::new(&ns.netns, svc.family, &svc.address, published)
+}
+
+fn write_pair(b: &mut String, k: &str, v: &str) -> fmt::Result {
+    b.push(',');
+    b.push_str(k);
+    b.push_str("=\"");
+    write_escaped(b, v, true)?;
+    b.push('"');
+    Ok(())
+}
+
+/// Whether two tables render the same label text (everything but the values is equal).
+fn same_shape(a: &IpvsState, b: &IpvsState) -> bool {
+    a.services.len() == b.services.len()
+        && a.services.iter().zip(&b.services).all(|(x, y)| {
+            x.family == y.family
+                && x.address == y.address
+                && x.scheduler == y.scheduler
+                && x.flags == y.flags
+                && x.netmask == y.netmask
+                && x.persistence_engine == y.persistence_engine
+                && x.published == y.published
+                && x.destinations.len() == y.destinations.len()
+                && x.destinations.iter().zip(&y.destinations).all(|(d, e)| {
+                    d.address == e.address
+                        && d.port == e.port
+                        && d.forward == e.forward
+                        && d.tunnel_type == e.tunnel_type
+                })
+        })
+}
+
+/// What the series cap left out of one collection's exposition.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Services whose destination series were left out.
+    pub destination_groups: usize,
+    /// Destination series left out.
+    pub destination_series: usize,
+    /// Services left out entirely.
+    pub services: usize,
+    /// Service series left out.
+    pub service_series: usize,
+}
+
+/// Where a service is in a snapshot: namespace index, service index.
+pub type ServiceIndex = HashMap<(u64, Family, ServiceAddress), (usize, usize)>;
+
+/// The rendered label text of every namespace of one collection.
+#[derive(Debug)]
+pub struct Plans {
+    snapshot: Arc<Snapshot>,
+    options: Arc<ExportOptions>,
+    /// Index-aligned with `snapshot.namespaces`; `None` where the namespace was not read.
+    namespaces: Vec<Option<Arc<NsPlan>>>,
+    /// What the cap left out.
+    pub dropped: Dropped,
+    /// Services by namespace inode and address, for the eBPF join.
+    pub index: ServiceIndex,
+}
+
+impl Plans {
+    /// Plans `snapshot`, reusing the rendered text of `previous` for every namespace whose
+    /// shape and levels did not change.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        options: Arc<ExportOptions>,
+        previous: Option<&Plans>,
+    ) -> Plans {
+        let (levels, dropped) = levels(&snapshot, &options);
+        let mut index = ServiceIndex::new();
+        let namespaces = snapshot
+            .namespaces
+            .iter()
+            .zip(levels)
+            .enumerate()
+            .map(|(ni, (ns, levels))| {
+                let ipvs = ns.ipvs.as_ref().ok()?;
+                for (si, svc) in ipvs.services.iter().enumerate() {
+                    index
+                        .entry((ns.netns.inode, svc.family, svc.address))
+                        .or_insert((ni, si));
+                }
+                if let Some(old) = previous.and_then(|p| p.reusable(ns, ipvs, &levels, &options)) {
+                    return Some(old);
+                }
+                Some(Arc::new(NsPlan::build(ns, ipvs, levels)))
+            })
+            .collect();
+        Plans {
+            snapshot,
+            options,
+            namespaces,
+            dropped,
+            index,
+        }
+    }
+
+    fn reusable(
+        &self,
+        ns: &NamespaceSnapshot,
+        ipvs: &IpvsState,
+        levels: &[Level],
+        options: &Arc<ExportOptions>,
+    ) -> Option<Arc<NsPlan>> {
+        if !Arc::ptr_eq(&self.options, options) && *self.options != **options {
+            return None;
+        }
+        let i = self
+            .snapshot
+            .namespaces
+            .iter()
+            .position(|o| o.netns.name == ns.netns.name)?;
+        let old = self.namespaces[i].as_ref()?;
+        let old_ipvs = self.snapshot.namespaces[i].ipvs.as_ref().ok()?;
+        (old.levels == levels && same_shape(old_ipvs, ipvs)).then(|| old.clone())
+    }
+
+    /// The snapshot planned.
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// The options planned with.
+    pub fn options(&self) -> &ExportOptions {
+        &self.options
+    }
+
+    /// Whether namespace `i` kept the rendered text of `other` (tests).
+    #[cfg(test)]
+    pub fn shares_namespace_with(&self, other: &Plans, i: usize) -> bool {
+        match (&self.namespaces[i], &other.namespaces[i]) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+
+    /// Bytes of rendered label text held (shared text counted once per namespace).
+    pub fn bytes(&self) -> usize {
+        self.namespaces.iter().flatten().map(|p| p.bytes()).sum()
+    }
+
+    /// Writes every enabled family of this module.
+    pub fn write(&self, format: Format, out: &mut dyn Write) -> fmt::Result {
+        for d in defs().filter(|d| enabled(d, &self.options)) {
+            if !self.any_series(d) {
+                continue;
+            }
+            header(d, format, out)?;
+            for (ns, plan) in self.snapshot.namespaces.iter().zip(&self.namespaces) {
+                let (Some(plan), Ok(ipvs)) = (plan, &ns.ipvs) else {
+                    continue;
+                };
+                write_namespace(d, plan, ipvs, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn any_series(&self, d: &Def) -> bool {
+        let services = matches!(d.value, Value::Service(_) | Value::ServiceInfo);
+        self.snapshot
+            .namespaces
+            .iter()
+            .zip(&self.namespaces)
+            .any(|(ns, plan)| match (plan, &ns.ipvs) {
+                (Some(p), Ok(ipvs)) => {
+                    ipvs.services
+                        .iter()
+                        .zip(&p.levels)
+                        .any(|(s, l)| match services {
+                            true => *l != Level::Dropped,
+                            false => *l == Level::Full && !s.destinations.is_empty(),
+                        })
+                }
+                _ => false,
+            })
+    }
+}
+
+fn header(d: &Def, format: Format, out: &mut dyn Write) -> fmt::Result {
+    let (suffix, t) = match d.kind {
+        Kind::Counter => ("_total", "counter"),
+        Kind::Gauge => ("", "gauge"),
+        Kind::Histogram => ("", "histogram"),
+    };
+    // OpenMetrics names the family without `_total`; 0.0.4 names the sample.
+    let suffix = if format == Format::OpenMetrics {
+        ""
+    } else {
+        suffix
+    };
+    out.write_str("# HELP ")?;
+    out.write_str(d.name)?;
+    out.write_str(suffix)?;
+    out.write_char(' ')?;
+    write_escaped(out, d.help, false)?;
+    out.write_str("\n# TYPE ")?;
+    out.write_str(d.name)?;
+    out.write_str(suffix)?;
+    out.write_char(' ')?;
+    out.write_str(t)?;
+    out.write_char('\n')
+}
+
+fn write_namespace(d: &Def, plan: &NsPlan, ipvs: &IpvsState, out: &mut dyn Write) -> fmt::Result {
+    let suffix = if d.kind == Kind::Counter {
+        "_total"
+    } else {
+        ""
+    };
+    let services = ipvs.services.iter().zip(&plan.levels);
+    let (mut s, mut k) = (0, 0);
+    for (svc, &level) in services {
+        if level == Level::Dropped {
+            continue;
+        }
+        match d.value {
+            Value::Service(get) => {
+                sample(out, d.name, suffix, plan.services.get(s), "} ", get(svc))?;
+            }
+            Value::ServiceInfo => {
+                sample_info(out, d.name, plan.services.get(s), plan.service_info.get(s))?;
+            }
+            Value::Destination(get) if level == Level::Full => {
+                for dest in &svc.destinations {
+                    sample(
+                        out,
+                        d.name,
+                        suffix,
+                        plan.destinations.get(k),
+                        "} ",
+                        get(dest),
+                    )?;
+                    k += 1;
+                }
+            }
+            Value::DestinationInfo if level == Level::Full => {
+                for _ in &svc.destinations {
+                    let (l, i) = (plan.destinations.get(k), plan.destination_info.get(k));
+                    sample_info(out, d.name, l, i)?;
+                    k += 1;
+                }
+            }
+            Value::Destination(_) | Value::DestinationInfo => {}
+        }
+        s += 1;
+    }
+    Ok(())
+}
+
+fn sample(
+    out: &mut dyn Write,
+    name: &str,
+    suffix: &str,
+    labels: &str,
+    close: &str,
+    v: Num,
+) -> fmt::Result {
+    out.write_str(name)?;
+    out.write_str(suffix)?;
+    out.write_str(labels)?;
+    out.write_str(close)?;
+    write_num(out, v)?;
+    out.write_char('\n')
+}
+
+fn sample_info(out: &mut dyn Write, name: &str, labels: &str, info: &str) -> fmt::Result {
+    out.write_str(name)?;
+    out.write_str(labels)?;
+    out.write_str(info)?;
+    out.write_str(" 1\n")
+}
+
+/// Each service's level under the options, and what the cap dropped.
+fn levels(snapshot: &Snapshot, o: &ExportOptions) -> (Vec<Vec<Level>>, Dropped) {
+    let mut levels: Vec<Vec<Level>> = snapshot
+        .namespaces
+        .iter()
+        .map(|ns| match &ns.ipvs {
+            Ok(ipvs) => ipvs
+                .services
+                .iter()
+                .map(|svc| match o.destinations.selects(&ns.netns.name, svc) {
+                    true => Level::Full,
+                    false => Level::Service,
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        })
+        .collect();
+    let per_service = DEFS
+        .iter()
+        .filter(|d| matches!(d.value, Value::Service(_) | Value::ServiceInfo) && enabled(d, o))
+        .count();
+    let per_destination = defs()
+        .filter(|d| {
+            matches!(d.value, Value::Destination(_) | Value::DestinationInfo) && enabled(d, o)
+        })
+        .count();
+    let mut dropped = Dropped::default();
+    if o.max_series == 0 {
+        return (levels, dropped);
+    }
+    let services = |ni: usize| match &snapshot.namespaces[ni].ipvs {
+        Ok(ipvs) => &ipvs.services[..],
+        Err(_) => &[],
+    };
+    let mut total = 0usize;
+    for (ni, lv) in levels.iter().enumerate() {
+        for (svc, l) in services(ni).iter().zip(lv) {
+            total += per_service;
+            if *l == Level::Full {
+                total += per_destination * svc.destinations.len();
+            }
+        }
+    }
+    if total <= o.max_series {
+        return (levels, dropped);
+    }
+    // The fixed order: namespaces by name (the snapshot's order), services by address.
+    let mut order: Vec<(usize, usize)> = Vec::new();
+    for (ni, _) in levels.iter().enumerate() {
+        let svcs = services(ni);
+        let mut idx: Vec<usize> = (0..svcs.len()).collect();
+        idx.sort_by_key(|&i| (svcs[i].family, svcs[i].address));
+        order.extend(idx.into_iter().map(|si| (ni, si)));
+    }
+    for &(ni, si) in order.iter().rev() {
+        if total <= o.max_series {
+            break;
+        }
+        if levels[ni][si] == Level::Full {
+            let n = per_destination * services(ni)[si].destinations.len();
+            levels[ni][si] = Level::Service;
+            total -= n;
+            if n > 0 {
+                dropped.destination_groups += 1;
+                dropped.destination_series += n;
+            }
+        }
+    }
+    for &(ni, si) in order.iter().rev() {
+        if total <= o.max_series {
+            break;
+        }
+        levels[ni][si] = Level::Dropped;
+        total -= per_service;
+        dropped.services += 1;
+        dropped.service_series += per_service;
+    }
+    (levels, dropped)
+}
