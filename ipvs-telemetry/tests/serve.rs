@@ -37,7 +37,12 @@ impl Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(BIN)
-            .args(["--web.listen-address", &listen, "--poll.interval", "200ms"])
+            .args([
+                "--web.listen-address",
+                &listen,
+                "--collection.max-age",
+                "200ms",
+            ])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -304,7 +309,7 @@ fn hundred_concurrent_scrapes() {
 fn exit_codes() {
     // Bad flag: 2, one line.
     let out = Command::new(BIN)
-        .arg("--poll.interval=0s")
+        .arg("--collection.max-age=0s")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -1,5 +1,5 @@
-//! The metric families of the contract (`../shared/spec/METRICS.md`), grouped by what they
-//! describe, for the tests that check what the daemon serves.
+//! The metric families of the contract (docs/metrics.md), grouped by what they describe, for
+//! the tests that check what the daemon serves.
 
 /// The families of a readable namespace with a service, a destination and an interface.
 pub const NAMESPACE: &[&str] = &[
@@ -14,12 +14,8 @@ pub const NAMESPACE: &[&str] = &[
     "ipvs_service_outgoing_packets_total",
     "ipvs_service_incoming_bytes_total",
     "ipvs_service_outgoing_bytes_total",
-    "ipvs_service_estimated_connections_per_second",
-    "ipvs_service_estimated_incoming_packets_per_second",
-    "ipvs_service_estimated_outgoing_packets_per_second",
-    "ipvs_service_estimated_incoming_bytes_per_second",
-    "ipvs_service_estimated_outgoing_bytes_per_second",
     "ipvs_service_destinations",
+    "ipvs_service_available_destinations",
     "ipvs_service_persistence_timeout_seconds",
     "ipvs_service_info",
     "ipvs_destination_connections_total",
@@ -27,11 +23,6 @@ pub const NAMESPACE: &[&str] = &[
     "ipvs_destination_outgoing_packets_total",
     "ipvs_destination_incoming_bytes_total",
     "ipvs_destination_outgoing_bytes_total",
-    "ipvs_destination_estimated_connections_per_second",
-    "ipvs_destination_estimated_incoming_packets_per_second",
-    "ipvs_destination_estimated_outgoing_packets_per_second",
-    "ipvs_destination_estimated_incoming_bytes_per_second",
-    "ipvs_destination_estimated_outgoing_bytes_per_second",
     "ipvs_destination_active_connections",
     "ipvs_destination_inactive_connections",
     "ipvs_destination_persistent_connections",
@@ -48,6 +39,20 @@ pub const NAMESPACE: &[&str] = &[
     "ipvs_netns_interface_up",
 ];
 
+/// The kernel estimator gauges, exported with `--metrics.estimator` only.
+pub const ESTIMATOR: &[&str] = &[
+    "ipvs_service_estimated_connections_per_second",
+    "ipvs_service_estimated_incoming_packets_per_second",
+    "ipvs_service_estimated_outgoing_packets_per_second",
+    "ipvs_service_estimated_incoming_bytes_per_second",
+    "ipvs_service_estimated_outgoing_bytes_per_second",
+    "ipvs_destination_estimated_connections_per_second",
+    "ipvs_destination_estimated_incoming_packets_per_second",
+    "ipvs_destination_estimated_outgoing_packets_per_second",
+    "ipvs_destination_estimated_incoming_bytes_per_second",
+    "ipvs_destination_estimated_outgoing_bytes_per_second",
+];
+
 /// Namespace families that exist only sometimes: after a failed collection, with conntrack.
 pub const NAMESPACE_CONDITIONAL: &[&str] = &[
     "ipvs_collection_errors_total",
@@ -61,6 +66,7 @@ pub const DAEMON: &[&str] = &[
     "ipvs_ebpf_info",
     "ipvs_ebpf_events_total",
     "ipvs_ebpf_events_lost_total",
+    "ipvs_telemetry_series_dropped",
 ];
 
 /// The eBPF per-destination families that are not histograms.
@@ -78,8 +84,14 @@ pub const HISTOGRAMS: &[&str] = &[
 
 /// Every non-histogram family of the contract.
 pub fn all_plain() -> impl Iterator<Item = &'static str> {
-    [NAMESPACE, NAMESPACE_CONDITIONAL, DAEMON, EBPF_DESTINATION]
-        .into_iter()
-        .flatten()
-        .copied()
+    [
+        NAMESPACE,
+        ESTIMATOR,
+        NAMESPACE_CONDITIONAL,
+        DAEMON,
+        EBPF_DESTINATION,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
 }

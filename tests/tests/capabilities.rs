@@ -226,7 +226,7 @@ impl Lab {
             &self.vm,
             PORT,
             &|cmd| under_capsh(keep, cmd),
-            &format!("--poll.interval 1s {args}"),
+            &format!("--collection.max-age 1s {args}"),
         )?;
         let status = self.vm.sh_ok(&format!("cat /proc/{}/status", p.pid))?;
         let field = |k: &str| -> String {

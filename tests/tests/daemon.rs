@@ -199,7 +199,7 @@ fn prometheus_scrapes_the_daemon_and_agrees_with_ipvsadm() -> Result<()> {
     for_each_kernel(|k| {
         let vm = Vm::boot(VmConfig::new(k).forward(PORT).with_daemon())?;
         vm.sh_ok(SETUP)?;
-        start_daemon(&vm, PORT, "--poll.interval 500ms")?;
+        start_daemon(&vm, PORT, "--collection.max-age 500ms")?;
         // Traffic: 25 TCP connections and 7 UDP flows, unanswered.
         vm.sh_ok(
             "lab-client tcp 10.0.0.1:80 -n 25 -c 5 --connect-only --timeout 200ms --allow-errors",
@@ -316,7 +316,7 @@ fn hundred_concurrent_scrapes_at_ten_thousand_services() -> Result<()> {
     })?;
     // A 30 s poll gives a collection of 50,000 destinations under TCG (two VMs sharing two
     // host cores) a 30 s deadline.
-    start_daemon(&vm, PORT, "--poll.interval 30s")?;
+    start_daemon(&vm, PORT, "--collection.max-age 30s")?;
     let port = vm.host_port(PORT);
     // The first collection of 50,000 destinations is slow under TCG: wait until it is served.
     let scrape_text = || -> Result<String> {

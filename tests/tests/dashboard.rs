@@ -113,7 +113,7 @@ touch /run/stale-netns
 
 /// The daemon's arguments: the eBPF probes required, every namespace of `/run/netns` and the
 /// stale file.
-const DAEMON_ARGS: &str = "--ebpf on --poll.interval 1s --netns.discover /run/netns \
+const DAEMON_ARGS: &str = "--ebpf on --collection.max-age 1s --metrics.estimator --netns.discover /run/netns \
                            --netns stale=/run/stale-netns";
 
 /// The background traffic, one `lab-client` each, for far longer than the test runs.

@@ -525,7 +525,7 @@ fn daemon_ebpf_series_rise_with_netlink_and_ipvsadm() -> Result<()> {
         let daemon = ipvs_telemetry_e2e::start_daemon(
             &vm,
             PORT,
-            "--ebpf on --netns.discover /run/netns --poll.interval 1s",
+            "--ebpf on --netns.discover /run/netns --collection.max-age 1s",
         )?;
         let scrape =
             || -> Result<Vec<Sample>> { Ok(exposition::parse(&vm.http_get(PORT, "/metrics")?)) };

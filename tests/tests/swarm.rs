@@ -118,7 +118,7 @@ fn wait_balanced(vm: &Vm, mark: u32, replicas: usize, per_dest: u64) -> anyhow::
 /// The daemon's port in the VM (forwarded to the host).
 const PORT: u16 = 10054;
 
-/// The daemon's poll interval (`--poll.interval`).
+/// The daemon's `--collection.max-age` (scrapes drive its collections).
 const POLL: Duration = Duration::from_secs(1);
 
 /// "Within two polls" of [`POLL`], plus 3 s for a scrape and TCG's jitter.
@@ -404,7 +404,7 @@ fn swarm_on(k: Kernel) -> anyhow::Result<()> {
         &vm,
         PORT,
         &format!(
-            "--netns.discover {} --namespace-path {INGRESS_NETNS} --ebpf on --poll.interval {}s",
+            "--netns.discover {} --namespace-path {INGRESS_NETNS} --ebpf on --collection.max-age {}s",
             swarm::NETNS_DIR,
             POLL.as_secs()
         ),

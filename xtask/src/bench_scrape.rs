@@ -78,7 +78,7 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let daemon = vm.spawn(&format!(
         "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{DAEMON_PORT} --ebpf off \
-         --poll.interval 15s"
+         --collection.max-age 15s"
     ))?;
     vm.wait_until(
         &format!("wget -q -O /dev/null http://127.0.0.1:{DAEMON_PORT}/-/ready"),

@@ -8,6 +8,7 @@
 
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -21,7 +22,7 @@ use ipvs_telemetry_common::{
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
-use super::{Shared, lock, logbridge::TracingLog, offsets, state_args};
+use super::{Drains, Shared, lock, logbridge::TracingLog, offsets, state_args};
 use crate::caps::{self, CapSet};
 
 /// The probe object, built by `cargo xtask build-ebpf`.
@@ -206,9 +207,10 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
     tracing::info!("ebpf: probes attached to ip_vs_conn_new");
     let first_response = attach_state_probes(&mut ebpf, &handlers);
     lock(shared).first_response = first_response;
+    let drains = lock(shared).drains.clone();
     Ok(Attached {
         _ebpf: ebpf,
-        consumer: tokio::spawn(consume(shared.clone(), fd)),
+        consumer: tokio::spawn(consume(shared.clone(), fd, drains)),
         logger,
     })
 }
@@ -297,9 +299,10 @@ pub fn read_lost(map: &LostMap) -> [u64; KINDS as usize] {
     out
 }
 
-/// Drains the ring buffer into the aggregator every [`DRAIN_INTERVAL_MS`] and whenever the
-/// probes wake it (they do once [`ipvs_telemetry_common::WAKEUP_BYTES`] are waiting).
-async fn consume(shared: Shared, mut fd: AsyncFd<RingBuf<MapData>>) {
+/// Drains the ring buffer into the aggregator every [`DRAIN_INTERVAL_MS`], whenever the
+/// probes wake it (they do once [`ipvs_telemetry_common::WAKEUP_BYTES`] are waiting), and when a
+/// scrape asks.
+async fn consume(shared: Shared, mut fd: AsyncFd<RingBuf<MapData>>, drains: Arc<Drains>) {
     let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -316,6 +319,11 @@ async fn consume(shared: Shared, mut fd: AsyncFd<RingBuf<MapData>>) {
                 guard.clear_ready();
             }
             _ = tick.tick() => drain(&shared, fd.get_mut()),
+            _ = drains.requested() => {
+                let begun = drains.begin();
+                drain(&shared, fd.get_mut());
+                drains.end(begun);
+            }
         }
     }
 }

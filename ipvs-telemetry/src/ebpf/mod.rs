@@ -45,6 +45,54 @@ struct State {
     lost: Option<loader::LostMap>,
     /// First-response probes: `attached`, or why (some of) them are not.
     first_response: String,
+    /// Drains on demand, so that a scrape sees every event queued before it.
+    drains: Arc<Drains>,
+}
+
+/// Drain requests from scrapes to the consumer: request `n` is served once a drain that began
+/// after it has ended.
+#[derive(Debug, Default)]
+pub(crate) struct Drains {
+    wake: tokio::sync::Notify,
+    requested: std::sync::atomic::AtomicU64,
+    served: Mutex<u64>,
+    done: std::sync::Condvar,
+}
+
+/// How long a scrape waits for the consumer's drain before reading without it.
+const DRAIN_WAIT: Duration = Duration::from_millis(200);
+
+impl Drains {
+    /// Asks the consumer for a drain and waits (a blocking thread) until one that began after
+    /// this call ends, for at most [`DRAIN_WAIT`]; `false` when it did not happen in time.
+    fn request_and_wait(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let n = self.requested.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake.notify_one();
+        let served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let (served, _) = self
+            .done
+            .wait_timeout_while(served, DRAIN_WAIT, |s| *s < n)
+            .unwrap_or_else(|e| e.into_inner());
+        *served >= n
+    }
+
+    /// The consumer's side: the request number a drain starting now serves.
+    pub(crate) fn begin(&self) -> u64 {
+        self.requested.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The consumer's side: a drain that began at `begun` ended.
+    pub(crate) fn end(&self, begun: u64) {
+        let mut s = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        *s = (*s).max(begun);
+        self.done.notify_all();
+    }
+
+    /// The consumer's side: resolves when a scrape asks for a drain.
+    pub(crate) async fn requested(&self) {
+        self.wake.notified().await
+    }
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -98,6 +146,7 @@ impl Ebpf {
                 lost_base: [0; KINDS as usize],
                 lost: None,
                 first_response: "not attached".into(),
+                drains: Arc::default(),
             })),
             supervisor: None,
         };
@@ -150,8 +199,19 @@ impl Ebpf {
         presence(netlink, self.granularity)
     }
 
-    /// The current series, joined with a collection's [`Presence`].
+    /// The current series, joined with a collection's [`Presence`]. With the probes attached,
+    /// first has the consumer drain the ring (waiting at most 200 ms), so the series hold every
+    /// event queued before this call. Blocks: call from a blocking thread.
     pub fn snapshot_present(&self, present: &Presence) -> EbpfSnapshot {
+        let drains = {
+            let st = lock(&self.shared);
+            st.up.then(|| st.drains.clone())
+        };
+        if let Some(d) = drains
+            && !d.request_and_wait()
+        {
+            tracing::debug!("ebpf: the consumer did not drain within 200 ms; reading without it");
+        }
         self.snapshot_with(|k| {
             if present.keys.contains(k) {
                 return Seen::Present;

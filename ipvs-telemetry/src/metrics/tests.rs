@@ -660,33 +660,70 @@ pub(crate) fn large_inputs(services: usize, dests: usize) -> Inputs {
     inputs
 }
 
-/// Encoding cost at 10,000 × 5 (run with `--release --ignored --nocapture`).
+/// Series, bytes and encoding time by mode at 1,000 and 10,000 services × 5 destinations, the
+/// figures of docs/sizing.md (run with `--release --ignored --nocapture`).
 #[test]
 #[ignore]
 fn large_collection_encoding() {
-    let inputs = Arc::new(large_inputs(10_000, 5));
-    for (name, options) in [
+    let modes = [
         ("defaults", ExportOptions::default()),
-        ("everything", ExportOptions::everything()),
-    ] {
-        let t = std::time::Instant::now();
-        let plans = Arc::new(Plans::new(inputs.snapshot.clone(), Arc::new(options), None));
-        eprintln!(
-            "{name}: plan in {:?}, {} bytes of label text",
-            t.elapsed(),
-            plans.bytes()
-        );
-        for f in [Format::OpenMetrics, Format::Text] {
-            for gz in [false, true] {
+        ("--metrics.estimator", ExportOptions::everything()),
+        (
+            "--metrics.destinations none",
+            ExportOptions {
+                destinations: options::Destinations::None,
+                ..Default::default()
+            },
+        ),
+        (
+            "none + --metrics.exclude service.info,service.persistence",
+            ExportOptions {
+                destinations: options::Destinations::None,
+                excluded: vec![
+                    options::Group::ServiceInfo,
+                    options::Group::ServicePersistence,
+                ],
+                ..Default::default()
+            },
+        ),
+    ];
+    eprintln!(
+        "| services × destinations | mode | series | text | gzip | plan | encode | encode+gzip |"
+    );
+    eprintln!("|---|---|---|---|---|---|---|---|");
+    for services in [1_000, 10_000] {
+        let inputs = Arc::new(large_inputs(services, 5));
+        for (name, options) in &modes {
+            let t = std::time::Instant::now();
+            let plans = Arc::new(Plans::new(
+                inputs.snapshot.clone(),
+                Arc::new(options.clone()),
+                None,
+            ));
+            let plan = t.elapsed();
+            let run = |gz: bool| {
                 let t = std::time::Instant::now();
-                let mut n = 0;
-                stream(&inputs, &plans, f, gz, &mut |b| {
+                let (mut n, mut series) = (0, 0);
+                stream(&inputs, &plans, Format::OpenMetrics, gz, &mut |b| {
                     n += b.len();
+                    if !gz {
+                        series += b
+                            .split(|&c| c == b'\n')
+                            .filter(|l| !l.is_empty() && l[0] != b'#')
+                            .count();
+                    }
                     true
                 })
                 .unwrap();
-                eprintln!("{name} {f:?} gzip={gz}: {n} bytes in {:?}", t.elapsed());
-            }
+                (n, series, t.elapsed())
+            };
+            let (text, series, enc) = run(false);
+            let (gz, _, encgz) = run(true);
+            eprintln!(
+                "| {services} × 5 | {name} | {series} | {:.1} MB | {:.2} MB | {plan:.0?} | {enc:.0?} | {encgz:.0?} |",
+                text as f64 / 1e6,
+                gz as f64 / 1e6
+            );
         }
     }
 }
