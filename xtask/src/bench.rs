@@ -12,12 +12,12 @@ use ipvs_lab::paths;
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
 pub struct Opts {
-    /// The scenario (`netlink`, `netns`, `scrape`, `ebpf`) and its options.
+    /// The scenario (`netlink`, `netns`, `scrape`, `scale`, `ebpf`) and its options.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
 
-const KNOWN: &str = "netlink, netns, scrape, ebpf";
+const KNOWN: &str = "netlink, netns, scrape, scale, ebpf";
 
 /// Runs `cargo xtask bench`.
 pub fn run(opts: &Opts) -> Result<()> {
@@ -26,6 +26,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         Some("netlink") => crate::bench_netlink::run(rest),
         Some("netns") => crate::bench_netns::run(rest),
         Some("scrape") => crate::bench_scrape::run(rest),
+        Some("scale") => crate::bench_scale::run(rest),
         Some("ebpf") => crate::bench_ebpf::run(rest),
         Some(other) => bail!("unknown benchmark {other:?} (known: {KNOWN})"),
         None => bail!("which benchmark? (known: {KNOWN})"),

@@ -6,6 +6,7 @@ mod bench;
 mod bench_ebpf;
 mod bench_netlink;
 mod bench_netns;
+mod bench_scale;
 mod bench_scrape;
 mod build;
 mod deps;

@@ -233,6 +233,7 @@ fn expected_weight(bin: &std::path::Path) -> u32 {
         ("daemon-", 8),
         ("dashboard-", 7),
         ("capabilities-", 6),
+        ("scale-", 6),
         ("netns-", 5),
         ("latency-", 5),
         ("netlink-", 4),
