@@ -34,6 +34,8 @@ async fn main() {
         if std::fs::write(&tmp, json).is_ok() {
             let _ = std::fs::rename(&tmp, &out);
         }
+        // The consumer drains once a second by itself: have it drain before the next round.
+        ebpf.request_drain();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -231,6 +231,18 @@ impl Ebpf {
         })
     }
 
+    /// Asks the consumer for a drain without waiting for it (for callers on the consumer's own
+    /// runtime thread, such as `examples/ebpf-dump.rs`).
+    pub fn request_drain(&self) {
+        let st = lock(&self.shared);
+        if st.up {
+            st.drains
+                .requested
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            st.drains.wake.notify_one();
+        }
+    }
+
     /// Every tracked series without the netlink join (nothing is forgotten): for diagnostics
     /// (`examples/ebpf-dump.rs`) and tests.
     pub fn snapshot_all(&self) -> EbpfSnapshot {
