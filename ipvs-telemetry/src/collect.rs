@@ -25,6 +25,9 @@ use crate::metrics::{BuildInfo, ErrorCounts, ExportOptions, Inputs, Plans, Proce
 use crate::model::Snapshot;
 use crate::netns::Collector;
 
+/// Longest a scrape waits for a new collection when an older one can be served.
+pub const MAX_WAIT: Duration = Duration::from_secs(8);
+
 /// One finished collection, planned.
 #[derive(Debug)]
 pub struct Collected {
