@@ -245,9 +245,10 @@ fn large_table_mode_and_cap_keep_service_values_exact() -> Result<()> {
         let truth = ipvsadm(&vm)?;
         for (args, dest_series) in [
             ("--metrics.destinations none", Some(0)),
+            // 10.0.0.1:80 (2 destinations) and 10.0.0.3:80 (1); not UDP, IPv6 or the fwmark.
             (
                 "--metrics.destinations vip=10.0.0.0/30,protocol=tcp",
-                Some(2),
+                Some(3),
             ),
             // Room for the 5 services (9 series each) and 4 of the 8 destinations (12 each).
             ("--metrics.max-series 93", None),

@@ -3,8 +3,10 @@
 //! A gzip scrape (what Prometheus asks for) that arrives while another gzip encoding of the same
 //! collection and format is in flight waits for it and shares its bytes (about 4 MB at 10,000
 //! services × 5 destinations), so a burst of scrapers costs one encoding; its eBPF series are
-//! then those of the moment that encoding began. Other scrapes stream an encoding of their own
-//! from a blocking thread in chunks, so an uncompressed body is never held whole.
+//! then those of the moment that encoding began. Gzip bodies are assembled from segments, the
+//! unchanged ones reused from the previous gzip scrape ([`segments`]). Other scrapes stream an
+//! encoding of their own from a blocking thread in chunks, so an uncompressed body is never held
+//! whole.
 //!
 //! Only a scrape that encodes takes a `--web.max-requests` slot (503 when none is free), and
 //! holds it until its body is written or its reader goes away.
@@ -18,7 +20,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use super::body::Body;
 use crate::collect::{Collected, Telemetry};
-use crate::metrics::{EncodeError, Format};
+use crate::metrics::{EncodeError, Format, SegmentCache, segments};
 
 /// Chunks of one streamed scrape queued between the encoder thread and the connection.
 const STREAM_QUEUE: usize = 4;
@@ -27,9 +29,34 @@ const STREAM_QUEUE: usize = 4;
 type FlightKey = (usize, Format);
 type FlightResult = Option<Result<Bytes, EncodeError>>;
 
-/// Gzip encodings in flight, joined by concurrent scrapes.
-#[derive(Debug, Default)]
-pub struct Flights(Mutex<HashMap<FlightKey, watch::Receiver<FlightResult>>>);
+/// Gzip encodings in flight, joined by concurrent scrapes, and the compressed segments of the
+/// previous gzip scrape of each format ([`SegmentCache`]).
+pub struct Flights {
+    flying: Mutex<HashMap<FlightKey, watch::Receiver<FlightResult>>>,
+    caches: [Mutex<SegmentCache>; 2],
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights {
+            flying: Mutex::default(),
+            caches: [
+                Mutex::new(SegmentCache::new(Format::OpenMetrics)),
+                Mutex::new(SegmentCache::new(Format::Text)),
+            ],
+        }
+    }
+}
+
+impl Flights {
+    fn cache(&self, format: Format) -> std::sync::MutexGuard<'_, SegmentCache> {
+        let i = match format {
+            Format::OpenMetrics => 0,
+            Format::Text => 1,
+        };
+        self.caches[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
 
 /// Why a scrape got no body.
 #[derive(Debug)]
@@ -104,7 +131,7 @@ async fn shared_gzip(
 ) -> Result<Body, Refused> {
     let key = (Arc::as_ptr(&collected) as usize, format);
     let mut rx = {
-        let mut map = flights.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = flights.flying.lock().unwrap_or_else(|p| p.into_inner());
         match map.get(&key) {
             Some(rx) => rx.clone(),
             None => {
@@ -116,15 +143,24 @@ async fn shared_gzip(
                     let _permit = permit;
                     let inputs = telemetry.inputs(&collected);
                     let mut all = Vec::new();
-                    let r =
-                        crate::metrics::stream(&inputs, &collected.plans, format, true, &mut |b| {
+                    let r = {
+                        let mut cache = flights.cache(format);
+                        let plans = &collected.plans;
+                        let r = segments::stream_gzip(&inputs, plans, &mut cache, &mut |b| {
                             all.extend_from_slice(&b);
                             true
-                        })
-                        .map(|_| Bytes::from(all));
+                        });
+                        tracing::debug!(
+                            reused = cache.last.0,
+                            compressed = cache.last.1,
+                            bytes = all.len(),
+                            "gzip segments"
+                        );
+                        r.map(|_| Bytes::from(all))
+                    };
                     // Later scrapes start an encoding of their own.
                     flights
-                        .0
+                        .flying
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(&key);

@@ -13,6 +13,7 @@ mod openmetrics;
 pub mod options;
 pub mod prerendered;
 pub mod process;
+pub mod segments;
 mod text;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use bytes::Bytes;
 pub use options::ExportOptions;
 pub use prerendered::Plans;
 pub use process::ProcessStats;
+pub use segments::SegmentCache;
 
 use crate::model::{EbpfSnapshot, Snapshot};
 
@@ -103,17 +105,29 @@ pub fn write_exposition(
     format: Format,
     out: &mut dyn fmt::Write,
 ) -> fmt::Result {
+    write_head(inputs, format, out)?;
+    plans.write(format, out)?;
+    write_tail(inputs, plans, format, out)
+}
+
+/// The families before the service and destination ones.
+fn write_head(inputs: &Arc<Inputs>, format: Format, out: &mut dyn fmt::Write) -> fmt::Result {
     match format {
-        Format::OpenMetrics => {
-            openmetrics::encode_head(inputs.clone(), out)?;
-            plans.write(format, out)?;
-            openmetrics::encode_tail(inputs.clone(), plans.clone(), out)
-        }
-        Format::Text => {
-            text::encode_head(inputs, out)?;
-            plans.write(format, out)?;
-            text::encode_tail(inputs, plans, out)
-        }
+        Format::OpenMetrics => openmetrics::encode_head(inputs.clone(), out),
+        Format::Text => text::encode_head(inputs, out),
+    }
+}
+
+/// The families after the service and destination ones (and `# EOF` in OpenMetrics).
+fn write_tail(
+    inputs: &Arc<Inputs>,
+    plans: &Arc<Plans>,
+    format: Format,
+    out: &mut dyn fmt::Write,
+) -> fmt::Result {
+    match format {
+        Format::OpenMetrics => openmetrics::encode_tail(inputs.clone(), plans.clone(), out),
+        Format::Text => text::encode_tail(inputs, plans, out),
     }
 }
 

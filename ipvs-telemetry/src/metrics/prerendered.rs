@@ -642,6 +642,128 @@ impl Plans {
     }
 }
 
+/// What [`Plans::for_each_block`] visits.
+pub enum Item<'a> {
+    /// A family's HELP and TYPE lines.
+    Header(&'a str),
+    /// A family's series in one namespace.
+    Block(Block<'a>),
+}
+
+/// One family's series in one namespace, as the gzip segment cache sees them.
+pub struct Block<'a> {
+    /// Index of the family (stable for a build of the daemon).
+    pub family: usize,
+    /// Index of the namespace in the snapshot.
+    pub namespace: usize,
+    /// The rendered label text this block is written from.
+    pub plan: &'a Arc<NsPlan>,
+    def: &'static Def,
+    /// Every series' value, in order.
+    pub values: Vec<Num>,
+}
+
+impl Block<'_> {
+    /// Writes series `range` of the block.
+    pub fn write(&self, range: std::ops::Range<usize>, out: &mut dyn Write) -> fmt::Result {
+        let d = self.def;
+        let p = self.plan;
+        let suffix = if d.kind == Kind::Counter {
+            "_total"
+        } else {
+            ""
+        };
+        for k in range {
+            match d.value {
+                Value::Service(_) => {
+                    sample(out, d.name, suffix, p.services.get(k), "} ", self.values[k])?
+                }
+                Value::Destination(_) => sample(
+                    out,
+                    d.name,
+                    suffix,
+                    p.destinations.get(k),
+                    "} ",
+                    self.values[k],
+                )?,
+                Value::ServiceInfo => {
+                    sample_info(out, d.name, p.services.get(k), p.service_info.get(k))?
+                }
+                Value::DestinationInfo => sample_info(
+                    out,
+                    d.name,
+                    p.destinations.get(k),
+                    p.destination_info.get(k),
+                )?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Plans {
+    /// Walks the enabled families as the segment cache needs them: each family's HELP/TYPE
+    /// text, then each namespace's block of its series.
+    pub fn for_each_block(
+        &self,
+        format: Format,
+        visit: &mut dyn FnMut(Item<'_>) -> fmt::Result,
+    ) -> fmt::Result {
+        for (i, d) in defs().enumerate() {
+            if !enabled(d, &self.options) || !self.any_series(d) {
+                continue;
+            }
+            let mut h = String::new();
+            header(d, format, &mut h)?;
+            visit(Item::Header(&h))?;
+            for (ni, (ns, plan)) in self
+                .snapshot
+                .namespaces
+                .iter()
+                .zip(&self.namespaces)
+                .enumerate()
+            {
+                let (Some(plan), Ok(ipvs)) = (plan, &ns.ipvs) else {
+                    continue;
+                };
+                let mut values = Vec::new();
+                block_values(d, plan, ipvs, &mut values);
+                if values.is_empty() {
+                    continue;
+                }
+                visit(Item::Block(Block {
+                    family: i,
+                    namespace: ni,
+                    plan,
+                    def: d,
+                    values,
+                }))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The values of family `d` in one namespace, in series order (1 for info series).
+fn block_values(d: &Def, plan: &NsPlan, ipvs: &IpvsState, out: &mut Vec<Num>) {
+    for (svc, &level) in ipvs.services.iter().zip(&plan.levels) {
+        if level == Level::Dropped {
+            continue;
+        }
+        match d.value {
+            Value::Service(get) => out.push(get(svc)),
+            Value::ServiceInfo => out.push(Num::U(1)),
+            Value::Destination(get) if level == Level::Full => {
+                out.extend(svc.destinations.iter().map(get))
+            }
+            Value::DestinationInfo if level == Level::Full => {
+                out.extend(svc.destinations.iter().map(|_| Num::U(1)))
+            }
+            Value::Destination(_) | Value::DestinationInfo => {}
+        }
+    }
+}
+
 fn header(d: &Def, format: Format, out: &mut dyn Write) -> fmt::Result {
     let (suffix, t) = match d.kind {
         Kind::Counter => ("_total", "counter"),

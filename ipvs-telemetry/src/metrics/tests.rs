@@ -727,3 +727,81 @@ fn large_collection_encoding() {
         }
     }
 }
+
+/// The segmented gzip body decodes (flate2's decoder, which checks the CRC and length) to the
+/// same text as the plain encoding, reuses every segment of an unchanged table, and follows a
+/// changed value and a changed shape.
+#[test]
+fn segmented_gzip_reuses_unchanged_segments() {
+    use std::io::Read;
+    let options = Arc::new(ExportOptions::everything());
+    let gunzip = |b: &[u8]| {
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(b)
+            .read_to_string(&mut s)
+            .unwrap();
+        s
+    };
+    let body = |inputs: &Arc<Inputs>, plans: &Arc<Plans>, cache: &mut SegmentCache| {
+        let mut all = Vec::new();
+        segments::stream_gzip(inputs, plans, cache, &mut |b| {
+            all.extend_from_slice(&b);
+            true
+        })
+        .unwrap();
+        all
+    };
+    for format in [Format::OpenMetrics, Format::Text] {
+        let mut cache = SegmentCache::new(format);
+        let inputs = Arc::new(large_inputs(600, 5));
+        let plans = Arc::new(Plans::new(inputs.snapshot.clone(), options.clone(), None));
+        let mut want = String::new();
+        write_exposition(&inputs, &plans, format, &mut want).unwrap();
+        let first = body(&inputs, &plans, &mut cache);
+        assert_eq!(gunzip(&first), want);
+        let (reused, compressed) = cache.last;
+        assert_eq!(reused, 0);
+        assert!(compressed > 20, "{compressed}");
+        // Same collection again: every segment reused.
+        let again = body(&inputs, &plans, &mut cache);
+        assert_eq!(gunzip(&again), want);
+        assert_eq!(cache.last, (compressed, 0));
+        // A new collection with one destination's counters moved, same shape.
+        let mut snap = (*inputs.snapshot).clone();
+        if let Ok(ipvs) = &mut snap.namespaces[0].ipvs {
+            ipvs.services[300].destinations[2].stats.conns += 1;
+        }
+        let mut moved = (*inputs).clone();
+        moved.snapshot = Arc::new(snap);
+        let moved = Arc::new(moved);
+        let plans2 = Arc::new(Plans::new(
+            moved.snapshot.clone(),
+            options.clone(),
+            Some(&plans),
+        ));
+        let mut want2 = String::new();
+        write_exposition(&moved, &plans2, format, &mut want2).unwrap();
+        assert_ne!(want, want2);
+        assert_eq!(gunzip(&body(&moved, &plans2, &mut cache)), want2);
+        // The connections of one destination: one segment of destination connections; the
+        // service's connections: one of service connections.
+        assert_eq!(cache.last.1, 1, "{:?}", cache.last);
+        // A new shape: everything of that namespace again, still exact.
+        let mut snap = (*moved.snapshot).clone();
+        if let Ok(ipvs) = &mut snap.namespaces[0].ipvs {
+            ipvs.services.remove(10);
+        }
+        let mut shrunk = (*moved).clone();
+        shrunk.snapshot = Arc::new(snap);
+        let shrunk = Arc::new(shrunk);
+        let plans3 = Arc::new(Plans::new(
+            shrunk.snapshot.clone(),
+            options.clone(),
+            Some(&plans2),
+        ));
+        let mut want3 = String::new();
+        write_exposition(&shrunk, &plans3, format, &mut want3).unwrap();
+        assert_eq!(gunzip(&body(&shrunk, &plans3, &mut cache)), want3);
+        assert!(cache.last.1 > 20);
+    }
+}

@@ -1,0 +1,242 @@
+//! Gzip bodies assembled from independently compressed segments, the unchanged ones reused.
+//!
+//! A deflate stream may be cut into segments that each start from an empty window and end on a
+//! byte boundary (a sync flush): concatenated, they form one valid stream, and the gzip trailer's
+//! CRC-32 is the combination of the segments' CRCs (the technique of pigz). The service and
+//! destination families are cut into segments of [`SEGMENT_SERIES`] series per family and
+//! namespace; a segment whose label text (the same plan) and values are those of the previous
+//! scrape is not rendered or compressed again: its compressed bytes are reused. On a quiet table
+//! a scrape then costs little more than reading the values; on a busy one the counters change
+//! but most gauges do not.
+//!
+//! Only exact equality reuses a segment (the values are kept, not a hash of them).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress};
+
+use super::families::Num;
+use super::prerendered::{Item, NsPlan};
+use super::{EncodeError, Format, Inputs, Plans};
+
+/// Series per cached segment (about 180 KB of text for destination series).
+pub const SEGMENT_SERIES: usize = 1024;
+
+/// Text of the families around the cached ones, compressed in segments of this size.
+const TEXT_SEGMENT: usize = 64 * 1024;
+
+/// One compressed segment: raw deflate ending with a sync flush.
+#[derive(Clone)]
+struct Segment {
+    bytes: Bytes,
+    crc: crc32fast::Hasher,
+    /// Uncompressed length.
+    len: u64,
+}
+
+struct Entry {
+    plan: Arc<NsPlan>,
+    values: Vec<Num>,
+    segment: Segment,
+    /// The scrape that last used it.
+    used: u64,
+}
+
+/// The compressed segments of the previous scrape, for one format.
+pub struct SegmentCache {
+    format: Format,
+    entries: HashMap<(usize, String, usize), Entry>,
+    scrape: u64,
+    /// Segments reused and compressed by the last scrape (tests, debug logs).
+    pub last: (usize, usize),
+}
+
+impl SegmentCache {
+    /// An empty cache for `format`.
+    pub fn new(format: Format) -> Self {
+        SegmentCache {
+            format,
+            entries: HashMap::new(),
+            scrape: 0,
+            last: (0, 0),
+        }
+    }
+
+    /// The format it caches.
+    pub fn format(&self) -> Format {
+        self.format
+    }
+}
+
+/// Compresses `text` into one segment.
+fn compress(c: &mut Compress, text: &[u8]) -> Result<Segment, EncodeError> {
+    c.reset();
+    let mut out = Vec::with_capacity(text.len() / 8 + 64);
+    let start = c.total_in();
+    loop {
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(1024));
+        }
+        let done = (c.total_in() - start) as usize;
+        c.compress_vec(&text[done..], &mut out, FlushCompress::Sync)
+            .map_err(|_| EncodeError)?;
+        // The flush is complete when all input is in and output space is left over.
+        if (c.total_in() - start) as usize == text.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(text);
+    Ok(Segment {
+        bytes: Bytes::from(out),
+        crc,
+        len: text.len() as u64,
+    })
+}
+
+/// The gzip member header: deflate, no name, no time, unknown OS.
+const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+/// An empty final block (fixed Huffman, end of block).
+const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
+
+/// Writes text into segments of about [`TEXT_SEGMENT`] bytes.
+struct TextSegments<'a> {
+    buf: String,
+    c: &'a mut Compress,
+    out: &'a mut dyn FnMut(Segment) -> Result<(), EncodeError>,
+}
+
+impl TextSegments<'_> {
+    fn flush(&mut self) -> Result<(), EncodeError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let s = compress(self.c, self.buf.as_bytes())?;
+        self.buf.clear();
+        (self.out)(s)
+    }
+}
+
+impl fmt::Write for TextSegments<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.buf.push_str(s);
+        if self.buf.len() >= TEXT_SEGMENT && self.flush().is_err() {
+            return Err(fmt::Error);
+        }
+        Ok(())
+    }
+}
+
+/// Streams the gzip body of the exposition to `emit`, reusing the unchanged segments of the
+/// previous scrape of the same format; stops with an error as soon as `emit` returns `false`.
+pub fn stream_gzip(
+    inputs: &Arc<Inputs>,
+    plans: &Arc<Plans>,
+    cache: &mut SegmentCache,
+    emit: &mut dyn FnMut(Bytes) -> bool,
+) -> Result<(), EncodeError> {
+    let format = cache.format;
+    cache.scrape += 1;
+    let scrape = cache.scrape;
+    let mut c = Compress::new(Compression::fast(), false);
+    let mut crc = crc32fast::Hasher::new();
+    let mut total: u64 = 0;
+    let (mut reused, mut compressed) = (0, 0);
+    if !emit(Bytes::from_static(&HEADER)) {
+        return Err(EncodeError);
+    }
+    let mut out = |s: Segment| -> Result<(), EncodeError> {
+        crc.combine(&s.crc);
+        total += s.len;
+        if emit(s.bytes) {
+            Ok(())
+        } else {
+            Err(EncodeError)
+        }
+    };
+    {
+        let mut w = TextSegments {
+            buf: String::new(),
+            c: &mut c,
+            out: &mut out,
+        };
+        super::write_head(inputs, format, &mut w).map_err(|_| EncodeError)?;
+        w.flush()?;
+    }
+    let mut failure = None;
+    let entries = &mut cache.entries;
+    let walked = plans.for_each_block(format, &mut |item| {
+        let mut fail = |e| {
+            failure = Some(e);
+            fmt::Error
+        };
+        let b = match item {
+            Item::Header(h) => {
+                return compress(&mut c, h.as_bytes())
+                    .and_then(&mut out)
+                    .map_err(&mut fail);
+            }
+            Item::Block(b) => b,
+        };
+        let name = &plans.snapshot().namespaces[b.namespace].netns.name;
+        for (chunk, start) in (0..b.values.len()).step_by(SEGMENT_SERIES).enumerate() {
+            let end = (start + SEGMENT_SERIES).min(b.values.len());
+            let key = (b.family, name.clone(), chunk);
+            let values = &b.values[start..end];
+            let hit = entries
+                .get_mut(&key)
+                .filter(|e| Arc::ptr_eq(&e.plan, b.plan) && e.values.as_slice() == values);
+            let segment = match hit {
+                Some(e) => {
+                    e.used = scrape;
+                    reused += 1;
+                    e.segment.clone()
+                }
+                None => {
+                    let mut text = String::with_capacity((end - start) * 200);
+                    b.write(start..end, &mut text)?;
+                    let s = compress(&mut c, text.as_bytes()).map_err(&mut fail)?;
+                    compressed += 1;
+                    entries.insert(
+                        key,
+                        Entry {
+                            plan: b.plan.clone(),
+                            values: values.to_vec(),
+                            segment: s.clone(),
+                            used: scrape,
+                        },
+                    );
+                    s
+                }
+            };
+            out(segment).map_err(&mut fail)?;
+        }
+        Ok(())
+    });
+    if walked.is_err() {
+        return Err(failure.unwrap_or(EncodeError));
+    }
+    {
+        let mut w = TextSegments {
+            buf: String::new(),
+            c: &mut c,
+            out: &mut out,
+        };
+        super::write_tail(inputs, plans, format, &mut w).map_err(|_| EncodeError)?;
+        w.flush()?;
+    }
+    // Segments of series that are gone (a table that shrank, a plan replaced) are dropped.
+    cache.entries.retain(|_, e| e.used == scrape);
+    cache.last = (reused, compressed);
+    let mut tail = Vec::with_capacity(10);
+    tail.extend_from_slice(&FINAL_BLOCK);
+    tail.extend_from_slice(&crc.finalize().to_le_bytes());
+    tail.extend_from_slice(&(total as u32).to_le_bytes());
+    if !emit(Bytes::from(tail)) {
+        return Err(EncodeError);
+    }
+    Ok(())
+}
