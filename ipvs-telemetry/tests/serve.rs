@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ipvs_lab::skip;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ipvs-telemetry");
 
 fn free_port() -> u16 {
@@ -17,13 +19,23 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+/// Whether curl (and openssl when `openssl`) are installed; skips `test` when not
+/// (`ipvs_lab::skip`: a failure under `cargo xtask test`).
+fn tools(test: &str, openssl: bool) -> bool {
+    let mut need = vec![skip::tool("curl", "curl")];
+    if openssl {
+        need.push(skip::tool("openssl", "openssl"));
+    }
+    skip::require(test, &need)
+}
+
+/// Whether promtool is installed for the part of `test` that needs it; skips that part
+/// (counted as a skip of `test`, a failure under `cargo xtask test`) when not.
+fn promtool(test: &str) -> bool {
+    skip::require(
+        &format!("{test} (its promtool check)"),
+        &[skip::tool("promtool", "prometheus")],
+    )
 }
 
 /// The daemon, killed on drop.
@@ -161,8 +173,7 @@ fn wait_ready(d: &Daemon) {
 
 #[test]
 fn endpoints_negotiation_and_gzip() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if !tools("endpoints_negotiation_and_gzip", false) {
         return;
     }
     let d = Daemon::start(&[]);
@@ -216,7 +227,7 @@ fn endpoints_negotiation_and_gzip() {
     assert!(om.contains("# TYPE ipvs_collection_errors counter"));
 
     // promtool on the live 0.0.4 output.
-    if have("promtool") {
+    if promtool("endpoints_negotiation_and_gzip") {
         let mut child = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -272,8 +283,7 @@ fn endpoints_negotiation_and_gzip() {
 
 #[test]
 fn hundred_concurrent_scrapes() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if !tools("hundred_concurrent_scrapes", false) {
         return;
     }
     let d = Daemon::start(&[]);
@@ -446,8 +456,7 @@ fn make_certs(dir: &Path) {
 
 #[test]
 fn tls_basic_auth_and_client_certificates() {
-    if !have("curl") || !have("openssl") {
-        eprintln!("skipped: curl or openssl not installed");
+    if !tools("tls_basic_auth_and_client_certificates", true) {
         return;
     }
     let dir = tempdir();
@@ -465,7 +474,7 @@ fn tls_basic_auth_and_client_certificates() {
         ),
     )
     .unwrap();
-    if have("promtool") {
+    if promtool("tls_basic_auth_and_client_certificates") {
         let out = Command::new("promtool")
             .args(["check", "web-config"])
             .arg(&cfg)
@@ -576,8 +585,7 @@ fn tls_basic_auth_and_client_certificates() {
 
 #[test]
 fn max_requests_answers_503_quickly() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if !tools("max_requests_answers_503_quickly", false) {
         return;
     }
     // Cost-12 bcrypt (~0.2-0.5 s each, one at a time) keeps requests in flight.
@@ -620,13 +628,14 @@ fn max_requests_answers_503_quickly() {
 
 #[test]
 fn any_address_listens_on_ipv4_and_ipv6() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if !tools("any_address_listens_on_ipv4_and_ipv6", false) {
         return;
     }
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: no IPv6 loopback on this host");
-        return;
+        return skip::skip(
+            "any_address_listens_on_ipv4_and_ipv6",
+            "no IPv6 loopback on this host",
+        );
     }
     let port = free_port();
     let mut child = Command::new(BIN)
