@@ -42,22 +42,51 @@ fn promtool(test: &str) -> bool {
 struct Daemon {
     child: Child,
     port: u16,
+    /// Everything the daemon wrote to stderr so far (a thread reads it).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args(["--web.listen-address", &listen, "--poll.interval", "200ms"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let d = Daemon { child, port };
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = Some(read_log(child.stderr.take().unwrap(), log.clone()));
+        let d = Daemon {
+            child,
+            port,
+            log,
+            reader,
+        };
         d.wait_port();
         d
+    }
+
+    /// Starts the daemon with exactly `args`, without waiting for it to listen (for a start
+    /// that must fail: [`Daemon::wait_exit`] then gives its exit code instead of hanging).
+    fn start_any(args: &[&str]) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = Some(read_log(child.stderr.take().unwrap(), log.clone()));
+        Daemon {
+            child,
+            port: 0,
+            log,
+            reader,
+        }
     }
 
     fn wait_port(&self) {
@@ -81,24 +110,53 @@ impl Daemon {
         assert!(ok);
     }
 
+    /// Waits until the daemon has logged a line containing `needle`; returns that line.
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if let Some(l) = log.lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon never logged {needle:?}; its log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_exit(mut self) -> (i32, String) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                return (st.code().unwrap_or(-1), err);
+                if let Some(r) = self.reader.take() {
+                    r.join().unwrap();
+                }
+                return (st.code().unwrap_or(-1), self.log.lock().unwrap().clone());
             }
             assert!(Instant::now() < deadline, "daemon did not exit");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A thread appending every line of `stderr` to `log`.
+fn read_log(
+    stderr: std::process::ChildStderr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = log.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    })
 }
 
 impl Drop for Daemon {
@@ -325,14 +383,11 @@ fn exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    // Bad web config: 2, naming the key.
+    // Bad web config: 2, naming the key (TLS10 itself: tls_basic_auth_and_client_certificates,
+    // which has a certificate and key to get that far).
     let dir = tempdir();
     let cfg = dir.join("web.yml");
-    std::fs::write(
-        &cfg,
-        "tls_server_config:\n  min_version: TLS10\n  cert_file: x\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "tls_server_config:\n  cert_file: x\n").unwrap();
     let out = Command::new(BIN)
         .arg("--web.config.file")
         .arg(&cfg)
@@ -454,6 +509,25 @@ fn make_certs(dir: &Path) {
     }
 }
 
+/// `openssl s_client` to the daemon on `port` with one protocol flag (`-tls1_1`, ...), trusting
+/// `ca`, at security level 0 so that the client allows old versions and the server decides;
+/// returns whether the handshake completed and the whole output.
+fn s_client(port: u16, ca: &str, version: &str) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-brief", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-CAfile", ca, "-cipher", "DEFAULT:@SECLEVEL=0", version])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text.contains("CONNECTION ESTABLISHED"), text)
+}
+
 #[test]
 fn tls_basic_auth_and_client_certificates() {
     if !tools("tls_basic_auth_and_client_certificates", true) {
@@ -519,20 +593,63 @@ fn tls_basic_auth_and_client_certificates() {
     // Plain HTTP to the TLS port fails.
     let plain = curl(&["-u", "alice:s3cret", &d.url("/metrics")]);
     assert!(plain.is_err() || plain.as_ref().is_ok_and(|a| a.status >= 400));
-    // TLS 1.1 is refused.
+    // TLS 1.1 is refused by the server: a client that offers only TLS 1.1 (OpenSSL's security
+    // level 0 so that the client itself allows it) gets an alert from the server (OpenSSL:
+    // "SSL alert number N", only printed for a received alert), while the same client offering
+    // TLS 1.2 completes the handshake.
+    let (ok12, out12) = s_client(d.port, ca, "-tls1_2");
     assert!(
-        curl(&[
-            "--cacert",
-            ca,
-            "--tls-max",
-            "1.1",
-            "-u",
-            "alice:s3cret",
-            &https
-        ])
-        .is_err()
+        ok12 && out12.contains("Protocol version: TLSv1.2"),
+        "{out12}"
+    );
+    let (ok11, out11) = s_client(d.port, ca, "-tls1_1");
+    assert!(
+        !ok11 && out11.contains("SSL alert number"),
+        "TLS 1.1 not refused by the server:\n{out11}"
     );
     drop(d);
+
+    // min_version TLS13: the server refuses a TLS 1.2 client; TLS10 is a usage error naming it.
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         min_version: TLS13\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--web.config.file", &cfg_s]);
+    let (ok12, out12) = s_client(d.port, ca, "-tls1_2");
+    assert!(
+        !ok12 && out12.contains("SSL alert number"),
+        "TLS 1.2 not refused under min_version TLS13:\n{out12}"
+    );
+    let (ok13, out13) = s_client(d.port, ca, "-tls1_3");
+    assert!(
+        ok13 && out13.contains("Protocol version: TLSv1.3"),
+        "{out13}"
+    );
+    drop(d);
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         min_version: TLS10\n",
+    )
+    .unwrap();
+    let port = free_port().to_string();
+    let (code, err) = Daemon::start_any(&[
+        "--web.listen-address",
+        &format!("127.0.0.1:{port}"),
+        "--web.config.file",
+        &cfg_s,
+    ])
+    .wait_exit();
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "tls_server_config.min_version: TLS10 is not supported (TLS12 and TLS13 only)"
+        ),
+        "{err}"
+    );
 
     // RequireAndVerifyClientCert: no certificate -> refused; the client's certificate -> 200.
     std::fs::write(
@@ -570,10 +687,13 @@ fn tls_basic_auth_and_client_certificates() {
         assert!(Instant::now() < deadline, "reload not picked up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // An invalid file on SIGHUP keeps the previous configuration.
+    // An invalid file on SIGHUP keeps the previous configuration: once the daemon has said so,
+    // basic auth is still asked for and still accepted.
     std::fs::write(&cfg, "basic_auth_users: [").unwrap();
     d.signal("HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    let line = d.wait_log("the new web configuration is invalid, keeping the previous one");
+    assert!(line.contains("basic_auth_users"), "{line}");
+    assert_eq!(curl(&[&d.url("/-/healthy")]).unwrap().status, 401);
     assert_eq!(
         curl(&["-u", "alice:s3cret", &d.url("/-/healthy")])
             .unwrap()
