@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use ipvs_lab::skip;
+
 const BIN: &str = env!("CARGO_BIN_EXE_ipvs-telemetry");
 
 fn free_port() -> u16 {
@@ -17,26 +19,39 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn have(tool: &str) -> bool {
-    Command::new(tool)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
+/// Whether curl (and openssl when `openssl`) are installed; skips `test` when not
+/// (`ipvs_lab::skip`: a failure under `cargo xtask test`).
+fn tools(test: &str, openssl: bool) -> bool {
+    let mut need = vec![skip::tool("curl", "curl")];
+    if openssl {
+        need.push(skip::tool("openssl", "openssl"));
+    }
+    skip::require(test, &need)
+}
+
+/// Whether promtool is installed for the part of `test` that needs it; skips that part
+/// (counted as a skip of `test`, a failure under `cargo xtask test`) when not.
+fn promtool(test: &str) -> bool {
+    skip::require(
+        &format!("{test} (its promtool check)"),
+        &[skip::tool("promtool", "prometheus")],
+    )
 }
 
 /// The daemon, killed on drop.
 struct Daemon {
     child: Child,
     port: u16,
+    /// Everything the daemon wrote to stderr so far (a thread reads it).
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(BIN)
+        let mut child = Command::new(BIN)
             .args([
                 "--web.listen-address",
                 &listen,
@@ -48,9 +63,35 @@ impl Daemon {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let d = Daemon { child, port };
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = Some(read_log(child.stderr.take().unwrap(), log.clone()));
+        let d = Daemon {
+            child,
+            port,
+            log,
+            reader,
+        };
         d.wait_port();
         d
+    }
+
+    /// Starts the daemon with exactly `args`, without waiting for it to listen (for a start
+    /// that must fail: [`Daemon::wait_exit`] then gives its exit code instead of hanging).
+    fn start_any(args: &[&str]) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let reader = Some(read_log(child.stderr.take().unwrap(), log.clone()));
+        Daemon {
+            child,
+            port: 0,
+            log,
+            reader,
+        }
     }
 
     fn wait_port(&self) {
@@ -74,24 +115,53 @@ impl Daemon {
         assert!(ok);
     }
 
+    /// Waits until the daemon has logged a line containing `needle`; returns that line.
+    fn wait_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = self.log.lock().unwrap().clone();
+            if let Some(l) = log.lines().find(|l| l.contains(needle)) {
+                return l.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon never logged {needle:?}; its log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_exit(mut self) -> (i32, String) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                self.child
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                return (st.code().unwrap_or(-1), err);
+                if let Some(r) = self.reader.take() {
+                    r.join().unwrap();
+                }
+                return (st.code().unwrap_or(-1), self.log.lock().unwrap().clone());
             }
             assert!(Instant::now() < deadline, "daemon did not exit");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// A thread appending every line of `stderr` to `log`.
+fn read_log(
+    stderr: std::process::ChildStderr,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let mut l = log.lock().unwrap();
+            l.push_str(&line);
+            l.push('\n');
+        }
+    })
 }
 
 impl Drop for Daemon {
@@ -166,8 +236,7 @@ fn wait_ready(d: &Daemon) {
 
 #[test]
 fn endpoints_negotiation_and_gzip() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if !tools("endpoints_negotiation_and_gzip", false) {
         return;
     }
     let d = Daemon::start(&[]);
@@ -221,7 +290,7 @@ fn endpoints_negotiation_and_gzip() {
     assert!(om.contains("# TYPE ipvs_collection_errors counter"));
 
     // promtool on the live 0.0.4 output.
-    if have("promtool") {
+    if promtool("endpoints_negotiation_and_gzip") {
         let mut child = Command::new("promtool")
             .args(["check", "metrics"])
             .stdin(Stdio::piped())
@@ -277,8 +346,7 @@ fn endpoints_negotiation_and_gzip() {
 
 #[test]
 fn hundred_concurrent_scrapes() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if !tools("hundred_concurrent_scrapes", false) {
         return;
     }
     let d = Daemon::start(&[]);
@@ -320,14 +388,11 @@ fn exit_codes() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    // Bad web config: 2, naming the key.
+    // Bad web config: 2, naming the key (TLS10 itself: tls_basic_auth_and_client_certificates,
+    // which has a certificate and key to get that far).
     let dir = tempdir();
     let cfg = dir.join("web.yml");
-    std::fs::write(
-        &cfg,
-        "tls_server_config:\n  min_version: TLS10\n  cert_file: x\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, "tls_server_config:\n  cert_file: x\n").unwrap();
     let out = Command::new(BIN)
         .arg("--web.config.file")
         .arg(&cfg)
@@ -449,10 +514,28 @@ fn make_certs(dir: &Path) {
     }
 }
 
+/// `openssl s_client` to the daemon on `port` with one protocol flag (`-tls1_1`, ...), trusting
+/// `ca`, at security level 0 so that the client allows old versions and the server decides;
+/// returns whether the handshake completed and the whole output.
+fn s_client(port: u16, ca: &str, version: &str) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-brief", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-CAfile", ca, "-cipher", "DEFAULT:@SECLEVEL=0", version])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (text.contains("CONNECTION ESTABLISHED"), text)
+}
+
 #[test]
 fn tls_basic_auth_and_client_certificates() {
-    if !have("curl") || !have("openssl") {
-        eprintln!("skipped: curl or openssl not installed");
+    if !tools("tls_basic_auth_and_client_certificates", true) {
         return;
     }
     let dir = tempdir();
@@ -470,7 +553,7 @@ fn tls_basic_auth_and_client_certificates() {
         ),
     )
     .unwrap();
-    if have("promtool") {
+    if promtool("tls_basic_auth_and_client_certificates") {
         let out = Command::new("promtool")
             .args(["check", "web-config"])
             .arg(&cfg)
@@ -515,20 +598,63 @@ fn tls_basic_auth_and_client_certificates() {
     // Plain HTTP to the TLS port fails.
     let plain = curl(&["-u", "alice:s3cret", &d.url("/metrics")]);
     assert!(plain.is_err() || plain.as_ref().is_ok_and(|a| a.status >= 400));
-    // TLS 1.1 is refused.
+    // TLS 1.1 is refused by the server: a client that offers only TLS 1.1 (OpenSSL's security
+    // level 0 so that the client itself allows it) gets an alert from the server (OpenSSL:
+    // "SSL alert number N", only printed for a received alert), while the same client offering
+    // TLS 1.2 completes the handshake.
+    let (ok12, out12) = s_client(d.port, ca, "-tls1_2");
     assert!(
-        curl(&[
-            "--cacert",
-            ca,
-            "--tls-max",
-            "1.1",
-            "-u",
-            "alice:s3cret",
-            &https
-        ])
-        .is_err()
+        ok12 && out12.contains("Protocol version: TLSv1.2"),
+        "{out12}"
+    );
+    let (ok11, out11) = s_client(d.port, ca, "-tls1_1");
+    assert!(
+        !ok11 && out11.contains("SSL alert number"),
+        "TLS 1.1 not refused by the server:\n{out11}"
     );
     drop(d);
+
+    // min_version TLS13: the server refuses a TLS 1.2 client; TLS10 is a usage error naming it.
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         min_version: TLS13\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--web.config.file", &cfg_s]);
+    let (ok12, out12) = s_client(d.port, ca, "-tls1_2");
+    assert!(
+        !ok12 && out12.contains("SSL alert number"),
+        "TLS 1.2 not refused under min_version TLS13:\n{out12}"
+    );
+    let (ok13, out13) = s_client(d.port, ca, "-tls1_3");
+    assert!(
+        ok13 && out13.contains("Protocol version: TLSv1.3"),
+        "{out13}"
+    );
+    drop(d);
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+         min_version: TLS10\n",
+    )
+    .unwrap();
+    let port = free_port().to_string();
+    let (code, err) = Daemon::start_any(&[
+        "--web.listen-address",
+        &format!("127.0.0.1:{port}"),
+        "--web.config.file",
+        &cfg_s,
+    ])
+    .wait_exit();
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "tls_server_config.min_version: TLS10 is not supported (TLS12 and TLS13 only)"
+        ),
+        "{err}"
+    );
 
     // RequireAndVerifyClientCert: no certificate -> refused; the client's certificate -> 200.
     std::fs::write(
@@ -566,10 +692,13 @@ fn tls_basic_auth_and_client_certificates() {
         assert!(Instant::now() < deadline, "reload not picked up");
         std::thread::sleep(Duration::from_millis(100));
     }
-    // An invalid file on SIGHUP keeps the previous configuration.
+    // An invalid file on SIGHUP keeps the previous configuration: once the daemon has said so,
+    // basic auth is still asked for and still accepted.
     std::fs::write(&cfg, "basic_auth_users: [").unwrap();
     d.signal("HUP");
-    std::thread::sleep(Duration::from_millis(300));
+    let line = d.wait_log("the new web configuration is invalid, keeping the previous one");
+    assert!(line.contains("basic_auth_users"), "{line}");
+    assert_eq!(curl(&[&d.url("/-/healthy")]).unwrap().status, 401);
     assert_eq!(
         curl(&["-u", "alice:s3cret", &d.url("/-/healthy")])
             .unwrap()
@@ -581,8 +710,7 @@ fn tls_basic_auth_and_client_certificates() {
 
 #[test]
 fn max_requests_answers_503_quickly() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if !tools("max_requests_answers_503_quickly", false) {
         return;
     }
     // Cost-12 bcrypt (~0.2-0.5 s each, one at a time) keeps requests in flight.
@@ -625,13 +753,14 @@ fn max_requests_answers_503_quickly() {
 
 #[test]
 fn any_address_listens_on_ipv4_and_ipv6() {
-    if !have("curl") {
-        eprintln!("skipped: curl not installed");
+    if !tools("any_address_listens_on_ipv4_and_ipv6", false) {
         return;
     }
     if std::net::TcpListener::bind("[::1]:0").is_err() {
-        eprintln!("skipped: no IPv6 loopback on this host");
-        return;
+        return skip::skip(
+            "any_address_listens_on_ipv4_and_ipv6",
+            "no IPv6 loopback on this host",
+        );
     }
     let port = free_port();
     let mut child = Command::new(BIN)

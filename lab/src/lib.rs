@@ -49,6 +49,7 @@ pub mod kernel;
 mod lock;
 pub mod modules;
 pub mod paths;
+pub mod skip;
 pub mod swarm;
 mod vm;
 

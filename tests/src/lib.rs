@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-pub use ipvs_lab::{CmdOutput, Kernel, Spawned, Vm, VmConfig};
+pub use ipvs_lab::{CmdOutput, Kernel, Spawned, Vm, VmConfig, skip};
 
 /// Shell function `backend NAME SUBNET DELAY`: a NAT real server in namespace NAME at
 /// 10.SUBNET.0.2 behind a veth (10.SUBNET.0.1 on the host side) whose inner end delays every
@@ -35,19 +35,10 @@ pub const DELAYED_BACKEND_SH: &str = r#"backend() { # name subnet delay
 pub mod contract;
 pub mod exposition;
 
-/// Whether the lab can run here; when it cannot, prints why (`skipped <test>: <reason>`) so
-/// the test can return early. Set `IPVS_LAB_REQUIRED=1` (CI) to turn a skip into a panic.
+/// Whether the lab can run here; when it cannot, skips `test` ([`skip::skip`]: a panic under
+/// `IPVS_LAB_REQUIRED`, else a printed and counted skip) so the test can return early.
 pub fn lab_or_skip(test: &str) -> bool {
-    match ipvs_lab::prerequisites() {
-        Ok(()) => true,
-        Err(why) => {
-            if std::env::var_os("IPVS_LAB_REQUIRED").is_some_and(|v| !v.is_empty() && v != "0") {
-                panic!("{test}: the lab is required (IPVS_LAB_REQUIRED) but unavailable: {why}");
-            }
-            eprintln!("skipped {test}: {why}");
-            false
-        }
-    }
+    skip::require(test, &[ipvs_lab::prerequisites()])
 }
 
 /// Boots a plain VM (no daemon, no forwards) on kernel `k`.

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use ipvs_telemetry_e2e::{Vm, VmConfig, for_each_kernel, lab_or_skip, start_daemon};
-use prometheus::{Prometheus, on_path};
+use ipvs_telemetry_e2e::{Vm, VmConfig, for_each_kernel, lab_or_skip, skip, start_daemon};
+use prometheus::Prometheus;
 use serde_json::Value;
 
 const PORT: u16 = 10054;
@@ -189,11 +189,8 @@ fn settled_ipvsadm(vm: &Vm) -> Result<BTreeMap<Series, u64>> {
 
 #[test]
 fn prometheus_scrapes_the_daemon_and_agrees_with_ipvsadm() -> Result<()> {
-    if !lab_or_skip("prometheus_scrapes_the_daemon_and_agrees_with_ipvsadm") {
-        return Ok(());
-    }
-    if !on_path("prometheus") {
-        eprintln!("skipped: prometheus is not installed on the host (Debian package prometheus)");
+    let test = "prometheus_scrapes_the_daemon_and_agrees_with_ipvsadm";
+    if !lab_or_skip(test) || !skip::require(test, &[skip::tool("prometheus", "prometheus")]) {
         return Ok(());
     }
     for_each_kernel(|k| {

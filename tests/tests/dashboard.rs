@@ -37,9 +37,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use ipvs_telemetry_e2e::{
-    DELAYED_BACKEND_SH, Kernel, Vm, VmConfig, for_each_kernel, lab_or_skip, start_daemon,
+    DELAYED_BACKEND_SH, Kernel, Vm, VmConfig, for_each_kernel, lab_or_skip, skip, start_daemon,
 };
-use prometheus::{Prometheus, TempDir, has_finite_value, on_path, series_count};
+use prometheus::{Prometheus, TempDir, has_finite_value, series_count};
 use serde_json::Value;
 
 const PORT: u16 = 10054;
@@ -129,13 +129,11 @@ const TRAFFIC: &[&str] = &[
 #[test]
 fn every_dashboard_and_rule_expression_returns_data_from_the_daemon() -> Result<()> {
     let test = "every_dashboard_and_rule_expression_returns_data_from_the_daemon";
-    if !lab_or_skip(test) {
-        return Ok(());
-    }
-    if !on_path("prometheus") || !on_path("promtool") {
-        eprintln!(
-            "skipped {test}: prometheus and promtool are not installed on the host (Debian package prometheus)"
-        );
+    let tools = [
+        skip::tool("prometheus", "prometheus"),
+        skip::tool("promtool", "prometheus"),
+    ];
+    if !lab_or_skip(test) || !skip::require(test, &tools) {
         return Ok(());
     }
     let promtool = promql::promtool_check_rules()?;

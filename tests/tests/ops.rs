@@ -3,7 +3,8 @@
 //! parsing every shipped expression, and systemd-analyze.
 //!
 //! Tools missing on the host (promtool, prometheus, systemd-analyze; `cargo xtask deps`
-//! installs them) make the test that needs them print why and return.
+//! installs them) make the test that needs them skip (`ipvs_lab::skip`: a failure under
+//! `cargo xtask test`).
 
 #[path = "common/prometheus.rs"]
 mod prometheus;
@@ -17,8 +18,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use ipvs_telemetry_e2e::contract;
-use prometheus::{Prometheus, TempDir, on_path};
+use ipvs_telemetry_e2e::{contract, skip};
+use prometheus::{Prometheus, TempDir};
 use promql::{
     DASHBOARD, GRAFANA_BUILTINS, RULES, dashboard_expressions, load_dashboard, load_rules,
     metric_names, panels, referenced_variables, repo_root, rule_expressions, variable_query,
@@ -26,8 +27,9 @@ use promql::{
 };
 use serde_json::Value;
 
-fn skip(test: &str, why: &str) {
-    eprintln!("SKIP {test}: {why}");
+/// Whether `program` (from Debian package `package`) is installed; skips `test` when not.
+fn needs(test: &str, program: &str, package: &str) -> bool {
+    skip::require(test, &[skip::tool(program, package)])
 }
 
 /// Runs a command; returns (success, stdout + stderr).
@@ -49,8 +51,8 @@ fn run(program: &str, args: &[&str], dir: &Path) -> (bool, String) {
 /// reader of `common/promql.rs` finds.
 #[test]
 fn promtool_checks_rules() {
-    if !on_path("promtool") {
-        return skip("promtool_checks_rules", "promtool is not installed");
+    if !needs("promtool_checks_rules", "promtool", "prometheus") {
+        return;
     }
     promql::promtool_check_rules().unwrap();
 }
@@ -58,11 +60,8 @@ fn promtool_checks_rules() {
 /// `promtool check config` accepts the example configuration, rule files included.
 #[test]
 fn promtool_checks_example_config() {
-    if !on_path("promtool") {
-        return skip(
-            "promtool_checks_example_config",
-            "promtool is not installed",
-        );
+    if !needs("promtool_checks_example_config", "promtool", "prometheus") {
+        return;
     }
     let (ok, out) = run(
         "promtool",
@@ -78,11 +77,12 @@ fn promtool_checks_example_config() {
 /// destination, before `for:` elapses).
 #[test]
 fn promtool_unit_tests_of_alerts_pass() {
-    if !on_path("promtool") {
-        return skip(
-            "promtool_unit_tests_of_alerts_pass",
-            "promtool is not installed",
-        );
+    if !needs(
+        "promtool_unit_tests_of_alerts_pass",
+        "promtool",
+        "prometheus",
+    ) {
+        return;
     }
     let (ok, out) = run(
         "promtool",
@@ -301,11 +301,12 @@ fn every_recording_rule_is_used() {
 /// exactly the rules the expression reader found, all healthy.
 #[test]
 fn every_expression_parses_in_prometheus() {
-    if !on_path("prometheus") {
-        return skip(
-            "every_expression_parses_in_prometheus",
-            "prometheus is not installed",
-        );
+    if !needs(
+        "every_expression_parses_in_prometheus",
+        "prometheus",
+        "prometheus",
+    ) {
+        return;
     }
     let expressions = promql::all_expressions().unwrap();
     assert!(
@@ -344,11 +345,12 @@ fn every_expression_parses_in_prometheus() {
 /// A known-bad expression is reported as a parse error, so the test above can fail.
 #[test]
 fn prometheus_reports_parse_errors() {
-    if !on_path("prometheus") {
-        return skip(
-            "prometheus_reports_parse_errors",
-            "prometheus is not installed",
-        );
+    if !needs(
+        "prometheus_reports_parse_errors",
+        "prometheus",
+        "prometheus",
+    ) {
+        return;
     }
     let server = Prometheus::start(&prometheus::config(&[], &[], "15s")).unwrap();
     let (status, json) = server.query("sum by (le (rate(x[1m]))").unwrap();
@@ -412,11 +414,8 @@ fn systemd_unit_verifies() {
         assert!(filter.split_whitespace().any(|f| f == needed), "{needed}");
     }
 
-    if !on_path("systemd-analyze") {
-        return skip(
-            "systemd_unit_verifies",
-            "systemd-analyze is not installed (Debian package systemd)",
-        );
+    if !needs("systemd_unit_verifies", "systemd-analyze", "systemd") {
+        return;
     }
     let dir = TempDir::new("ipvs-telemetry-unit").unwrap();
     let copy = dir.path().join("ipvs-telemetry.service");
@@ -442,7 +441,7 @@ fn systemd_unit_verifies() {
         dir.path(),
     );
     if !ok && out.contains("offline") {
-        return skip("systemd_unit_verifies", "systemd-analyze has no --offline");
+        return skip::skip("systemd_unit_verifies", "systemd-analyze has no --offline");
     }
     let exposure: f64 = out
         .lines()
@@ -461,11 +460,12 @@ fn systemd_unit_verifies() {
 /// regex, is a matcher list selecting exactly one service, and its display text is readable.
 #[test]
 fn every_expression_returns_data_from_contract_series() {
-    if !on_path("prometheus") {
-        return skip(
-            "every_expression_returns_data_from_contract_series",
-            "prometheus is not installed",
-        );
+    if !needs(
+        "every_expression_returns_data_from_contract_series",
+        "prometheus",
+        "prometheus",
+    ) {
+        return;
     }
     let exporter = synthetic::Exporter::start().unwrap();
     // The same rules, evaluated every second instead of every 30 s.

@@ -8,23 +8,11 @@ use std::time::{Duration, Instant};
 
 use ipvs_lab::swarm::{self, INGRESS_NETNS, Publish};
 use ipvs_telemetry_e2e::exposition::{self, Sample};
-use ipvs_telemetry_e2e::{Kernel, Vm, VmConfig, for_each_kernel_parallel, lab_or_skip};
+use ipvs_telemetry_e2e::{Kernel, Vm, VmConfig, for_each_kernel_parallel, lab_or_skip, skip};
 
-/// Whether the Swarm profile can run here; prints why not (and skips) like [`lab_or_skip`].
+/// Whether the Swarm profile can run here; skips like [`lab_or_skip`] when it cannot.
 fn swarm_or_skip(test: &str) -> bool {
-    if !lab_or_skip(test) {
-        return false;
-    }
-    match swarm::prerequisites() {
-        Ok(()) => true,
-        Err(why) => {
-            if std::env::var_os("IPVS_LAB_REQUIRED").is_some_and(|v| !v.is_empty() && v != "0") {
-                panic!("{test}: the lab is required (IPVS_LAB_REQUIRED) but unavailable: {why}");
-            }
-            eprintln!("skipped {test}: {why}");
-            false
-        }
-    }
+    lab_or_skip(test) && skip::require(test, &[swarm::prerequisites()])
 }
 
 /// Runs `cmd` in the ingress namespace.

@@ -1,9 +1,15 @@
-//! `cargo xtask test`: everything CI checks, in order, ending with one `N passed, N failed` line.
+//! `cargo xtask test`: everything CI checks, in order, ending with one
+//! `N passed, N failed, N skipped` line.
 //!
 //! Steps: prerequisites, `cargo fmt --check`, the probe build, `cargo clippy -D warnings`, unit
 //! tests, the release build of the daemon and the in-VM tools, and the lab end-to-end tests on
 //! both lab kernels. Each check step counts as one test; each `cargo test` contributes its own
 //! counts. A failed step does not stop the later independent ones, so one run reports everything.
+//!
+//! Every test must run: `IPVS_LAB_REQUIRED=1` turns a missing prerequisite (the lab, a tool such
+//! as promtool or curl, root, a fixture; `ipvs_lab::skip`) into a failure naming it. With
+//! `--allow-skips` (a machine without them) such tests skip instead; each skip is recorded in
+//! `IPVS_TEST_SKIP_LOG` and counted as skipped, not passed.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -26,16 +32,30 @@ pub struct Opts {
     /// Passed to the end-to-end test binary as a name filter.
     #[arg(long)]
     pub filter: Option<String>,
+    /// Let tests whose prerequisites are missing (a tool, root, the lab) skip, counted in the
+    /// summary, instead of failing (CI never sets this).
+    #[arg(long)]
+    pub allow_skips: bool,
 }
 
 #[derive(Default)]
 struct Tally {
     passed: u64,
     failed: u64,
+    skipped: u64,
     failures: Vec<String>,
 }
 
 impl Tally {
+    /// Moves the skips recorded in the skip log since the last call from passed to skipped
+    /// (libtest counts a test that returned early as passed).
+    fn take_skips(&mut self, log: &SkipLog) -> u64 {
+        let new = log.take();
+        self.skipped += new;
+        self.passed = self.passed.saturating_sub(new);
+        new
+    }
+
     fn step(&mut self, name: &str, ok: bool) {
         if ok {
             self.passed += 1;
@@ -43,6 +63,52 @@ impl Tally {
             self.failed += 1;
             self.failures.push(name.to_string());
         }
+    }
+}
+
+/// The file tests append `skipped <test>: <why>` lines to (`IPVS_TEST_SKIP_LOG`).
+struct SkipLog {
+    path: std::path::PathBuf,
+    seen: std::sync::atomic::AtomicU64,
+}
+
+impl SkipLog {
+    /// A fresh (removed) log at `path`.
+    fn new(path: std::path::PathBuf) -> Result<SkipLog> {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", path.display()));
+            }
+            _ => {}
+        }
+        Ok(SkipLog {
+            path,
+            seen: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// The skips recorded since the last call, each printed.
+    fn take(&self) -> u64 {
+        let text = std::fs::read_to_string(&self.path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let seen = self.seen.load(std::sync::atomic::Ordering::Relaxed) as usize;
+        let new = &lines[seen.min(lines.len())..];
+        for l in new {
+            eprintln!("{l}");
+        }
+        self.seen
+            .store(lines.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        new.len() as u64
+    }
+}
+
+/// Sets the switches of the tests' prerequisites (`ipvs_lab::skip`) on `cmd`.
+fn prerequisites_env(cmd: &mut Command, opts: &Opts, log: &SkipLog) {
+    cmd.env("IPVS_TEST_SKIP_LOG", &log.path);
+    if opts.allow_skips {
+        cmd.env_remove("IPVS_LAB_REQUIRED");
+    } else {
+        cmd.env("IPVS_LAB_REQUIRED", "1");
     }
 }
 
@@ -67,7 +133,7 @@ fn check(tally: &mut Tally, name: &str, cmd: &mut Command) {
 }
 
 /// Runs `cargo test ...`, echoing its output and adding up its `test result:` lines.
-fn cargo_test(tally: &mut Tally, name: &str, cmd: &mut Command) -> Result<()> {
+fn cargo_test(tally: &mut Tally, log: &SkipLog, name: &str, cmd: &mut Command) -> Result<()> {
     eprintln!("\n==> {name}");
     let t = Instant::now();
     let mut child = cmd
@@ -94,8 +160,10 @@ fn cargo_test(tally: &mut Tally, name: &str, cmd: &mut Command) -> Result<()> {
     }
     tally.passed += passed;
     tally.failed += failed;
+    let skipped = tally.take_skips(log);
     eprintln!(
-        "==> {name}: {passed} passed, {failed} failed in {:.1?}",
+        "==> {name}: {} passed, {failed} failed, {skipped} skipped in {:.1?}",
+        passed.saturating_sub(skipped),
         t.elapsed()
     );
     Ok(())
@@ -105,7 +173,7 @@ fn cargo_test(tally: &mut Tally, name: &str, cmd: &mut Command) -> Result<()> {
 /// longest first, so the machine's VM slots (`IPVS_LAB_MAX_VMS`) stay busy while short binaries
 /// come and go; `cargo test` would run the binaries one after another. Each binary's output is
 /// printed in one piece when it ends.
-fn lab_tests(tally: &mut Tally, opts: &Opts) -> Result<()> {
+fn lab_tests(tally: &mut Tally, opts: &Opts, log: &SkipLog) -> Result<()> {
     let name = "lab end-to-end tests";
     eprintln!("\n==> {name}");
     let t = Instant::now();
@@ -141,10 +209,10 @@ fn lab_tests(tally: &mut Tally, opts: &Opts) -> Result<()> {
                     let started = Instant::now();
                     let mut cmd = Command::new(&bin);
                     // deps made sure the lab can run: a test that finds it unusable fails
-                    // instead of skipping.
+                    // instead of skipping (unless --allow-skips).
                     cmd.current_dir(root().join("tests"))
-                        .env("IPVS_TELEMETRY_EBPF_OBJECT", ebpf_object(true))
-                        .env("IPVS_LAB_REQUIRED", "1");
+                        .env("IPVS_TELEMETRY_EBPF_OBJECT", ebpf_object(true));
+                    prerequisites_env(&mut cmd, opts, log);
                     if let Some(f) = &opts.filter {
                         cmd.arg(f);
                     }
@@ -197,8 +265,10 @@ fn lab_tests(tally: &mut Tally, opts: &Opts) -> Result<()> {
     }
     tally.passed += passed;
     tally.failed += failed;
+    let skipped = tally.take_skips(log);
     eprintln!(
-        "==> {name}: {passed} passed, {failed} failed in {:.1?}",
+        "==> {name}: {} passed, {failed} failed, {skipped} skipped in {:.1?}",
+        passed.saturating_sub(skipped),
         t.elapsed()
     );
     Ok(())
@@ -270,6 +340,7 @@ pub fn run(opts: &Opts) -> Result<()> {
         crate::deps::ensure_lab_kernels()?;
     }
     let mut tally = Tally::default();
+    let log = SkipLog::new(ipvs_lab::paths::target_dir().join("xtask-test-skips.log"))?;
 
     check(
         &mut tally,
@@ -312,17 +383,16 @@ pub fn run(opts: &Opts) -> Result<()> {
                 "warnings",
             ]),
         );
-        cargo_test(
-            &mut tally,
-            "unit tests",
-            cargo().args([
-                "test",
-                "--no-fail-fast",
-                "--workspace",
-                "--exclude",
-                "ipvs-telemetry-e2e",
-            ]),
-        )?;
+        let mut unit = cargo();
+        unit.args([
+            "test",
+            "--no-fail-fast",
+            "--workspace",
+            "--exclude",
+            "ipvs-telemetry-e2e",
+        ]);
+        prerequisites_env(&mut unit, opts, &log);
+        cargo_test(&mut tally, &log, "unit tests", &mut unit)?;
         if !opts.no_lab {
             check(
                 &mut tally,
@@ -336,7 +406,7 @@ pub fn run(opts: &Opts) -> Result<()> {
                     "ipvs-lab-tools",
                 ]),
             );
-            lab_tests(&mut tally, opts)?;
+            lab_tests(&mut tally, opts, &log)?;
         }
     }
 
@@ -345,7 +415,10 @@ pub fn run(opts: &Opts) -> Result<()> {
         eprintln!("failed: {f}");
     }
     // The summary is the last line of the run (CI reads it).
-    println!("{} passed, {} failed", tally.passed, tally.failed);
+    println!(
+        "{} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.skipped
+    );
     if tally.failed > 0 {
         std::process::exit(1);
     }
@@ -371,6 +444,22 @@ mod tests {
             vec![std::path::PathBuf::from("/t/release/deps/swarm-1234")]
         );
         assert!(super::expected_weight(&bins[0]) > super::expected_weight("/t/ops-9".as_ref()));
+    }
+
+    /// Skips recorded by tests move from passed to skipped, each counted once.
+    #[test]
+    fn skips_are_taken_from_passed() {
+        let path = std::env::temp_dir().join(format!("xtask-skips-{}", std::process::id()));
+        let log = super::SkipLog::new(path).unwrap();
+        let mut tally = super::Tally {
+            passed: 5,
+            ..Default::default()
+        };
+        std::fs::write(&log.path, "skipped a: x\nskipped b: y\n").unwrap();
+        assert_eq!(tally.take_skips(&log), 2);
+        assert_eq!(tally.take_skips(&log), 0);
+        assert_eq!((tally.passed, tally.skipped), (3, 2));
+        let _ = std::fs::remove_file(&log.path);
     }
 
     #[test]

@@ -385,6 +385,111 @@ impl Btf {
     }
 }
 
+/// Test fixtures: the kernel's BTF cut down to what a test reads, with the same type ids and
+/// string offsets (split module BTF refers to both), so that it compresses to a few kilobytes.
+#[cfg(test)]
+pub(crate) mod minimize {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every layer of `btf` (base first) keeping only the structs `structs` (with the types of
+    /// their members, and anonymous member structs and unions whole) and the functions `funcs`
+    /// (with their prototypes). Every other type becomes a nameless 0-byte `int`, and every
+    /// string not named by a kept type becomes zeros.
+    pub(crate) fn minimized(btf: &Btf, structs: &[&str], funcs: &[&str]) -> Vec<Vec<u8>> {
+        let mut keep = BTreeSet::new();
+        let mut names = BTreeSet::new();
+        for s in structs {
+            let id = btf.struct_id(s).unwrap();
+            keep_struct(btf, id, &mut keep, &mut names);
+        }
+        for f in funcs {
+            let id = (1..btf.type_count())
+                .find(|&id| {
+                    btf.record(id).is_some_and(|r| {
+                        r.kind == KIND_FUNC && btf.name(r.name_off) == f.as_bytes()
+                    })
+                })
+                .unwrap_or_else(|| panic!("no function {f}"));
+            let r = btf.record(id).unwrap();
+            keep.insert(id);
+            names.insert(r.name_off);
+            keep.insert(r.size_or_type);
+            let proto = btf.record(r.size_or_type).unwrap();
+            for p in proto.extra.chunks_exact(8) {
+                names.insert(u32::from_le_bytes([p[0], p[1], p[2], p[3]]));
+            }
+        }
+        btf.layers
+            .iter()
+            .map(|l| {
+                let d = &l.data;
+                let hdr_len = u32_at(d, 4).unwrap() as usize;
+                let types_end = l.types_start + u32_at(d, 12).unwrap() as usize;
+                let mut types = Vec::new();
+                for (i, &at) in l.records.iter().enumerate() {
+                    let end = l.records.get(i + 1).copied().unwrap_or(types_end);
+                    if keep.contains(&(l.first_id + i as u32)) {
+                        types.extend_from_slice(&d[at..end]);
+                    } else {
+                        types.extend_from_slice(&[0, 0, 0, 0]);
+                        types.extend_from_slice(&(KIND_INT << 24).to_le_bytes());
+                        types.extend_from_slice(&[0; 8]);
+                    }
+                }
+                let (start, len) = l.strings;
+                let mut strings = vec![0u8; len];
+                for &off in names.range(l.first_str..l.next_str()) {
+                    let rel = (off - l.first_str) as usize;
+                    let s = &d[start + rel..start + len];
+                    let n = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+                    strings[rel..rel + n].copy_from_slice(&s[..n]);
+                }
+                let mut out = d[..hdr_len].to_vec();
+                out[8..12].copy_from_slice(&0u32.to_le_bytes());
+                out[12..16].copy_from_slice(&(types.len() as u32).to_le_bytes());
+                out[16..20].copy_from_slice(&(types.len() as u32).to_le_bytes());
+                out[20..24].copy_from_slice(&(len as u32).to_le_bytes());
+                out.extend_from_slice(&types);
+                out.extend_from_slice(&strings);
+                out
+            })
+            .collect()
+    }
+
+    fn keep_struct(btf: &Btf, id: u32, keep: &mut BTreeSet<u32>, names: &mut BTreeSet<u32>) {
+        let r = btf.record(id).unwrap();
+        keep.insert(id);
+        names.insert(r.name_off);
+        for m in r.extra.chunks_exact(12) {
+            let m_name = u32::from_le_bytes([m[0], m[1], m[2], m[3]]);
+            let mut ty = u32::from_le_bytes([m[4], m[5], m[6], m[7]]);
+            names.insert(m_name);
+            // The member's type and its qualifiers/typedefs, as member_size reads them.
+            for _ in 0..32 {
+                let Some(t) = btf.record(ty) else { break };
+                if keep.contains(&ty) {
+                    break;
+                }
+                if (t.kind == KIND_STRUCT || t.kind == KIND_UNION) && t.name_off == 0 {
+                    keep_struct(btf, ty, keep, names);
+                    break;
+                }
+                keep.insert(ty);
+                names.insert(t.name_off);
+                if !matches!(
+                    t.kind,
+                    KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG
+                ) {
+                    break;
+                }
+                ty = t.size_or_type;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,20 +615,5 @@ mod tests {
         let mut d = blob(&[], b"\0");
         d[12] = 200; // type_len beyond the end
         assert!(Btf::parse(d).is_err());
-    }
-
-    /// The running kernel's BTF, when there is one: `struct net` has `ns.inum`.
-    #[test]
-    fn parses_the_host_vmlinux_btf() {
-        let Ok(data) = std::fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("skipped: /sys/kernel/btf/vmlinux is not readable here");
-            return;
-        };
-        let btf = Btf::parse(data).unwrap();
-        assert!(btf.type_count() > 10_000);
-        let inum = btf.offset_of("net", "ns.inum").unwrap();
-        let ns = btf.offset_of("net", "ns").unwrap();
-        assert_eq!(inum - ns, btf.offset_of("ns_common", "inum").unwrap());
-        assert_eq!(btf.member_size("net", "ns.inum").unwrap(), Some(4));
     }
 }

@@ -45,29 +45,51 @@ pub fn from_sysfs(dir: &Path) -> Result<Offsets, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Read;
+
     use super::*;
 
-    /// Debian's 6.1 and 6.12 cloud kernels: BTF extracted from vmlinuz (`.BTF` of the
-    /// decompressed ELF) and `ip_vs.ko` (`objcopy --dump-section .BTF=...`), named
-    /// `<release>.vmlinux.btf` and `<release>.ip_vs.btf` in `$IPVS_TELEMETRY_BTF_FIXTURES`.
-    /// The lab proves the same offsets against the running kernels; this pins the values.
+    /// The lab kernels (Debian's 6.1 and 6.12 cloud kernels) whose BTF is in `fixtures/`.
+    const RELEASES: [&str; 2] = ["6.1.0-57-cloud-amd64", "6.12.118+deb12-cloud-amd64"];
+
+    /// What the fixtures keep of each kernel's BTF: the structs [`from_btf`] reads (and
+    /// `ns_common`, the type of `net.ns`) and the protocol state handlers.
+    const STRUCTS: [&str; 5] = ["ip_vs_conn", "netns_ipvs", "net", "ns_common", "ip_vs_dest"];
+    const HANDLERS: [&str; 3] = [
+        "tcp_state_transition",
+        "udp_state_transition",
+        "sctp_state_transition",
+    ];
+
+    /// `fixtures/<release>.{vmlinux,ip_vs}.btf.gz`: the kernel's BTF cut down by
+    /// [`minimized`](super::super::btf::minimize::minimized) (same type ids and string offsets,
+    /// everything the test does not read blanked) and gzipped; see `fixtures/README.md`.
+    fn fixture(release: &str, part: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/ebpf/fixtures")
+            .join(format!("{release}.{part}.btf.gz"));
+        let gz = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut raw = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut raw)
+            .unwrap();
+        raw
+    }
+
+    fn load(vmlinux: Vec<u8>, ip_vs: Vec<u8>) -> Btf {
+        let mut btf = Btf::parse(vmlinux).unwrap();
+        assert!(btf.struct_id("ip_vs_conn").is_err(), "ip_vs is a module");
+        btf.add_split(ip_vs).unwrap();
+        btf
+    }
+
+    /// The offsets of the lab kernels, pinned. The lab proves the same offsets against the
+    /// running kernels (`tests/tests/ebpf.rs`); this pins the values and the BTF reader.
     #[test]
     fn offsets_of_the_lab_kernels() {
-        let Some(dir) = std::env::var_os("IPVS_TELEMETRY_BTF_FIXTURES") else {
-            eprintln!("skipped: IPVS_TELEMETRY_BTF_FIXTURES is not set");
-            return;
-        };
-        let dir = Path::new(&dir);
-        let load = |release: &str| {
-            let v = std::fs::read(dir.join(format!("{release}.vmlinux.btf"))).unwrap();
-            let m = std::fs::read(dir.join(format!("{release}.ip_vs.btf"))).unwrap();
-            let mut btf = Btf::parse(v).unwrap();
-            assert!(btf.struct_id("ip_vs_conn").is_err());
-            btf.add_split(m).unwrap();
-            from_btf(&btf).unwrap()
-        };
-        let a = load("6.1.0-56-cloud-amd64");
-        let b = load("6.12.117+deb12-cloud-amd64");
+        let btf = |r| load(fixture(r, "vmlinux"), fixture(r, "ip_vs"));
+        let a = from_btf(&btf(RELEASES[0])).unwrap();
+        let b = from_btf(&btf(RELEASES[1])).unwrap();
         let common = Offsets {
             valid: 1,
             conn_af: 22,
@@ -85,27 +107,6 @@ mod tests {
             dest_vfwmark: 436,
         };
         assert_eq!(a, common);
-        // The protocol state handlers (first response): both kernels carry the stable
-        // update that appended `iph_len`, so `cp` and `direction` stay arguments 0 and 1.
-        for release in ["6.1.0-56-cloud-amd64", "6.12.117+deb12-cloud-amd64"] {
-            let v = std::fs::read(dir.join(format!("{release}.vmlinux.btf"))).unwrap();
-            let m = std::fs::read(dir.join(format!("{release}.ip_vs.btf"))).unwrap();
-            let mut btf = Btf::parse(v).unwrap();
-            btf.add_split(m).unwrap();
-            for f in [
-                "tcp_state_transition",
-                "udp_state_transition",
-                "sctp_state_transition",
-            ] {
-                let params = btf.function_params(f).unwrap();
-                assert_eq!(
-                    params,
-                    ["cp", "direction", "skb", "pd", "iph_len"],
-                    "{release} {f}"
-                );
-                assert_eq!(super::super::state_args::positions(&params), Ok((0, 1)));
-            }
-        }
         assert_eq!(
             b,
             Offsets {
@@ -118,5 +119,56 @@ mod tests {
                 ..common
             }
         );
+        // The protocol state handlers (first response): both kernels carry the stable
+        // update that appended `iph_len`, so `cp` and `direction` stay arguments 0 and 1.
+        for release in RELEASES {
+            let btf = btf(release);
+            for f in HANDLERS {
+                let params = btf.function_params(f).unwrap();
+                assert_eq!(
+                    params,
+                    ["cp", "direction", "skb", "pd", "iph_len"],
+                    "{release} {f}"
+                );
+                assert_eq!(super::super::state_args::positions(&params), Ok((0, 1)));
+            }
+            assert_eq!(btf.member_size("net", "ns.inum").unwrap(), Some(4));
+        }
+    }
+
+    /// Writes the fixtures from the full BTF of the lab kernels and checks that the cut-down
+    /// BTF gives the same answers as the full one. Run by hand when the lab kernels change:
+    /// `IPVS_TELEMETRY_BTF_SOURCES=<dir> cargo test -p ipvs-telemetry -- --ignored
+    /// write_btf_fixtures` (the directory's files are named as in `fixtures/README.md`).
+    #[test]
+    #[ignore = "regenerates fixtures from IPVS_TELEMETRY_BTF_SOURCES"]
+    fn write_btf_fixtures() {
+        use std::io::Write;
+        let src = std::env::var_os("IPVS_TELEMETRY_BTF_SOURCES")
+            .expect("IPVS_TELEMETRY_BTF_SOURCES names the directory of the full BTF");
+        let src = Path::new(&src);
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ebpf/fixtures");
+        for release in RELEASES {
+            let read = |part: &str| {
+                let p = src.join(format!("{release}.{part}.btf"));
+                std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            };
+            let full = load(read("vmlinux"), read("ip_vs"));
+            let layers = super::super::btf::minimize::minimized(&full, &STRUCTS, &HANDLERS);
+            let small = load(layers[0].clone(), layers[1].clone());
+            assert_eq!(from_btf(&small), from_btf(&full), "{release}");
+            for f in HANDLERS {
+                assert_eq!(small.function_params(f), full.function_params(f));
+            }
+            for (part, data) in ["vmlinux", "ip_vs"].iter().zip(&layers) {
+                let path = out.join(format!("{release}.{part}.btf.gz"));
+                let mut gz = flate2::write::GzEncoder::new(
+                    std::fs::File::create(&path).unwrap(),
+                    flate2::Compression::best(),
+                );
+                gz.write_all(data).unwrap();
+                gz.finish().unwrap();
+            }
+        }
     }
 }

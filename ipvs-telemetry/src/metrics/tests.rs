@@ -336,14 +336,13 @@ fn openmetrics_format_lines() {
 
 #[test]
 fn promtool_accepts_text_format() {
-    let Ok(out) = std::process::Command::new("promtool")
-        .arg("--version")
-        .output()
-    else {
-        eprintln!("skipped: promtool not installed");
+    use ipvs_lab::skip;
+    if !skip::require(
+        "promtool_accepts_text_format",
+        &[skip::tool("promtool", "prometheus")],
+    ) {
         return;
-    };
-    assert!(out.status.success());
+    }
     let t = text(Format::Text);
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])

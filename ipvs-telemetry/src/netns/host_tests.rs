@@ -2,7 +2,8 @@
 //! selection, de-duplication by inode, deletion and re-creation, regular-file replacement,
 //! interface counters against `ip -s -j link`, conntrack counts, mangle-rule ports, timeouts.
 //!
-//! Needs root and iproute2; skipped with a printed reason otherwise. The test host has no IPVS,
+//! Needs root and iproute2; skipped with a printed reason otherwise (a failure under
+//! `cargo xtask test`). The test host has no IPVS,
 //! so these tests put a stand-in IPVS reader in the workers (it runs on the worker thread inside
 //! the namespace like the real one); the IPVS values themselves are tested in the lab
 //! (`tests/tests/netns.rs`).
@@ -16,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use ipvs_lab::skip;
 
 use super::Collector;
 use super::worker::IpvsReader;
@@ -24,17 +26,13 @@ use crate::model::{
     CollectFailure, ErrorReason, Family, IpvsState, Protocol, Service, ServiceAddress, Snapshot,
 };
 
-/// Whether the host can run these tests; prints why not.
-fn can_run() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipped: needs root (ip netns add)");
-        return false;
-    }
-    if Command::new("ip").arg("-V").output().is_err() {
-        eprintln!("skipped: iproute2 `ip` not installed");
-        return false;
-    }
-    true
+/// Whether the host can run `test` (root and iproute2); skips it when not (`ipvs_lab::skip`:
+/// a failure under `cargo xtask test`).
+fn can_run(test: &str) -> bool {
+    skip::require(
+        test,
+        &[skip::root("ip netns add"), skip::tool("ip", "iproute2")],
+    )
 }
 
 fn sh(script: &str) -> String {
@@ -139,7 +137,7 @@ fn namespaces_held() -> Vec<u64> {
 
 #[test]
 fn selection_dedup_host_and_filters() {
-    if !can_run() {
+    if !can_run("selection_dedup_host_and_filters") {
         return;
     }
     let a = Netns::new("sel", "a");
@@ -197,7 +195,7 @@ fn selection_dedup_host_and_filters() {
 /// namespace (`lo` is included here: it is the `UNKNOWN` operstate case).
 #[test]
 fn interface_counters_equal_ip_link() {
-    if !can_run() {
+    if !can_run("interface_counters_equal_ip_link") {
         return;
     }
     let a = Netns::new("if", "a");
@@ -286,12 +284,14 @@ fn interface_counters_equal_ip_link() {
 /// The conntrack count is the namespace's own, read by the thread inside it.
 #[test]
 fn conntrack_count_is_per_namespace() {
-    if !can_run() {
+    if !can_run("conntrack_count_is_per_namespace") {
         return;
     }
     if !Path::new("/proc/sys/net/netfilter/nf_conntrack_count").exists() {
-        eprintln!("skipped: nf_conntrack not loaded on this host");
-        return;
+        return skip::skip(
+            "conntrack_count_is_per_namespace",
+            "nf_conntrack is not loaded on this host (modprobe nf_conntrack)",
+        );
     }
     let a = Netns::new("ct", "a");
     let b = Netns::new("ct", "b");
@@ -322,7 +322,7 @@ fn conntrack_count_is_per_namespace() {
 /// with its new inode; a path replaced by a regular file reports `namespace` errors.
 #[test]
 fn deletion_recreation_and_regular_file() {
-    if !can_run() {
+    if !can_run("deletion_recreation_and_regular_file") {
         return;
     }
     let keep = Netns::new("life", "keep");
@@ -421,7 +421,7 @@ fn slow_reader(_: Duration) -> Result<IpvsState, CollectFailure> {
 /// A stuck namespace reports `timeout` and does not hold up the others.
 #[test]
 fn a_stuck_namespace_times_out_alone() {
-    if !can_run() {
+    if !can_run("a_stuck_namespace_times_out_alone") {
         return;
     }
     let spaces: Vec<Netns> = (0..6).map(|i| Netns::new("slow", &i.to_string())).collect();
@@ -506,11 +506,13 @@ fn published(s: &Snapshot, ns: &str) -> BTreeMap<(Family, u32), Option<(Protocol
 /// rules are read again when the fwmark set changes.
 #[test]
 fn fwmark_services_get_published_ports_from_mangle_rules() {
-    if !can_run() {
+    if !can_run("fwmark_services_get_published_ports_from_mangle_rules") {
         return;
     }
-    if Command::new("iptables-save").arg("-V").output().is_err() {
-        eprintln!("skipped: iptables-save not installed");
+    if !skip::require(
+        "fwmark_services_get_published_ports_from_mangle_rules",
+        &[skip::tool("iptables-save", "iptables")],
+    ) {
         return;
     }
     let ingress = Netns::new("mark", "ingress");
