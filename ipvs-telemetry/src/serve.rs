@@ -16,8 +16,9 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::cli::Cli;
+use crate::cli::ServeCommand;
 use crate::http::{self, Shared, WebConfig};
+use crate::logging::print_error;
 use crate::metrics::{BuildInfo, ErrorCounts, Format, Generation, Inputs, ProcessStats};
 use crate::model::Snapshot;
 
@@ -29,12 +30,13 @@ pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
 /// Runs the daemon until SIGINT/SIGTERM; returns the process exit status.
-pub fn run(cli: Cli) -> i32 {
+pub fn run(cli: ServeCommand) -> i32 {
     crate::logging::init(&cli.common);
+    let format = cli.common.log_format;
     // Flag and file problems are exit status 2, before anything starts.
     for a in &cli.serve.listen_addresses {
         if let Err(e) = crate::cli::parse_listen_address(a) {
-            eprintln!("ipvs-telemetry: --web.listen-address: {e}");
+            print_error(format, &format!("--web.listen-address: {e}"));
             return EXIT_USAGE;
         }
     }
@@ -42,7 +44,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(path) => match WebConfig::load(path) {
             Ok(w) => w,
             Err(e) => {
-                eprintln!("ipvs-telemetry: --web.config.file: {e}");
+                print_error(format, &format!("--web.config.file: {e}"));
                 return EXIT_USAGE;
             }
         },
@@ -55,7 +57,7 @@ pub fn run(cli: Cli) -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ipvs-telemetry: cannot start the async runtime: {e}");
+            print_error(format, &format!("cannot start the async runtime: {e}"));
             return EXIT_RUNTIME;
         }
     };
@@ -72,27 +74,28 @@ fn netlink_timeout(poll: Duration) -> Duration {
     poll.clamp(Duration::from_secs(10), Duration::from_secs(60))
 }
 
-async fn daemon(cli: Cli, web: WebConfig) -> i32 {
+async fn daemon(cli: ServeCommand, web: WebConfig) -> i32 {
+    let format = cli.common.log_format;
     log_capabilities();
     let collector =
         match crate::netns::Collector::new(&cli.common, netlink_timeout(cli.serve.poll_interval)) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("ipvs-telemetry: {e}");
+                print_error(format, &e.to_string());
                 return EXIT_USAGE;
             }
         };
     let listeners = match http::bind(&cli.serve.listen_addresses) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("ipvs-telemetry: {e}");
+            print_error(format, &e.to_string());
             return EXIT_RUNTIME;
         }
     };
     let ebpf = match crate::ebpf::Ebpf::start(&cli.serve).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("ipvs-telemetry: --ebpf on: {e}");
+            print_error(format, &format!("--ebpf on: {e}"));
             return EXIT_RUNTIME;
         }
     };
@@ -103,7 +106,7 @@ async fn daemon(cli: Cli, web: WebConfig) -> i32 {
     ) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         _ => {
-            eprintln!("ipvs-telemetry: cannot install signal handlers");
+            print_error(format, "cannot install signal handlers");
             return EXIT_RUNTIME;
         }
     };

@@ -11,7 +11,8 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::cli::{Cli, SnapshotFormat, SnapshotOpts};
+use crate::cli::{SnapshotCommand, SnapshotFormat};
+use crate::logging::print_error;
 use crate::model::{Destination, Family, IpvsState, Protocol, Service, ServiceAddress, Snapshot};
 
 /// Deadline of one namespace's collection. Generous: a one-shot command should finish even for
@@ -19,21 +20,24 @@ use crate::model::{Destination, Family, IpvsState, Protocol, Service, ServiceAdd
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the snapshot command; returns the process exit status.
-pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
+pub fn run(cli: &SnapshotCommand) -> i32 {
+    crate::logging::init(&cli.common);
+    let format = cli.common.log_format;
+    let opts = &cli.snapshot;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ipvs-telemetry: cannot start the runtime: {e}");
+            print_error(format, &format!("cannot start the runtime: {e}"));
             return 1;
         }
     };
     let mut collector = match crate::netns::Collector::new(&cli.common, REQUEST_TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ipvs-telemetry: {e}");
+            print_error(format, &e.to_string());
             return 2;
         }
     };
@@ -67,7 +71,7 @@ pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
         status = 0;
         for ns in &snapshot.namespaces {
             if let Err(f) = &ns.ipvs {
-                eprintln!("ipvs-telemetry: netns {:?}: {}", ns.netns.name, f.message);
+                print_error(format, &format!("netns {:?}: {}", ns.netns.name, f.message));
                 status = 1;
             }
         }

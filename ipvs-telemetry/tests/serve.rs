@@ -615,6 +615,24 @@ fn max_requests_answers_503_quickly() {
     for (_, t) in &rejected {
         assert!(*t < Duration::from_secs(2), "503 took {t:?}");
     }
+    drop(d);
+    // 0 is no limit: every request is answered (401), none refused.
+    let d = Daemon::start(&[
+        "--web.max-requests",
+        "0",
+        "--web.config.file",
+        cfg.to_str().unwrap(),
+    ]);
+    let url = d.url("/metrics");
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || curl(&["-u", &format!("alice:wrong{i}"), &url]).unwrap())
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().status, 401);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -251,6 +251,14 @@ impl Collector {
                 dir.display()
             ));
         }
+        for dir in &result.missing_dirs {
+            problems.insert(format!(
+                "--netns.discover directory {} does not exist: nothing to discover there until \
+                 it is created (Docker creates /var/run/docker/netns with its first container \
+                 namespace; check the path, and that it is mounted into the container)",
+                dir.display()
+            ));
+        }
         for (name, path) in &result.selection.name_conflicts {
             problems.insert(format!(
                 "namespace {} is left out: another namespace is already named {name:?} \
