@@ -253,6 +253,10 @@ pub struct ServeOpts {
         env = "IPVS_TELEMETRY_WEB_CONFIG_FILE"
     )]
     pub web_config_file: Option<PathBuf>,
+    /// Serve `/-/healthy` and `/-/ready` without basic auth (for probes that cannot log in).
+    #[arg(long = "web.health-without-auth", value_parser = clap::builder::BoolishValueParser::new(),
+          env = "IPVS_TELEMETRY_WEB_HEALTH_WITHOUT_AUTH")]
+    pub health_without_auth: bool,
     /// Requests served at once; further ones get 503 (0: no limit).
     #[arg(
         long = "web.max-requests",

@@ -117,12 +117,15 @@ async fn daemon(cli: ServeCommand, web: WebConfig) -> i32 {
     );
 
     let (tx, rx) = watch::channel(None);
-    let shared = Arc::new(Shared::new(
-        rx,
-        web,
-        cli.serve.telemetry_path.clone(),
-        cli.serve.max_requests,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            rx,
+            web,
+            cli.serve.telemetry_path.clone(),
+            cli.serve.max_requests,
+        )
+        .with_health_without_auth(cli.serve.health_without_auth),
+    );
     let collection = tokio::spawn(collect_loop(collector, ebpf, cli.serve.poll_interval, tx));
 
     let reload_shared = shared.clone();

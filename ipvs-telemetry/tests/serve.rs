@@ -34,11 +34,17 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        Daemon::start_env(args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(BIN)
             .args(["--web.listen-address", &listen, "--poll.interval", "200ms"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -147,16 +153,7 @@ fn tempdir() -> PathBuf {
 }
 
 fn wait_ready(d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(a) = curl(&[&d.url("/-/ready")])
-            && a.status == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready_with(d, &[]);
 }
 
 #[test]
@@ -572,6 +569,64 @@ fn tls_basic_auth_and_client_certificates() {
         200
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Basic auth covers every path, health endpoints included (a kubelet probe without
+/// credentials gets 401), unless `--web.health-without-auth` opens `/-/healthy` and `/-/ready`
+/// (and only those).
+#[test]
+fn health_endpoints_without_auth() {
+    if !have("curl") {
+        eprintln!("skipped: curl not installed");
+        return;
+    }
+    let dir = tempdir();
+    let hash = bcrypt::hash_with_salt("s3cret", 4, [1; 16])
+        .unwrap()
+        .to_string();
+    let cfg = dir.join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let status = |d: &Daemon, path: &str| curl(&[&d.url(path)]).unwrap().status;
+    let d = Daemon::start(&["--web.config.file", cfg]);
+    wait_ready_with(&d, &["-u", "alice:s3cret"]);
+    for path in ["/-/healthy", "/-/ready", "/metrics", "/"] {
+        assert_eq!(status(&d, path), 401, "{path}");
+    }
+    drop(d);
+    let d = Daemon::start(&["--web.config.file", cfg, "--web.health-without-auth"]);
+    wait_ready_with(&d, &[]);
+    assert_eq!(status(&d, "/-/healthy"), 200);
+    assert_eq!(status(&d, "/-/ready"), 200);
+    assert_eq!(status(&d, "/metrics"), 401);
+    assert_eq!(status(&d, "/"), 401);
+    assert_eq!(status(&d, "/-/healthyx"), 401);
+    drop(d);
+    // The variable takes the usual boolean forms.
+    let d = Daemon::start_env(
+        &["--web.config.file", cfg],
+        &[("IPVS_TELEMETRY_WEB_HEALTH_WITHOUT_AUTH", "1")],
+    );
+    wait_ready_with(&d, &[]);
+    assert_eq!(status(&d, "/-/healthy"), 200);
+    assert_eq!(status(&d, "/metrics"), 401);
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until `/-/ready` answers 200 when asked with `curl_args`.
+fn wait_ready_with(d: &Daemon, curl_args: &[&str]) {
+    let url = d.url("/-/ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut args = curl_args.to_vec();
+        args.push(&url);
+        if curl(&args).is_ok_and(|a| a.status == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

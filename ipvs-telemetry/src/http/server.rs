@@ -32,6 +32,8 @@ pub struct Shared {
     pub telemetry_path: String,
     /// `--web.max-requests` (0: no limit).
     pub limiter: Option<Arc<Semaphore>>,
+    /// `--web.health-without-auth`: `/-/healthy` and `/-/ready` skip basic auth.
+    pub health_without_auth: bool,
 }
 
 impl Shared {
@@ -47,7 +49,14 @@ impl Shared {
             web: RwLock::new(Arc::new(web)),
             telemetry_path,
             limiter: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
+            health_without_auth: false,
         }
+    }
+
+    /// Sets `--web.health-without-auth`.
+    pub fn with_health_without_auth(mut self, open: bool) -> Self {
+        self.health_without_auth = open;
+        self
     }
 
     /// The web configuration in force.
@@ -258,7 +267,12 @@ async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp
         },
         None => None,
     };
-    if let Some(auth) = &web.auth {
+    let health = matches!(req.uri().path(), "/-/healthy" | "/-/ready");
+    if let Some(auth) = web
+        .auth
+        .as_ref()
+        .filter(|_| !(health && shared.health_without_auth))
+    {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
