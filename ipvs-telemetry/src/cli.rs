@@ -172,6 +172,10 @@ pub struct CommonOpts {
     #[arg(long = "netns.devices.exclude", value_name = "REGEX", value_parser = parse_regex,
           default_value = "^lo$", env = "IPVS_TELEMETRY_NETNS_DEVICES_EXCLUDE")]
     pub devices_exclude: Regex,
+    /// Never run `iptables-save`: fwmark services keep empty `protocol` and `virtual_port`.
+    #[arg(long = "no-iptables-save", value_parser = clap::builder::BoolishValueParser::new(),
+          env = "IPVS_TELEMETRY_NO_IPTABLES_SAVE")]
+    pub no_iptables_save: bool,
     /// Log level.
     #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info, env = "IPVS_TELEMETRY_LOG_LEVEL")]
     pub log_level: LogLevel,

@@ -89,6 +89,7 @@ impl Collector {
                     exclude: opts.devices_exclude.clone(),
                 },
                 reader: None,
+                iptables_save: !opts.no_iptables_save,
             }),
             workers: HashMap::new(),
             suspects: HashSet::new(),
