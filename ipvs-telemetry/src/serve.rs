@@ -7,7 +7,8 @@
 //! generation: they never touch netlink.
 //!
 //! Signals: SIGINT/SIGTERM shut down gracefully (exit 0); SIGHUP re-reads `--web.config.file`
-//! (an invalid file is logged and the previous configuration stays in force).
+//! (an invalid file is logged and the previous configuration stays in force), as does a new
+//! connection after the file or a certificate it names changed on disk.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -124,7 +125,8 @@ async fn daemon(cli: ServeCommand, web: WebConfig) -> i32 {
             cli.serve.telemetry_path.clone(),
             cli.serve.max_requests,
         )
-        .with_health_without_auth(cli.serve.health_without_auth),
+        .with_health_without_auth(cli.serve.health_without_auth)
+        .with_web_file(cli.serve.web_config_file.clone()),
     );
     let collection = tokio::spawn(collect_loop(collector, ebpf, cli.serve.poll_interval, tx));
 

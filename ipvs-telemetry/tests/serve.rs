@@ -441,6 +441,91 @@ fn make_certs(dir: &Path) {
     }
 }
 
+/// A certificate rotated on disk (cert-manager, certbot: no SIGHUP) serves the next connection;
+/// a half-done rotation (a certificate without its key) keeps the previous pair; a Kubernetes
+/// secret volume's symlink swap is seen as well.
+#[test]
+fn rotated_certificates_are_picked_up_without_sighup() {
+    if !have("curl") || !have("openssl") {
+        eprintln!("skipped: curl or openssl not installed");
+        return;
+    }
+    let dir = tempdir();
+    // Two unrelated CAs with their server certificates; the daemon reads ..data/server.*
+    // through symlinks, as in a Kubernetes secret volume.
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for d in [&one, &two] {
+        std::fs::create_dir_all(d).unwrap();
+        make_certs(d);
+    }
+    let live = dir.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    for f in ["server.crt", "server.key"] {
+        std::fs::copy(one.join(f), live.join(f)).unwrap();
+    }
+    let cfg = dir.join("web.yml");
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: live/server.crt\n  key_file: live/server.key\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    let url = format!("https://127.0.0.1:{}/-/healthy", d.port);
+    let trusts = |ca: &Path| {
+        curl(&["--cacert", ca.join("ca.crt").to_str().unwrap(), &url])
+            .is_ok_and(|a| a.status == 200)
+    };
+    assert!(trusts(&one) && !trusts(&two));
+    // Replace the files in place (new inode via rename, as most tools do).
+    let replace = |from: &Path, name: &str| {
+        let tmp = live.join(format!(".{name}.tmp"));
+        std::fs::copy(from.join(name), &tmp).unwrap();
+        std::fs::rename(&tmp, live.join(name)).unwrap();
+    };
+    // Half a rotation: the new certificate with the old key is refused, the old pair serves.
+    replace(&two, "server.crt");
+    assert!(trusts(&one), "the previous pair stopped serving");
+    replace(&two, "server.key");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !trusts(&two) {
+        assert!(Instant::now() < deadline, "rotated certificate not served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!trusts(&one));
+    // Kubernetes: the files are symlinks into ..data, itself a symlink swapped atomically.
+    let k8s = dir.join("k8s");
+    std::fs::create_dir_all(k8s.join("v1")).unwrap();
+    std::fs::create_dir_all(k8s.join("v2")).unwrap();
+    for f in ["server.crt", "server.key"] {
+        std::fs::copy(one.join(f), k8s.join("v1").join(f)).unwrap();
+        std::fs::copy(two.join(f), k8s.join("v2").join(f)).unwrap();
+        std::os::unix::fs::symlink(Path::new("..data").join(f), k8s.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink("v1", k8s.join("..data")).unwrap();
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: k8s/server.crt\n  key_file: k8s/server.key\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !trusts(&one) {
+        assert!(Instant::now() < deadline, "changed web.yml not picked up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::os::unix::fs::symlink("v2", k8s.join("..data_tmp")).unwrap();
+    std::fs::rename(k8s.join("..data_tmp"), k8s.join("..data")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !trusts(&two) {
+        assert!(
+            Instant::now() < deadline,
+            "swapped secret volume not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn tls_basic_auth_and_client_certificates() {
     if !have("curl") || !have("openssl") {
