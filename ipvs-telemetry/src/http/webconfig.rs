@@ -118,7 +118,10 @@ pub struct WebConfig {
 /// followed (a Kubernetes secret volume swaps a symlink to a new directory: a new inode), `None`
 /// for a file that cannot be read. A `stat` per file: cheap enough for every connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Fingerprint(Vec<Option<(u64, u64, u64, i64, i64)>>);
+pub struct Fingerprint(Vec<Option<FileStamp>>);
+
+/// `(st_dev, st_ino, st_size, st_mtime, st_mtime_nsec)` of one file.
+type FileStamp = (u64, u64, u64, i64, i64);
 
 impl Fingerprint {
     /// The fingerprint of `files` now.
