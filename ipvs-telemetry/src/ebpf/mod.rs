@@ -43,6 +43,10 @@ struct State {
     lost_base: [u64; KINDS as usize],
     /// The live instance's per-CPU lost counters.
     lost: Option<loader::LostMap>,
+    /// Failed kernel reads of instances already unloaded, by kind.
+    read_errors_base: [u64; KINDS as usize],
+    /// The live instance's per-CPU failed-read counters.
+    read_errors: Option<loader::LostMap>,
     /// First-response probes: `attached`, or why (some of) them are not.
     first_response: String,
 }
@@ -97,6 +101,8 @@ impl Ebpf {
                 events: [0; KINDS as usize],
                 lost_base: [0; KINDS as usize],
                 lost: None,
+                read_errors_base: [0; KINDS as usize],
+                read_errors: None,
                 first_response: "not attached".into(),
             })),
             supervisor: None,
@@ -182,6 +188,16 @@ impl Ebpf {
             .enumerate()
             .map(|(i, k)| (k.to_string(), st.lost_base[i] + lost_now[i]))
             .collect();
+        let errors_now = st
+            .read_errors
+            .as_ref()
+            .map(loader::read_lost)
+            .unwrap_or_default();
+        let read_errors = KIND_LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), st.read_errors_base[i] + errors_now[i]))
+            .collect();
         let events = KIND_LABELS
             .iter()
             .enumerate()
@@ -206,8 +222,14 @@ impl Ebpf {
             up: st.up,
             mode: self.mode.as_str().into(),
             reason: st.reason.clone(),
+            first_response: if st.up {
+                st.first_response.clone()
+            } else {
+                "not attached".into()
+            },
             events,
             lost,
+            read_errors,
             overflow: st.agg.overflow,
             series,
         }

@@ -118,13 +118,18 @@ pub fn exposition(t: f64) -> String {
         1.0,
     );
     line("ipvs_ebpf_up", "", 1.0);
-    line("ipvs_ebpf_info", "mode=\"auto\",reason=\"attached\"", 1.0);
+    line(
+        "ipvs_ebpf_info",
+        "mode=\"auto\",reason=\"attached\",first_response=\"attached\"",
+        1.0,
+    );
     line("ipvs_ebpf_events_total", "kind=\"connection\"", 95.0 * t);
     line(
         "ipvs_ebpf_events_lost_total",
         "kind=\"connection\"",
         (t / 2.0).floor(),
     );
+    line("ipvs_ebpf_read_errors_total", "kind=\"connection\"", 0.0);
 
     for (i, (family, protocol, vip, vport, fwmark)) in SERVICES.iter().enumerate() {
         let s = format!(
