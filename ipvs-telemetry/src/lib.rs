@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: [`netlink`] (through [`netns`]) and [`ebpf`] produce immutable
 //! [`model`] values, [`metrics`] encodes them once per collection, [`http`] serves the bytes.
-//! `main.rs` only parses flags and wires these together.
+//! `main.rs` only parses flags and picks the command; [`serve`] wires the daemon together,
+//! [`snapshot`] the one-shot command.
 
 #![warn(missing_docs)]
 

@@ -1,4 +1,4 @@
-//! The metric families of the contract (`../shared/spec/METRICS.md`), grouped by what they
+//! The metric families of the contract (docs/metrics.md), grouped by what they
 //! describe, for the tests that check what the daemon serves.
 
 /// The families of a readable namespace with a service, a destination and an interface.

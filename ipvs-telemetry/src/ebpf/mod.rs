@@ -173,12 +173,6 @@ impl Ebpf {
         self.snapshot_with(|_| Seen::Unknown)
     }
 
-    /// State of the optional first-response probes: `attached`, `not attached` (the connection
-    /// probe is not attached either), or the reasons per state handler, one line.
-    pub fn first_response_status(&self) -> String {
-        lock(&self.shared).first_response.clone()
-    }
-
     fn snapshot_with(&self, present: impl FnMut(&RawKey) -> Seen) -> EbpfSnapshot {
         let now = monotonic_ns();
         let mut st = lock(&self.shared);

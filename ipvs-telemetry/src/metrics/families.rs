@@ -1,4 +1,4 @@
-//! Every metric family of METRICS.md, walked once over the collection's values.
+//! Every metric family of docs/metrics.md, walked once over the collection's values.
 //!
 //! The walk is written once, against the [`Sink`] trait; the OpenMetrics encoder
 //! (prometheus-client) and the 0.0.4 encoder each implement it. That keeps names, HELP texts,

@@ -1,4 +1,4 @@
-//! A stand-in exporter serving every series of the metric contract (METRICS.md) with the
+//! A stand-in exporter serving every series of the metric contract (docs/metrics.md) with the
 //! contract's labels and values that move with time, so that Prometheus queries built for the
 //! daemon can be checked on the host without a kernel. It also stages one problem for each
 //! alert: an unreadable namespace, lost eBPF events, a slow real server, a starved real server
