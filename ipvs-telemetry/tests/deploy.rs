@@ -28,9 +28,10 @@ fn build_script() -> PathBuf {
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with("ipvs-telemetry-")
+            // `ipvs-telemetry-<hash>`, not `ipvs-telemetry-common-<hash>` or the like.
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("ipvs-telemetry-")
+                .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
         })
         .map(|e| e.path().join("build-script-build"))
         .filter(|p| p.is_file())
