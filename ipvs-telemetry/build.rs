@@ -1,11 +1,28 @@
-//! Locates the probe object built by `cargo xtask build-ebpf` and hands its path to the crate.
+//! Locates the probe object built by `cargo xtask build-ebpf` and hands its path to the crate,
+//! and records the git revision and the compiler version.
 //!
 //! The daemon embeds the probes; it is never built without them. When the object is missing the
 //! build fails with a message that names the command which produces it.
+//!
+//! The revision is `IPVS_TELEMETRY_REVISION` when set (a container build, whose context has no
+//! `.git`, passes it as a build argument), else `git rev-parse --short=12 HEAD`, else `unknown`.
+//!
+//! Targets other than x86-64 are refused with a message saying why (the probes read x86-64
+//! registers).
 
 use std::path::PathBuf;
 
 fn main() {
+    // The probes read the kernel's x86-64 registers (`pt_regs`) directly: a build for another
+    // architecture would load and then read garbage. Say so before anything else is compiled.
+    let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
+    if arch != "x86_64" {
+        eprintln!(
+            "error: ipvs-telemetry builds for x86-64 only, not {arch:?}: its eBPF probes read the \
+             kernel's x86-64 registers (pt_regs) directly; an arm64 port is a later step"
+        );
+        std::process::exit(1);
+    }
     println!("cargo:rerun-if-env-changed=IPVS_TELEMETRY_EBPF_OBJECT");
     let path = match std::env::var_os("IPVS_TELEMETRY_EBPF_OBJECT") {
         Some(p) => PathBuf::from(p),
@@ -35,12 +52,12 @@ fn main() {
         "cargo:rustc-env=IPVS_TELEMETRY_EBPF_OBJECT={}",
         path.display()
     );
-    let rev = std::process::Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
-        .output()
+    println!("cargo:rerun-if-env-changed=IPVS_TELEMETRY_REVISION");
+    let rev = std::env::var("IPVS_TELEMETRY_REVISION")
         .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty() && r != "unknown")
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=IPVS_TELEMETRY_REVISION={rev}");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());

@@ -8,6 +8,10 @@
 pub const EVENTS_MAP: &str = "EVENTS";
 /// Name of the per-CPU array counting events the ring buffer could not take, indexed by kind.
 pub const LOST_MAP: &str = "LOST";
+/// Name of the per-CPU array counting failed kernel reads of the probes, indexed by kind (the
+/// event each probe would have sent). Counted instead of logged: with wrong offsets every
+/// connection would fail; the probe logs only the first failure.
+pub const READ_ERRORS_MAP: &str = "READ_ERRORS";
 /// Name of the global holding the [`Offsets`] (overridden at load time).
 pub const OFFSETS_GLOBAL: &str = "OFFSETS";
 /// Name of the kretprobe program on `ip_vs_conn_new`.

@@ -54,9 +54,43 @@ fn wakeup_flag() -> u64 {
 #[map]
 static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(KINDS, 0);
 
-/// Set once the first event was logged (one log line per probe instance, proving the log path).
+/// Kernel reads that failed, per CPU, indexed by kind.
 #[map]
-static LOGGED: Array<u32> = Array::with_max_entries(1, 0);
+static READ_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(KINDS, 0);
+
+/// Slot of [`LOGGED`] set once the first event was logged (one log line per probe instance,
+/// proving the log path).
+const LOGGED_FIRST_EVENT: u32 = 0;
+/// Slot of [`LOGGED`] set once the first failed read was logged: later ones are only counted
+/// in [`READ_ERRORS`] (a wrong offset would fail at every connection).
+const LOGGED_READ_ERROR: u32 = 1;
+
+/// Log lines already written, by slot.
+#[map]
+static LOGGED: Array<u32> = Array::with_max_entries(2, 0);
+
+/// Whether `slot` of [`LOGGED`] was not set yet; sets it. A race between CPUs at most logs
+/// twice.
+#[inline(always)]
+fn first_time(slot: u32) -> bool {
+    match LOGGED.get_ptr_mut(slot) {
+        // SAFETY: a valid map slot.
+        Some(p) if unsafe { *p } == 0 => {
+            unsafe { *p = 1 };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Counts a failed kernel read of a probe emitting `kind` events.
+#[inline(always)]
+fn count_read_error(kind: u32) {
+    if let Some(p) = READ_ERRORS.get_ptr_mut(kind) {
+        // SAFETY: per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *p += 1 };
+    }
+}
 
 /// Creation time (ns) of counted connections awaiting their first reply, by connection pointer.
 #[map]
@@ -99,10 +133,14 @@ fn read<T>(base: *const u8, offset: u32) -> Result<T, i32> {
 #[kretprobe]
 pub fn ip_vs_conn_new_ret(ctx: RetProbeContext) -> u32 {
     if let Err(e) = try_conn_new(&ctx) {
-        warn!(
-            &ctx,
-            "ip_vs_conn_new: reading the connection failed ({})", e
-        );
+        count_read_error(KIND_NEW_CONNECTION);
+        if first_time(LOGGED_READ_ERROR) {
+            warn!(
+                &ctx,
+                "ip_vs_conn_new: reading the connection failed ({}); further failures are only counted (ipvs_ebpf_read_errors_total)",
+                e
+            );
+        }
     }
     0
 }
@@ -137,15 +175,11 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
     if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
         count_lost(KIND_NEW_CONNECTION);
     }
-    if let Some(p) = LOGGED.get_ptr_mut(0) {
-        // SAFETY: a valid map slot; a race between CPUs at most logs twice.
-        if unsafe { *p } == 0 {
-            unsafe { *p = 1 };
-            info!(
-                ctx,
-                "first connection seen (netns {}, flags {:x})", event.netns_inode, flags
-            );
-        }
+    if first_time(LOGGED_FIRST_EVENT) {
+        info!(
+            ctx,
+            "first connection seen (netns {}, flags {:x})", event.netns_inode, flags
+        );
     }
     Ok(())
 }
@@ -203,10 +237,14 @@ pub fn sctp_state(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn state_transition(ctx: &ProbeContext, proto: usize) -> u32 {
     if let Err(e) = try_state(ctx, proto) {
-        warn!(
-            ctx,
-            "state transition: reading the connection failed ({})", e
-        );
+        count_read_error(KIND_FIRST_RESPONSE);
+        if first_time(LOGGED_READ_ERROR) {
+            warn!(
+                ctx,
+                "state transition: reading the connection failed ({}); further failures are only counted (ipvs_ebpf_read_errors_total)",
+                e
+            );
+        }
     }
     0
 }

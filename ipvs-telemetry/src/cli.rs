@@ -1,5 +1,9 @@
-//! The command line of docs/cli.md: flags, their environment variables, and parsing
-//! of the values they take (durations, listen addresses, regular expressions).
+//! The command line of docs/cli.md: flags, their environment variables, and parsing of the
+//! values they take (durations, listen addresses, regular expressions, booleans).
+//!
+//! Each command takes only its own flags: `snapshot --ebpf on` is a usage error, not a flag
+//! silently ignored. The daemon's flags are also accepted without a command
+//! (`ipvs-telemetry --web.listen-address :9` is `ipvs-telemetry serve --web.listen-address :9`).
 //!
 //! Parsing never panics: every bad value becomes one line on stderr and exit status 2.
 
@@ -23,44 +27,47 @@ pub const VERSION: &str = concat!(
     name = "ipvs-telemetry",
     version = VERSION,
     about = "Prometheus telemetry for Linux IPVS: exact netlink counters from every network namespace and eBPF connection histograms",
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    // Flags before a command belong to the implied `serve`: `--ebpf on snapshot` is an error.
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
     /// What to do; `serve` when omitted.
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Options shared by every command.
+    /// Namespace and logging options of the implied `serve` (no command given).
     #[command(flatten)]
     pub common: CommonOpts,
-    /// Options of the daemon (accepted before `serve` as well).
+    /// Options of the implied `serve` (no command given).
     #[command(flatten)]
     pub serve: ServeOpts,
-    /// What the exposition carries (the daemon and `snapshot --format prometheus`).
+    /// Exposition options of the implied `serve` (no command given).
     #[command(flatten)]
     pub metrics: MetricsOpts,
 }
 
-/// The cardinality controls of docs/sizing.md.
+/// What the exposition carries: the cardinality controls of docs/sizing.md (`serve` and
+/// `snapshot --format prometheus`).
 #[derive(Debug, Clone, Args)]
 pub struct MetricsOpts {
     /// Export the kernel's 2-second estimator gauges (`*_estimated_*_per_second`).
-    #[arg(long = "metrics.estimator", global = true, env = "IPVS_TELEMETRY_METRICS_ESTIMATOR",
+    #[arg(long = "metrics.estimator", env = "IPVS_TELEMETRY_METRICS_ESTIMATOR",
           value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub estimator: bool,
     /// Family groups to leave out (comma separated; see docs/sizing.md).
-    #[arg(long = "metrics.exclude", value_name = "GROUP", global = true,
+    #[arg(long = "metrics.exclude", value_name = "GROUP",
           env = "IPVS_TELEMETRY_METRICS_EXCLUDE", value_delimiter = ',',
           value_parser = crate::metrics::options::parse_group)]
     pub exclude: Vec<crate::metrics::options::Group>,
     /// Services whose destinations get their own series: `all`, `none`, or conditions
     /// `netns=NAME,vip=CIDR,port=N,protocol=P,fwmark=N` that must all hold; repeatable.
-    #[arg(long = "metrics.destinations", value_name = "SELECTOR", global = true,
+    #[arg(long = "metrics.destinations", value_name = "SELECTOR",
           env = "IPVS_TELEMETRY_METRICS_DESTINATIONS", value_delimiter = ';',
           value_parser = crate::metrics::options::parse_selector)]
     pub destinations: Vec<crate::metrics::options::Destinations>,
     /// Most service and destination series in one scrape (0: no limit); whole groups are left
     /// out from the end of the namespace and service order.
-    #[arg(long = "metrics.max-series", value_name = "N", global = true,
+    #[arg(long = "metrics.max-series", value_name = "N",
           default_value_t = crate::metrics::options::DEFAULT_MAX_SERIES,
           env = "IPVS_TELEMETRY_METRICS_MAX_SERIES")]
     pub max_series: usize,
@@ -78,13 +85,73 @@ impl MetricsOpts {
     }
 }
 
+impl Cli {
+    /// The command to run: the one given, else `serve` with the flags given without one.
+    pub fn into_command(self) -> Command {
+        match self.command {
+            Some(c) => c,
+            None => Command::Serve(ServeCommand {
+                common: self.common,
+                serve: self.serve,
+                metrics: self.metrics,
+            }),
+        }
+    }
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon (the default).
-    Serve,
+    Serve(ServeCommand),
     /// Read IPVS once from every selected namespace and print it.
-    Snapshot(SnapshotOpts),
+    Snapshot(SnapshotCommand),
+}
+
+impl Command {
+    /// The namespace and logging options of the command.
+    pub fn common(&self) -> &CommonOpts {
+        match self {
+            Command::Serve(c) => &c.common,
+            Command::Snapshot(c) => &c.common,
+        }
+    }
+
+    /// [`Command::common`], to apply [`CommonOpts::resolve_env`].
+    pub fn common_mut(&mut self) -> &mut CommonOpts {
+        match self {
+            Command::Serve(c) => &mut c.common,
+            Command::Snapshot(c) => &mut c.common,
+        }
+    }
+}
+
+/// `serve`: the namespace and logging options plus the daemon's own.
+#[derive(Debug, Clone, Args)]
+pub struct ServeCommand {
+    /// Namespace selection and logging.
+    #[command(flatten)]
+    pub common: CommonOpts,
+    /// Options of the daemon.
+    #[command(flatten)]
+    pub serve: ServeOpts,
+    /// What the exposition carries.
+    #[command(flatten)]
+    pub metrics: MetricsOpts,
+}
+
+/// `snapshot`: the namespace and logging options plus the output format.
+#[derive(Debug, Clone, Args)]
+pub struct SnapshotCommand {
+    /// Namespace selection and logging.
+    #[command(flatten)]
+    pub common: CommonOpts,
+    /// Options of `snapshot`.
+    #[command(flatten)]
+    pub snapshot: SnapshotOpts,
+    /// What `--format prometheus` carries.
+    #[command(flatten)]
+    pub metrics: MetricsOpts,
 }
 
 /// Options of `snapshot`.
@@ -118,58 +185,100 @@ pub enum SnapshotFormat {
 pub struct CommonOpts {
     /// A namespace file to watch, optionally named (`NAME=PATH`); repeatable.
     #[arg(long = "netns", visible_alias = "namespace-path", value_name = "[NAME=]PATH",
-          value_parser = parse_netns_arg, global = true, env = "IPVS_TELEMETRY_NETNS", value_delimiter = ',')]
+          value_parser = parse_netns_arg, env = "IPVS_TELEMETRY_NETNS", value_delimiter = ',')]
     pub netns: Vec<NetnsArg>,
     /// Every entry of DIR is a namespace (rescanned every poll); repeatable.
     #[arg(
         long = "netns.discover",
         value_name = "DIR",
-        global = true,
         env = "IPVS_TELEMETRY_NETNS_DISCOVER",
         value_delimiter = ','
     )]
     pub netns_discover: Vec<PathBuf>,
     /// Only namespaces whose name matches.
-    #[arg(long = "netns.include", value_name = "REGEX", value_parser = parse_regex, global = true,
-          env = "IPVS_TELEMETRY_NETNS_INCLUDE")]
+    #[arg(long = "netns.include", value_name = "REGEX", value_parser = parse_regex, env = "IPVS_TELEMETRY_NETNS_INCLUDE")]
     pub netns_include: Option<Regex>,
     /// Leave out namespaces whose name matches (wins over include).
-    #[arg(long = "netns.exclude", value_name = "REGEX", value_parser = parse_regex, global = true,
-          env = "IPVS_TELEMETRY_NETNS_EXCLUDE")]
+    #[arg(long = "netns.exclude", value_name = "REGEX", value_parser = parse_regex, env = "IPVS_TELEMETRY_NETNS_EXCLUDE")]
     pub netns_exclude: Option<Regex>,
-    /// Include the daemon's own namespace (`netns="host"`) [default].
-    #[arg(long = "netns.host", overrides_with = "no_netns_host", global = true)]
-    pub netns_host: bool,
-    /// Leave out the daemon's own namespace.
-    #[arg(
-        long = "no-netns.host",
-        overrides_with = "netns_host",
-        global = true,
-        env = "IPVS_TELEMETRY_NO_NETNS_HOST"
-    )]
+    /// Include the daemon's own namespace (`netns="host"`) [default: true]
+    /// [env: IPVS_TELEMETRY_NETNS_HOST=]
+    // The two environment variables are read by `resolve_env`, not by clap: clap reports a
+    // flag of an overriding pair given on the command line and the other one from the
+    // environment as a conflict, where the command line should simply win.
+    #[arg(long = "netns.host", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = parse_bool,
+          overrides_with = "no_netns_host")]
+    pub netns_host: Option<bool>,
+    /// Leave out the daemon's own namespace [env: IPVS_TELEMETRY_NO_NETNS_HOST=]
+    #[arg(long = "no-netns.host", overrides_with = "netns_host")]
     pub no_netns_host: bool,
     /// Interfaces included in the per-namespace interface series.
     #[arg(long = "netns.devices.include", value_name = "REGEX", value_parser = parse_regex,
-          global = true, env = "IPVS_TELEMETRY_NETNS_DEVICES_INCLUDE")]
+          env = "IPVS_TELEMETRY_NETNS_DEVICES_INCLUDE")]
     pub devices_include: Option<Regex>,
     /// Interfaces left out of the per-namespace interface series.
     #[arg(long = "netns.devices.exclude", value_name = "REGEX", value_parser = parse_regex,
-          default_value = "^lo$", global = true, env = "IPVS_TELEMETRY_NETNS_DEVICES_EXCLUDE")]
+          default_value = "^lo$", env = "IPVS_TELEMETRY_NETNS_DEVICES_EXCLUDE")]
     pub devices_exclude: Regex,
+    /// Never run `iptables-save`: fwmark services keep empty `protocol` and `virtual_port`.
+    #[arg(long = "no-iptables-save", value_parser = clap::builder::BoolishValueParser::new(),
+          env = "IPVS_TELEMETRY_NO_IPTABLES_SAVE")]
+    pub no_iptables_save: bool,
     /// Log level.
-    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info, global = true,
-          env = "IPVS_TELEMETRY_LOG_LEVEL")]
+    #[arg(long = "log.level", value_enum, default_value_t = LogLevel::Info, env = "IPVS_TELEMETRY_LOG_LEVEL")]
     pub log_level: LogLevel,
     /// Log format.
-    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt, global = true,
-          env = "IPVS_TELEMETRY_LOG_FORMAT")]
+    #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Logfmt, env = "IPVS_TELEMETRY_LOG_FORMAT")]
     pub log_format: LogFormat,
 }
 
 impl CommonOpts {
     /// Whether the daemon's own namespace is collected.
     pub fn include_host(&self) -> bool {
-        !self.no_netns_host
+        !self.no_netns_host && self.netns_host.unwrap_or(true)
+    }
+
+    /// Applies `IPVS_TELEMETRY_NETNS_HOST` / `IPVS_TELEMETRY_NO_NETNS_HOST` (read through
+    /// `var`) unless `--[no-]netns.host` is on the command line; `Err` is a one-line message.
+    pub fn resolve_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), String> {
+        if self.netns_host.is_some() || self.no_netns_host {
+            return Ok(());
+        }
+        let read = |name: &str| {
+            var(name)
+                .map(|v| parse_bool(&v).map_err(|e| format!("{name}: {e}")))
+                .transpose()
+        };
+        let include = read("IPVS_TELEMETRY_NETNS_HOST")?;
+        let exclude = read("IPVS_TELEMETRY_NO_NETNS_HOST")?;
+        match (include, exclude) {
+            (Some(a), Some(b)) if a == b => Err(format!(
+                "IPVS_TELEMETRY_NETNS_HOST={a} and IPVS_TELEMETRY_NO_NETNS_HOST={b} contradict \
+                 each other; set one"
+            )),
+            (Some(a), _) => {
+                self.netns_host = Some(a);
+                Ok(())
+            }
+            (None, Some(b)) => {
+                self.netns_host = Some(!b);
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Parses a boolean in the usual forms: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off`
+/// (`y`/`n`, `t`/`f`), any case.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "t" | "yes" | "y" | "on" => Ok(true),
+        "0" | "false" | "f" | "no" | "n" | "off" => Ok(false),
+        _ => Err(format!(
+            "invalid boolean {s:?} (expected true/false, 1/0, yes/no or on/off)"
+        )),
     }
 }
 
@@ -182,60 +291,58 @@ pub struct ServeOpts {
         visible_alias = "listen-address",
         value_name = "ADDR",
         default_value = ":10054",
-        global = true,
         env = "IPVS_TELEMETRY_WEB_LISTEN_ADDRESS",
         value_delimiter = ','
     )]
     pub listen_addresses: Vec<String>,
     /// Path of the metrics endpoint.
     #[arg(long = "web.telemetry-path", visible_alias = "telemetry-path", value_name = "PATH",
-          default_value = "/metrics", value_parser = parse_http_path, global = true,
-          env = "IPVS_TELEMETRY_WEB_TELEMETRY_PATH")]
+          default_value = "/metrics", value_parser = parse_http_path, env = "IPVS_TELEMETRY_WEB_TELEMETRY_PATH")]
     pub telemetry_path: String,
     /// TLS and basic-auth file in the exporter-toolkit web-config format.
     #[arg(
         long = "web.config.file",
         value_name = "FILE",
-        global = true,
         env = "IPVS_TELEMETRY_WEB_CONFIG_FILE"
     )]
     pub web_config_file: Option<PathBuf>,
-    /// Requests served at once; further ones get 503.
+    /// Serve `/-/healthy` and `/-/ready` without basic auth (for probes that cannot log in).
+    #[arg(long = "web.health-without-auth", value_parser = clap::builder::BoolishValueParser::new(),
+          env = "IPVS_TELEMETRY_WEB_HEALTH_WITHOUT_AUTH")]
+    pub health_without_auth: bool,
+    /// Requests served at once; further ones get 503 (0: no limit).
     #[arg(
         long = "web.max-requests",
         value_name = "N",
         default_value_t = 40,
-        global = true,
         env = "IPVS_TELEMETRY_WEB_MAX_REQUESTS"
     )]
     pub max_requests: usize,
     /// A scrape reuses the latest netlink collection when it began less than this long ago,
     /// and otherwise waits for a new one (collections follow scrapes; none run on a timer).
     #[arg(long = "collection.max-age", value_name = "DURATION", default_value = "1s",
-          value_parser = parse_max_age, global = true, env = "IPVS_TELEMETRY_COLLECTION_MAX_AGE")]
+          value_parser = parse_max_age, env = "IPVS_TELEMETRY_COLLECTION_MAX_AGE")]
     pub collection_max_age: Duration,
     /// Deprecated: read as `--collection.max-age`.
     #[arg(long = "poll.interval", value_name = "DURATION", hide = true,
-          value_parser = parse_max_age, global = true, env = "IPVS_TELEMETRY_POLL_INTERVAL")]
+          value_parser = parse_max_age, env = "IPVS_TELEMETRY_POLL_INTERVAL")]
     pub poll_interval: Option<Duration>,
     /// eBPF probes: `auto` attaches if possible, `on` fails to start without them.
-    #[arg(long = "ebpf", value_enum, default_value_t = EbpfMode::Auto, global = true,
-          env = "IPVS_TELEMETRY_EBPF")]
+    #[arg(long = "ebpf", value_enum, default_value_t = EbpfMode::Auto, env = "IPVS_TELEMETRY_EBPF")]
     pub ebpf: EbpfMode,
     /// Window of the connection-rate histogram.
     #[arg(long = "ebpf.rate-window", value_name = "DURATION", default_value = "100ms",
-          value_parser = parse_positive_duration, global = true, env = "IPVS_TELEMETRY_EBPF_RATE_WINDOW")]
+          value_parser = parse_positive_duration, env = "IPVS_TELEMETRY_EBPF_RATE_WINDOW")]
     pub ebpf_rate_window: Duration,
     /// Label set of the eBPF histograms.
     #[arg(long = "ebpf.granularity", value_enum, default_value_t = Granularity::Destination,
-          global = true, env = "IPVS_TELEMETRY_EBPF_GRANULARITY")]
+          env = "IPVS_TELEMETRY_EBPF_GRANULARITY")]
     pub ebpf_granularity: Granularity,
     /// Most destinations tracked by the eBPF consumer; more are counted as overflow.
     #[arg(
         long = "ebpf.max-destinations",
         value_name = "N",
         default_value_t = 100_000,
-        global = true,
         env = "IPVS_TELEMETRY_EBPF_MAX_DESTINATIONS"
     )]
     pub ebpf_max_destinations: usize,
@@ -510,7 +617,7 @@ mod tests {
         assert!(cli.common.include_host());
         let o = cli.metrics.export_options().unwrap();
         assert_eq!(o, crate::metrics::ExportOptions::default());
-        let cli = Cli::try_parse_from([
+        let Command::Serve(cmd) = Cli::try_parse_from([
             "ipvs-telemetry",
             "--poll.interval",
             "15s",
@@ -524,14 +631,33 @@ mod tests {
             "--metrics.max-series",
             "0",
         ])
-        .unwrap();
-        assert_eq!(cli.serve.max_age(), Duration::from_secs(15));
-        let o = cli.metrics.export_options().unwrap();
+        .unwrap()
+        .into_command() else {
+            panic!("not serve")
+        };
+        assert_eq!(cmd.serve.max_age(), Duration::from_secs(15));
+        let o = cmd.metrics.export_options().unwrap();
         assert!(o.estimator);
         assert_eq!(o.excluded.len(), 2);
         assert_eq!(o.max_series, 0);
         assert!(
             matches!(o.destinations, crate::metrics::options::Destinations::Selected(ref v) if v.len() == 2)
+        );
+        let Command::Snapshot(cmd) = Cli::try_parse_from([
+            "ipvs-telemetry",
+            "snapshot",
+            "--format",
+            "prometheus",
+            "--metrics.destinations",
+            "none",
+        ])
+        .unwrap()
+        .into_command() else {
+            panic!("not snapshot")
+        };
+        assert_eq!(
+            cmd.metrics.export_options().unwrap().destinations,
+            crate::metrics::options::Destinations::None
         );
         for bad in [
             &["--collection.max-age", "2h"][..],
@@ -544,7 +670,7 @@ mod tests {
                 Cli::try_parse_from(std::iter::once("ipvs-telemetry").chain(bad.iter().copied()));
             assert!(r.is_err(), "{bad:?}");
         }
-        let cli = Cli::try_parse_from([
+        let Command::Serve(cmd) = Cli::try_parse_from([
             "ipvs-telemetry",
             "serve",
             "--listen-address",
@@ -553,19 +679,125 @@ mod tests {
             "/var/run/docker/netns/ingress_sbox",
             "--no-netns.host",
         ])
-        .unwrap();
-        assert_eq!(cli.serve.listen_addresses, vec![":1"]);
-        assert_eq!(cli.common.netns.len(), 1);
-        assert!(!cli.common.include_host());
+        .unwrap()
+        .into_command() else {
+            panic!("not serve")
+        };
+        assert_eq!(cmd.serve.listen_addresses, vec![":1"]);
+        assert_eq!(cmd.common.netns.len(), 1);
+        assert!(!cmd.common.include_host());
         let cli = Cli::try_parse_from(["ipvs-telemetry", "snapshot", "--format", "json"]).unwrap();
         assert!(matches!(
-            cli.command,
-            Some(Command::Snapshot(SnapshotOpts {
-                format: SnapshotFormat::Json,
+            cli.into_command(),
+            Command::Snapshot(SnapshotCommand {
+                snapshot: SnapshotOpts {
+                    format: SnapshotFormat::Json,
+                    ..
+                },
                 ..
-            }))
+            })
         ));
         assert!(Cli::try_parse_from(["ipvs-telemetry", "--bogus"]).is_err());
         assert!(Cli::try_parse_from(["ipvs-telemetry", "--netns.include", "("]).is_err());
+    }
+
+    /// The daemon's flags without a command are `serve`; each command takes only its own flags.
+    #[test]
+    fn each_command_takes_its_own_flags() {
+        let Command::Serve(cmd) = Cli::try_parse_from(["ipvs-telemetry", "--poll.interval", "5s"])
+            .unwrap()
+            .into_command()
+        else {
+            panic!("not serve")
+        };
+        assert_eq!(cmd.serve.max_age(), Duration::from_secs(5));
+        for bad in [
+            &["snapshot", "--ebpf", "on"][..],
+            &["snapshot", "--poll.interval", "5s"],
+            &["snapshot", "--collection.max-age", "5s"],
+            &["snapshot", "--web.listen-address", ":1"],
+            &["--ebpf", "on", "snapshot"],
+            &["--log.level", "debug", "snapshot"],
+            &["serve", "--format", "json"],
+        ] {
+            let argv = std::iter::once("ipvs-telemetry").chain(bad.iter().copied());
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?} accepted");
+        }
+        let cli = Cli::try_parse_from(["ipvs-telemetry", "snapshot", "--log.level", "debug"]);
+        let Command::Snapshot(cmd) = cli.unwrap().into_command() else {
+            panic!("not snapshot")
+        };
+        assert_eq!(cmd.common.log_level, LogLevel::Debug);
+    }
+
+    /// `--netns.host[=BOOL]` and `--no-netns.host`: the last one given wins.
+    #[test]
+    fn netns_host_flags() {
+        let host = |args: &[&str]| {
+            let argv = std::iter::once("ipvs-telemetry").chain(args.iter().copied());
+            Cli::try_parse_from(argv).unwrap().common.include_host()
+        };
+        assert!(host(&[]));
+        assert!(host(&["--netns.host"]));
+        assert!(!host(&["--netns.host=false"]));
+        assert!(!host(&["--netns.host=0"]));
+        assert!(host(&["--netns.host=yes"]));
+        assert!(!host(&["--no-netns.host"]));
+        assert!(!host(&["--netns.host", "--no-netns.host"]));
+        assert!(host(&["--no-netns.host", "--netns.host"]));
+        assert!(Cli::try_parse_from(["ipvs-telemetry", "--netns.host=maybe"]).is_err());
+    }
+
+    /// The environment variables of `--[no-]netns.host` take the usual boolean forms, and a
+    /// flag on the command line wins over them.
+    #[test]
+    fn netns_host_environment() {
+        let host = |args: &[&str], env: &[(&str, &str)]| {
+            let argv = std::iter::once("ipvs-telemetry").chain(args.iter().copied());
+            let mut common = Cli::try_parse_from(argv).unwrap().common;
+            let var = |name: &str| {
+                env.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            };
+            common.resolve_env(var).map(|_| common.include_host())
+        };
+        for (value, included) in [("1", false), ("true", false), ("YES", false), ("on", false)] {
+            assert_eq!(
+                host(&[], &[("IPVS_TELEMETRY_NO_NETNS_HOST", value)]),
+                Ok(included)
+            );
+            assert_eq!(
+                host(&[], &[("IPVS_TELEMETRY_NETNS_HOST", value)]),
+                Ok(!included)
+            );
+        }
+        for value in ["0", "false", "no", "off"] {
+            assert_eq!(
+                host(&[], &[("IPVS_TELEMETRY_NO_NETNS_HOST", value)]),
+                Ok(true)
+            );
+            assert_eq!(
+                host(&[], &[("IPVS_TELEMETRY_NETNS_HOST", value)]),
+                Ok(false)
+            );
+        }
+        let no = [("IPVS_TELEMETRY_NO_NETNS_HOST", "1")];
+        assert_eq!(host(&["--netns.host"], &no), Ok(true));
+        assert_eq!(
+            host(&["--no-netns.host"], &[("IPVS_TELEMETRY_NETNS_HOST", "1")]),
+            Ok(false)
+        );
+        assert!(host(&[], &[("IPVS_TELEMETRY_NETNS_HOST", "maybe")]).is_err());
+        assert!(
+            host(
+                &[],
+                &[
+                    ("IPVS_TELEMETRY_NETNS_HOST", "1"),
+                    ("IPVS_TELEMETRY_NO_NETNS_HOST", "1")
+                ]
+            )
+            .is_err()
+        );
     }
 }

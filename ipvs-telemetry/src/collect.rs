@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use crate::ebpf::{Ebpf, Presence};
 use crate::metrics::prerendered::Dropped;
 use crate::metrics::{BuildInfo, ErrorCounts, ExportOptions, Inputs, Plans, ProcessStats};
-use crate::model::Snapshot;
+use crate::model::{ErrorReason, Snapshot};
 use crate::netns::Collector;
 
 /// Longest a scrape waits for a new collection when an older one can be served.
@@ -227,23 +227,59 @@ fn count_errors(snapshot: &Snapshot, errors: &mut ErrorCounts) {
     errors.retain(|(name, _), _| snapshot.namespaces.iter().any(|n| &n.netns.name == name));
 }
 
+/// What [`log_changes`] says about a namespace where the ip_vs module is not loaded: a state
+/// (`ipvs_up 0`, `reason="module_not_loaded"`, no alert), not a failure.
+const NOT_LOADED_HINT: &str = "ip_vs module not loaded in this namespace: nothing to collect \
+     until it is (ipvs_up 0, not an error); whatever creates IPVS services loads it (ipvsadm, \
+     keepalived, kube-proxy, Docker), or `modprobe ip_vs`";
+
 /// Logs a namespace's failure when it starts or changes, and its recovery: not every collection.
+/// A namespace without the ip_vs module is an info line with a hint, once.
 fn log_changes(snapshot: &Snapshot, last: &mut HashMap<String, Option<String>>) {
+    for change in changes(snapshot, last) {
+        match change {
+            Change::Collecting(netns) => tracing::info!(%netns, "collecting namespace"),
+            Change::Readable(netns) => tracing::info!(%netns, "namespace readable again"),
+            Change::NotLoaded(netns) => tracing::info!(%netns, "{NOT_LOADED_HINT}"),
+            Change::Failing(netns, error) => tracing::warn!(%netns, %error, "cannot read IPVS"),
+        }
+    }
+}
+
+/// A namespace's collection outcome that changed since the previous collection.
+#[derive(Debug, PartialEq, Eq)]
+enum Change {
+    /// Read for the first time.
+    Collecting(String),
+    /// Read again after a failure.
+    Readable(String),
+    /// The ip_vs module is not loaded there (a state).
+    NotLoaded(String),
+    /// A failure started or changed: the message.
+    Failing(String, String),
+}
+
+/// The changes of `snapshot` against `last` (each namespace's last failure message), which it
+/// updates; namespaces gone are forgotten.
+fn changes(snapshot: &Snapshot, last: &mut HashMap<String, Option<String>>) -> Vec<Change> {
+    let mut out = Vec::new();
     for ns in &snapshot.namespaces {
+        let name = ns.netns.name.clone();
         let now = ns.ipvs.as_ref().err().map(|f| f.message.clone());
-        let before = last.insert(ns.netns.name.clone(), now.clone());
-        match (before, now) {
-            (None, None) => tracing::info!(netns = %ns.netns.name, "collecting namespace"),
-            (Some(Some(_)), None) => {
-                tracing::info!(netns = %ns.netns.name, "namespace readable again")
+        let before = last.insert(name.clone(), now.clone());
+        let changed = before.as_ref().and_then(|x| x.as_ref()) != now.as_ref();
+        match (&ns.ipvs, before) {
+            (Ok(_), None) => out.push(Change::Collecting(name)),
+            (Ok(_), Some(Some(_))) => out.push(Change::Readable(name)),
+            (Err(f), _) if changed && f.reason == ErrorReason::ModuleNotLoaded => {
+                out.push(Change::NotLoaded(name))
             }
-            (b, Some(msg)) if b.as_ref().and_then(|x| x.as_ref()) != Some(&msg) => {
-                tracing::warn!(netns = %ns.netns.name, error = %msg, "cannot read IPVS")
-            }
+            (Err(f), _) if changed => out.push(Change::Failing(name, f.message.clone())),
             _ => {}
         }
     }
     last.retain(|name, _| snapshot.namespaces.iter().any(|n| &n.netns.name == name));
+    out
 }
 
 #[cfg(test)]
@@ -294,5 +330,38 @@ mod tests {
             &mut e,
         );
         assert!(e.is_empty());
+    }
+
+    /// A namespace without ip_vs is said once, as a state; a real failure after it is a
+    /// failure; recovery is said.
+    #[test]
+    fn module_not_loaded_is_said_once_as_a_state() {
+        let not_loaded = |name: &str| {
+            let mut n = ns(name, false);
+            n.ipvs = Err(CollectFailure {
+                reason: ErrorReason::ModuleNotLoaded,
+                message: "ip_vs module not loaded".into(),
+            });
+            n
+        };
+        let snap = |n: Vec<NamespaceSnapshot>| Snapshot { namespaces: n };
+        let mut last = HashMap::new();
+        assert_eq!(
+            changes(&snap(vec![not_loaded("cp"), ns("b", true)]), &mut last),
+            [
+                Change::NotLoaded("cp".into()),
+                Change::Collecting("b".into())
+            ]
+        );
+        assert_eq!(changes(&snap(vec![not_loaded("cp")]), &mut last), []);
+        assert_eq!(
+            changes(&snap(vec![ns("cp", false)]), &mut last),
+            [Change::Failing("cp".into(), "timed out".into())]
+        );
+        assert_eq!(changes(&snap(vec![ns("cp", false)]), &mut last), []);
+        assert_eq!(
+            changes(&snap(vec![ns("cp", true)]), &mut last),
+            [Change::Readable("cp".into())]
+        );
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Data flows one way: [`netlink`] (through [`netns`]) and [`ebpf`] produce immutable
 //! [`model`] values, [`metrics`] encodes them for each scrape, [`http`] streams the bytes.
-//! [`collect`] decides when to collect; `serve.rs` wires the daemon together, `main.rs` only
-//! parses flags.
+//! [`collect`] decides when to collect; `main.rs` only parses flags and picks the command;
+//! [`serve`] wires the daemon together, [`snapshot`] the one-shot command.
 
 #![warn(missing_docs)]
 

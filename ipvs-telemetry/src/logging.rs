@@ -23,6 +23,9 @@ pub fn init(opts: &CommonOpts) {
     };
     let layer = LineLayer {
         format: opts.log_format,
+        write: |line: &str| {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        },
     }
     .with_filter(tracing_subscriber::filter::LevelFilter::from_level(max))
     // Dependencies (hyper, rustls) log at debug about every connection; keep ours only below
@@ -33,8 +36,55 @@ pub fn init(opts: &CommonOpts) {
     let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
-struct LineLayer {
+/// Prints an error that ends the command (or, for `snapshot`, a namespace it could not read)
+/// on stderr without the subscriber, which may not be set up yet: `ipvs-telemetry: MSG` under
+/// logfmt, the log line's JSON object (`level` `error`) under `--log.format json`, so that a
+/// log pipeline parsing JSON also gets the reason the daemon did not start.
+pub fn print_error(format: LogFormat, msg: &str) {
+    let line = match format {
+        LogFormat::Logfmt => format!("ipvs-telemetry: {msg}"),
+        LogFormat::Json => json_line(&rfc3339_now(), "error", msg, Vec::new()),
+    };
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
+/// The `--log.format` asked for by a command line that could not be parsed, so that its
+/// error is printed in that format: the last `--log.format json|logfmt` (or `=`) in `args`,
+/// else `IPVS_TELEMETRY_LOG_FORMAT` (`env`), else logfmt.
+pub fn format_of_args(args: &[String], env: Option<&str>) -> LogFormat {
+    let mut found = None;
+    for (i, a) in args.iter().enumerate() {
+        let value = match a.strip_prefix("--log.format") {
+            Some(rest) if rest.starts_with('=') => Some(&rest[1..]),
+            Some("") => args.get(i + 1).map(String::as_str),
+            _ => None,
+        };
+        match value {
+            Some("json") => found = Some(LogFormat::Json),
+            Some("logfmt") => found = Some(LogFormat::Logfmt),
+            _ => {}
+        }
+    }
+    found
+        .or_else(|| (env == Some("json")).then_some(LogFormat::Json))
+        .unwrap_or(LogFormat::Logfmt)
+}
+
+fn json_line(ts: &str, level: &str, msg: &str, kv: Vec<(&'static str, String)>) -> String {
+    let mut m = serde_json::Map::new();
+    m.insert("ts".into(), ts.into());
+    m.insert("level".into(), level.into());
+    m.insert("msg".into(), msg.into());
+    for (k, v) in kv {
+        m.insert(k.into(), v.into());
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+struct LineLayer<W> {
     format: LogFormat,
+    /// Where each finished line goes (stderr; a buffer in tests).
+    write: W,
 }
 
 #[derive(Default)]
@@ -43,25 +93,30 @@ struct Fields {
     kv: Vec<(&'static str, String)>,
 }
 
-impl Visit for Fields {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "message" {
-            self.msg = value.to_string();
-        } else {
-            self.kv.push((field.name(), value.to_string()));
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.msg = format!("{value:?}");
-        } else {
-            self.kv.push((field.name(), format!("{value:?}")));
+impl Fields {
+    fn record(&mut self, field: &Field, value: String) {
+        match field.name() {
+            // A field named `msg` would be a second `msg` key: it is the message when there is
+            // none, else it is kept under another name.
+            "message" => self.msg = value,
+            "msg" if self.msg.is_empty() => self.msg = value,
+            "msg" => self.kv.push(("msg_field", value)),
+            name => self.kv.push((name, value)),
         }
     }
 }
 
-impl<S: Subscriber> Layer<S> for LineLayer {
+impl Visit for Fields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record(field, value.to_string());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        self.record(field, format!("{value:?}"));
+    }
+}
+
+impl<S: Subscriber, W: Fn(&str) + Send + Sync + 'static> Layer<S> for LineLayer<W> {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let mut f = Fields::default();
         event.record(&mut f);
@@ -75,18 +130,9 @@ impl<S: Subscriber> Layer<S> for LineLayer {
                 }
                 l
             }
-            LogFormat::Json => {
-                let mut m = serde_json::Map::new();
-                m.insert("ts".into(), ts.into());
-                m.insert("level".into(), level.into());
-                m.insert("msg".into(), f.msg.into());
-                for (k, v) in f.kv {
-                    m.insert(k.into(), v.into());
-                }
-                serde_json::Value::Object(m).to_string()
-            }
+            LogFormat::Json => json_line(&ts, &level, &f.msg, f.kv),
         };
-        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        (self.write)(&line);
     }
 }
 
@@ -155,6 +201,59 @@ mod tests {
         assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.005Z");
         assert_eq!(rfc3339(1_795_239_796, 123), "2026-11-21T05:43:16.123Z");
+    }
+
+    /// Lines of the events logged by `f`, in `format`.
+    fn lines(format: LogFormat, f: impl FnOnce()) -> Vec<String> {
+        use std::sync::{Arc, Mutex};
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let layer = LineLayer {
+            format,
+            write: move |l: &str| sink.lock().unwrap().push(l.to_string()),
+        };
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
+        out.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn one_msg_key_per_line() {
+        let logfmt = lines(LogFormat::Logfmt, || {
+            tracing::info!(msg = "only a field");
+            tracing::info!(msg = "a field", "a message");
+            tracing::info!(error = "e", "plain");
+        });
+        let strip = |l: &String| l.split_once(' ').unwrap().1.to_string();
+        let got: Vec<String> = logfmt.iter().map(strip).collect();
+        assert_eq!(
+            got,
+            [
+                "level=info msg=\"only a field\"",
+                "level=info msg=\"a message\" msg_field=\"a field\"",
+                "level=info msg=plain error=e",
+            ]
+        );
+        let json = lines(LogFormat::Json, || tracing::warn!(msg = "x", "y"));
+        let v: serde_json::Value = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!((&v["msg"], &v["msg_field"]), (&"y".into(), &"x".into()));
+    }
+
+    #[test]
+    fn format_of_unparsed_args() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let f = |a: &[&str], env| format_of_args(&args(a), env);
+        assert_eq!(f(&["x", "--log.format", "json"], None), LogFormat::Json);
+        assert_eq!(
+            f(&["x", "--log.format=json", "--bogus"], None),
+            LogFormat::Json
+        );
+        assert_eq!(f(&["x", "--bogus"], Some("json")), LogFormat::Json);
+        assert_eq!(
+            f(&["x", "--log.format=logfmt"], Some("json")),
+            LogFormat::Logfmt
+        );
+        assert_eq!(f(&["x", "--log.format"], None), LogFormat::Logfmt);
+        assert_eq!(f(&["x"], None), LogFormat::Logfmt);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 use clap::Parser;
 use clap::error::ErrorKind;
 use ipvs_telemetry::cli::{Cli, Command};
+use ipvs_telemetry::logging::{format_of_args, print_error};
 
 fn main() {
     let cli = match Cli::try_parse() {
@@ -15,16 +16,24 @@ fn main() {
             let text = e.render().to_string();
             let line = text.lines().next().unwrap_or("invalid arguments");
             let line = line.trim_start_matches("error: ");
-            eprintln!("ipvs-telemetry: {line} (see --help)");
+            let args: Vec<String> = std::env::args().collect();
+            let env = std::env::var("IPVS_TELEMETRY_LOG_FORMAT").ok();
+            let format = format_of_args(&args, env.as_deref());
+            print_error(format, &format!("{line} (see --help)"));
             std::process::exit(2);
         }
     };
-    let code = match &cli.command {
-        Some(Command::Snapshot(opts)) => {
-            let opts = opts.clone();
-            ipvs_telemetry::snapshot::run(&cli, &opts)
-        }
-        Some(Command::Serve) | None => ipvs_telemetry::serve::run(cli),
+    let mut command = cli.into_command();
+    if let Err(e) = command
+        .common_mut()
+        .resolve_env(|name| std::env::var(name).ok())
+    {
+        print_error(command.common().log_format, &e);
+        std::process::exit(2);
+    }
+    let code = match command {
+        Command::Snapshot(cmd) => ipvs_telemetry::snapshot::run(&cmd),
+        Command::Serve(cmd) => ipvs_telemetry::serve::run(cmd),
     };
     std::process::exit(code);
 }

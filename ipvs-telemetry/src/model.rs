@@ -476,10 +476,15 @@ pub struct EbpfSnapshot {
     pub mode: String,
     /// Why eBPF is on or off (`attached`, `kprobes unavailable`, ...).
     pub reason: String,
+    /// The first-response probes: `attached`, `not attached` (the connection probe is not
+    /// either), or why some are not (per state handler, `; `-separated).
+    pub first_response: String,
     /// Events taken from the ring buffer, by kind.
     pub events: Vec<(String, u64)>,
     /// Events the kernel could not queue, by kind.
     pub lost: Vec<(String, u64)>,
+    /// Failed kernel reads in the probes (no event sent), by kind.
+    pub read_errors: Vec<(String, u64)>,
     /// Events for destinations beyond `--ebpf.max-destinations`.
     pub overflow: u64,
     /// Per destination (or service) series.

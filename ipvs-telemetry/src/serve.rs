@@ -5,15 +5,17 @@
 //! streams the encoding.
 //!
 //! Signals: SIGINT/SIGTERM shut down gracefully (exit 0); SIGHUP re-reads `--web.config.file`
-//! (an invalid file is logged and the previous configuration stays in force).
+//! (an invalid file is logged and the previous configuration stays in force), as does a new
+//! connection after the file or a certificate it names changed on disk.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::Cli;
+use crate::cli::ServeCommand;
 use crate::http::{self, Shared, WebConfig};
+use crate::logging::print_error;
 
 /// Exit status: clean shutdown.
 pub const EXIT_OK: i32 = 0;
@@ -23,12 +25,13 @@ pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 
 /// Runs the daemon until SIGINT/SIGTERM; returns the process exit status.
-pub fn run(cli: Cli) -> i32 {
+pub fn run(cli: ServeCommand) -> i32 {
     crate::logging::init(&cli.common);
+    let format = cli.common.log_format;
     // Flag and file problems are exit status 2, before anything starts.
     for a in &cli.serve.listen_addresses {
         if let Err(e) = crate::cli::parse_listen_address(a) {
-            eprintln!("ipvs-telemetry: --web.listen-address: {e}");
+            print_error(format, &format!("--web.listen-address: {e}"));
             return EXIT_USAGE;
         }
     }
@@ -36,7 +39,7 @@ pub fn run(cli: Cli) -> i32 {
         Some(path) => match WebConfig::load(path) {
             Ok(w) => w,
             Err(e) => {
-                eprintln!("ipvs-telemetry: --web.config.file: {e}");
+                print_error(format, &format!("--web.config.file: {e}"));
                 return EXIT_USAGE;
             }
         },
@@ -49,7 +52,7 @@ pub fn run(cli: Cli) -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ipvs-telemetry: cannot start the async runtime: {e}");
+            print_error(format, &format!("cannot start the async runtime: {e}"));
             return EXIT_RUNTIME;
         }
     };
@@ -65,34 +68,35 @@ fn netlink_timeout(max_age: Duration) -> Duration {
     max_age.clamp(Duration::from_secs(10), Duration::from_secs(60))
 }
 
-async fn daemon(cli: Cli, web: WebConfig) -> i32 {
+async fn daemon(cli: ServeCommand, web: WebConfig) -> i32 {
+    let format = cli.common.log_format;
     log_capabilities();
     let max_age = cli.serve.max_age();
     let options = match cli.metrics.export_options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("ipvs-telemetry: {e}");
+            print_error(format, &e);
             return EXIT_USAGE;
         }
     };
     let collector = match crate::netns::Collector::new(&cli.common, netlink_timeout(max_age)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ipvs-telemetry: {e}");
+            print_error(format, &e.to_string());
             return EXIT_USAGE;
         }
     };
     let listeners = match http::bind(&cli.serve.listen_addresses) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("ipvs-telemetry: {e}");
+            print_error(format, &e.to_string());
             return EXIT_RUNTIME;
         }
     };
     let ebpf = match crate::ebpf::Ebpf::start(&cli.serve).await {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("ipvs-telemetry: --ebpf on: {e}");
+            print_error(format, &format!("--ebpf on: {e}"));
             return EXIT_RUNTIME;
         }
     };
@@ -103,7 +107,7 @@ async fn daemon(cli: Cli, web: WebConfig) -> i32 {
     ) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
         _ => {
-            eprintln!("ipvs-telemetry: cannot install signal handlers");
+            print_error(format, "cannot install signal handlers");
             return EXIT_RUNTIME;
         }
     };
@@ -121,12 +125,16 @@ async fn daemon(cli: Cli, web: WebConfig) -> i32 {
 
     let telemetry = crate::collect::Telemetry::new(collector, ebpf, max_age, options);
     telemetry.start();
-    let shared = Arc::new(Shared::new(
-        telemetry,
-        web,
-        cli.serve.telemetry_path.clone(),
-        cli.serve.max_requests,
-    ));
+    let shared = Arc::new(
+        Shared::new(
+            telemetry,
+            web,
+            cli.serve.telemetry_path.clone(),
+            cli.serve.max_requests,
+        )
+        .with_health_without_auth(cli.serve.health_without_auth)
+        .with_web_file(cli.serve.web_config_file.clone()),
+    );
 
     let reload_shared = shared.clone();
     let web_path = cli.serve.web_config_file.clone();

@@ -11,7 +11,8 @@ use std::io::Write as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::cli::{Cli, SnapshotFormat, SnapshotOpts};
+use crate::cli::{SnapshotCommand, SnapshotFormat};
+use crate::logging::print_error;
 use crate::metrics::Format;
 use crate::model::{Destination, Family, IpvsState, Protocol, Service, ServiceAddress, Snapshot};
 
@@ -20,28 +21,31 @@ use crate::model::{Destination, Family, IpvsState, Protocol, Service, ServiceAdd
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs the snapshot command; returns the process exit status.
-pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
+pub fn run(cli: &SnapshotCommand) -> i32 {
+    crate::logging::init(&cli.common);
+    let format = cli.common.log_format;
+    let opts = &cli.snapshot;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("ipvs-telemetry: cannot start the runtime: {e}");
+            print_error(format, &format!("cannot start the runtime: {e}"));
             return 1;
         }
     };
     let mut collector = match crate::netns::Collector::new(&cli.common, REQUEST_TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("ipvs-telemetry: {e}");
+            print_error(format, &e.to_string());
             return 2;
         }
     };
     let export = match cli.metrics.export_options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("ipvs-telemetry: {e}");
+            print_error(format, &e);
             return 2;
         }
     };
@@ -64,7 +68,7 @@ pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
             if written.is_none() {
                 return 1; // stdout closed (e.g. `| head`): nothing more to say
             }
-            status = namespace_status(&snapshot);
+            status = namespace_status(format, &snapshot);
             continue;
         }
         let text = match opts.format {
@@ -88,17 +92,17 @@ pub fn run(cli: &Cli, opts: &SnapshotOpts) -> i32 {
         {
             return 1; // stdout closed (e.g. `| head`): nothing more to say
         }
-        status = namespace_status(&snapshot);
+        status = namespace_status(format, &snapshot);
     }
     status
 }
 
 /// Prints each namespace that could not be read; 1 when there was one.
-fn namespace_status(snapshot: &Snapshot) -> i32 {
+fn namespace_status(format: crate::cli::LogFormat, snapshot: &Snapshot) -> i32 {
     let mut status = 0;
     for ns in &snapshot.namespaces {
         if let Err(f) = &ns.ipvs {
-            eprintln!("ipvs-telemetry: netns {:?}: {}", ns.netns.name, f.message);
+            print_error(format, &format!("netns {:?}: {}", ns.netns.name, f.message));
             status = 1;
         }
     }

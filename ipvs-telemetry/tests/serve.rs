@@ -49,6 +49,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
+        Daemon::start_env(args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
         let mut child = Command::new(BIN)
@@ -59,6 +64,7 @@ impl Daemon {
                 "200ms",
             ])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -222,16 +228,7 @@ fn tempdir() -> PathBuf {
 }
 
 fn wait_ready(d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(a) = curl(&[&d.url("/-/ready")])
-            && a.status == 200
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_ready_with(d, &[]);
 }
 
 #[test]
@@ -533,6 +530,90 @@ fn s_client(port: u16, ca: &str, version: &str) -> (bool, String) {
     (text.contains("CONNECTION ESTABLISHED"), text)
 }
 
+/// A certificate rotated on disk (cert-manager, certbot: no SIGHUP) serves the next connection;
+/// a half-done rotation (a certificate without its key) keeps the previous pair; a Kubernetes
+/// secret volume's symlink swap is seen as well.
+#[test]
+fn rotated_certificates_are_picked_up_without_sighup() {
+    if !tools("rotated_certificates_are_picked_up_without_sighup", true) {
+        return;
+    }
+    let dir = tempdir();
+    // Two unrelated CAs with their server certificates; the daemon reads ..data/server.*
+    // through symlinks, as in a Kubernetes secret volume.
+    let (one, two) = (dir.join("one"), dir.join("two"));
+    for d in [&one, &two] {
+        std::fs::create_dir_all(d).unwrap();
+        make_certs(d);
+    }
+    let live = dir.join("live");
+    std::fs::create_dir_all(&live).unwrap();
+    for f in ["server.crt", "server.key"] {
+        std::fs::copy(one.join(f), live.join(f)).unwrap();
+    }
+    let cfg = dir.join("web.yml");
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: live/server.crt\n  key_file: live/server.key\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    let url = format!("https://127.0.0.1:{}/-/healthy", d.port);
+    let trusts = |ca: &Path| {
+        curl(&["--cacert", ca.join("ca.crt").to_str().unwrap(), &url])
+            .is_ok_and(|a| a.status == 200)
+    };
+    assert!(trusts(&one) && !trusts(&two));
+    // Replace the files in place (new inode via rename, as most tools do).
+    let replace = |from: &Path, name: &str| {
+        let tmp = live.join(format!(".{name}.tmp"));
+        std::fs::copy(from.join(name), &tmp).unwrap();
+        std::fs::rename(&tmp, live.join(name)).unwrap();
+    };
+    // Half a rotation: the new certificate with the old key is refused, the old pair serves.
+    replace(&two, "server.crt");
+    assert!(trusts(&one), "the previous pair stopped serving");
+    replace(&two, "server.key");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !trusts(&two) {
+        assert!(Instant::now() < deadline, "rotated certificate not served");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!trusts(&one));
+    // Kubernetes: the files are symlinks into ..data, itself a symlink swapped atomically.
+    let k8s = dir.join("k8s");
+    std::fs::create_dir_all(k8s.join("v1")).unwrap();
+    std::fs::create_dir_all(k8s.join("v2")).unwrap();
+    for f in ["server.crt", "server.key"] {
+        std::fs::copy(one.join(f), k8s.join("v1").join(f)).unwrap();
+        std::fs::copy(two.join(f), k8s.join("v2").join(f)).unwrap();
+        std::os::unix::fs::symlink(Path::new("..data").join(f), k8s.join(f)).unwrap();
+    }
+    std::os::unix::fs::symlink("v1", k8s.join("..data")).unwrap();
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: k8s/server.crt\n  key_file: k8s/server.key\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !trusts(&one) {
+        assert!(Instant::now() < deadline, "changed web.yml not picked up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::os::unix::fs::symlink("v2", k8s.join("..data_tmp")).unwrap();
+    std::fs::rename(k8s.join("..data_tmp"), k8s.join("..data")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !trusts(&two) {
+        assert!(
+            Instant::now() < deadline,
+            "swapped secret volume not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn tls_basic_auth_and_client_certificates() {
     if !tools("tls_basic_auth_and_client_certificates", true) {
@@ -708,6 +789,63 @@ fn tls_basic_auth_and_client_certificates() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Basic auth covers every path, health endpoints included (a kubelet probe without
+/// credentials gets 401), unless `--web.health-without-auth` opens `/-/healthy` and `/-/ready`
+/// (and only those).
+#[test]
+fn health_endpoints_without_auth() {
+    if !tools("health_endpoints_without_auth", false) {
+        return;
+    }
+    let dir = tempdir();
+    let hash = bcrypt::hash_with_salt("s3cret", 4, [1; 16])
+        .unwrap()
+        .to_string();
+    let cfg = dir.join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let status = |d: &Daemon, path: &str| curl(&[&d.url(path)]).unwrap().status;
+    let d = Daemon::start(&["--web.config.file", cfg]);
+    wait_ready_with(&d, &["-u", "alice:s3cret"]);
+    for path in ["/-/healthy", "/-/ready", "/metrics", "/"] {
+        assert_eq!(status(&d, path), 401, "{path}");
+    }
+    drop(d);
+    let d = Daemon::start(&["--web.config.file", cfg, "--web.health-without-auth"]);
+    wait_ready_with(&d, &[]);
+    assert_eq!(status(&d, "/-/healthy"), 200);
+    assert_eq!(status(&d, "/-/ready"), 200);
+    assert_eq!(status(&d, "/metrics"), 401);
+    assert_eq!(status(&d, "/"), 401);
+    assert_eq!(status(&d, "/-/healthyx"), 401);
+    drop(d);
+    // The variable takes the usual boolean forms.
+    let d = Daemon::start_env(
+        &["--web.config.file", cfg],
+        &[("IPVS_TELEMETRY_WEB_HEALTH_WITHOUT_AUTH", "1")],
+    );
+    wait_ready_with(&d, &[]);
+    assert_eq!(status(&d, "/-/healthy"), 200);
+    assert_eq!(status(&d, "/metrics"), 401);
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until `/-/ready` answers 200 when asked with `curl_args`.
+fn wait_ready_with(d: &Daemon, curl_args: &[&str]) {
+    let url = d.url("/-/ready");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut args = curl_args.to_vec();
+        args.push(&url);
+        if curl(&args).is_ok_and(|a| a.status == 200) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn max_requests_answers_503_quickly() {
     if !tools("max_requests_answers_503_quickly", false) {
@@ -747,6 +885,24 @@ fn max_requests_answers_503_quickly() {
     );
     for (_, t) in &rejected {
         assert!(*t < Duration::from_secs(2), "503 took {t:?}");
+    }
+    drop(d);
+    // 0 is no limit: every request is answered (401), none refused.
+    let d = Daemon::start(&[
+        "--web.max-requests",
+        "0",
+        "--web.config.file",
+        cfg.to_str().unwrap(),
+    ]);
+    let url = d.url("/metrics");
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || curl(&["-u", &format!("alice:wrong{i}"), &url]).unwrap())
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().status, 401);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -67,6 +67,7 @@ pub const DAEMON: &[&str] = &[
     "ipvs_ebpf_events_total",
     "ipvs_ebpf_events_lost_total",
     "ipvs_telemetry_series_dropped",
+    "ipvs_ebpf_read_errors_total",
 ];
 
 /// The eBPF per-destination families that are not histograms.

@@ -1,7 +1,8 @@
 //! Least privilege, with the daemon itself: `ipvs-telemetry serve` started by `capsh` as an
 //! unprivileged user (uid 65534) holding exactly the documented capabilities as ambient
-//! capabilities (`CAP_NET_ADMIN`, `CAP_SYS_ADMIN`, `CAP_BPF`, `CAP_PERFMON`; docs/deploy.md,
-//! deploy/ipvs-telemetry.service) serves every series — netlink ones of the host namespace and
+//! capabilities (`CAP_NET_ADMIN`, `CAP_SYS_ADMIN`, `CAP_BPF`, `CAP_PERFMON`, and `CAP_NET_RAW`,
+//! which only Swarm's legacy iptables rules need and tests/tests/swarm.rs covers;
+//! docs/deploy.md, deploy/ipvs-telemetry.service) serves every series — netlink ones of the host namespace and
 //! of a foreign namespace, and the eBPF ones — with the right values; with one capability
 //! dropped at a time it keeps serving what it still can, and its log and the reason of the
 //! affected metric name the missing capability.
@@ -10,7 +11,7 @@
 //!
 //! | held | `perf_event_paranoid` | expected |
 //! |---|---|---|
-//! | all four | 3 | everything, both namespaces, eBPF counts = traffic |
+//! | all five | 3 | everything, both namespaces, eBPF counts = traffic |
 //! | all but `CAP_NET_ADMIN` | 3 | `ipvs_up 0` everywhere, `reason="missing_cap_net_admin"`; eBPF still attached |
 //! | all but `CAP_SYS_ADMIN` | 3 | host served; `blue` `ipvs_up 0`, `reason="missing_cap_sys_admin"`; eBPF off, `reason="missing CAP_SYS_ADMIN (perf_event_paranoid 3)"` |
 //! | all but `CAP_BPF` | 3 | everything: `CAP_SYS_ADMIN` grants what `CAP_BPF` does |
@@ -108,9 +109,16 @@ const BPF: Cap = Cap {
     bit: 39,
     name: "CAP_BPF",
 };
+/// Only for Swarm's legacy iptables rules (tests/tests/swarm.rs); not in the daemon's
+/// `effective capabilities` line.
+const NET_RAW: Cap = Cap {
+    capsh: "cap_net_raw",
+    bit: 13,
+    name: "CAP_NET_RAW",
+};
 
 /// The documented set (docs/deploy.md, the systemd unit, the DaemonSet, the Containerfile).
-const DOCUMENTED: [Cap; 4] = [NET_ADMIN, SYS_ADMIN, BPF, PERFMON];
+const DOCUMENTED: [Cap; 5] = [NET_ADMIN, SYS_ADMIN, BPF, PERFMON, NET_RAW];
 
 fn without(set: &[Cap], drop: Cap) -> Vec<Cap> {
     set.iter().copied().filter(|c| *c != drop).collect()

@@ -630,6 +630,21 @@ fn daemon_ebpf_series_rise_with_netlink_and_ipvsadm() -> Result<()> {
             ("kind", "new_connection"),
         );
         assert_eq!(lost, Some(0.0));
+        // Every kernel read of the probes succeeded (failures are counted there, not logged
+        // per connection), and ipvs_ebpf_info says the first-response probes are attached.
+        for kind in ["new_connection", "first_response"] {
+            assert_eq!(
+                value(&m1, "ipvs_ebpf_read_errors_total", ("kind", kind)),
+                Some(0.0),
+                "{kind}"
+            );
+        }
+        assert_eq!(
+            value(&m1, "ipvs_ebpf_info", ("first_response", "attached")),
+            Some(1.0),
+            "{:?}",
+            m1.iter().find(|x| x.name == "ipvs_ebpf_info")
+        );
 
         // Freshness: after one connection, the first collection that shows it in the eBPF
         // series still has netlink's old value (the kernel publishes its counters every 2 s).

@@ -15,6 +15,44 @@ fn swarm_or_skip(test: &str) -> bool {
     lab_or_skip(test) && skip::require(test, &[swarm::prerequisites()])
 }
 
+/// The capabilities the shipped files grant (deploy/Containerfile, docs/swarm.md,
+/// deploy/kubernetes/daemonset.yaml, deploy/ipvs-telemetry.service, docs/deploy.md), as capsh
+/// names them.
+const SHIPPED_CAPS: [&str; 5] = [
+    "cap_net_admin",
+    "cap_net_raw",
+    "cap_sys_admin",
+    "cap_bpf",
+    "cap_perfmon",
+];
+/// Their bits: NET_ADMIN 12, NET_RAW 13, SYS_ADMIN 21, PERFMON 38, BPF 39.
+const SHIPPED_MASK: u64 = 1 << 12 | 1 << 13 | 1 << 21 | 1 << 38 | 1 << 39;
+/// The save commands as the image's runtime stage has them (Debian's `iptables` package:
+/// `iptables-save` is the nft backend, `iptables-legacy-save` the legacy one), while the VM's
+/// own `/usr/sbin/iptables-save` is the legacy one Docker 20.10 uses (see `swarm::up`).
+const IMAGE_SBIN: &str = "/opt/image-sbin";
+
+/// Puts the image's save commands in [`IMAGE_SBIN`].
+fn image_save_commands(vm: &Vm) -> anyhow::Result<()> {
+    vm.sh_ok(&format!(
+        "mkdir -p {IMAGE_SBIN} && for t in iptables ip6tables; do \
+         ln -sf /usr/sbin/xtables-nft-multi {IMAGE_SBIN}/$t-save && \
+         ln -sf /usr/sbin/xtables-legacy-multi {IMAGE_SBIN}/$t-legacy-save; done"
+    ))?;
+    Ok(())
+}
+
+/// A shell command running `cmd` as the image runs it: user 0 with exactly `caps` (bounding,
+/// so effective, set: `docker run --cap-drop ALL --cap-add ...`, the DaemonSet's
+/// `drop: [ALL]`), the image's save commands first in `PATH`.
+fn as_in_the_image(caps: &[&str], cmd: &str) -> String {
+    format!(
+        "PATH={IMAGE_SBIN}:$PATH exec capsh --drop=$(capsh --print | sed -n 's/^Bounding set =//p' \
+         | tr ',' '\\n' | grep -vxE '{}' | paste -sd, -) --shell=/bin/sh -- -c '{cmd}'",
+        caps.join("|")
+    )
+}
+
 /// Runs `cmd` in the ingress namespace.
 fn in_ingress(vm: &Vm, cmd: &str) -> anyhow::Result<String> {
     vm.sh_ok(&format!("nsenter --net={INGRESS_NETNS} {cmd}"))
@@ -388,15 +426,28 @@ fn swarm_on(k: Kernel) -> anyhow::Result<()> {
     // The daemon starts once the services run: started before them, while Docker was creating
     // the tasks, the 6.12 VM died of an `int3` oops in the allocator (QEMU's TCG and the
     // kernel's live text patching) in 2 of 4 runs; started after them it had not.
-    let daemon = ipvs_telemetry_e2e::start_daemon(
+    // As the image runs it, with exactly the shipped capabilities.
+    image_save_commands(&vm)?;
+    let daemon = ipvs_telemetry_e2e::start_daemon_wrapped(
         &vm,
         PORT,
+        &|cmd| as_in_the_image(&SHIPPED_CAPS, cmd),
         &format!(
             "--netns.discover {} --namespace-path {INGRESS_NETNS} --ebpf on --collection.max-age {}s",
             swarm::NETNS_DIR,
             POLL.as_secs()
         ),
     )?;
+    let status = vm.sh_ok(&format!("cat /proc/{}/status", daemon.pid))?;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok());
+    assert_eq!(
+        eff,
+        Some(SHIPPED_MASK),
+        "the daemon's effective capabilities:\n{status}"
+    );
     ph.end("daemon start");
 
     let result = (|| -> anyhow::Result<()> {
@@ -549,6 +600,47 @@ fn routing_mesh(vm: &Vm, k: Kernel) -> anyhow::Result<u32> {
         reconciled == 4,
         "eBPF series of the 4 replicas: {reconciled}; eBPF samples:\n{}\nnetlink: {counters:?}",
         ebpf.join("\n")
+    );
+    // Without CAP_NET_RAW (the capability sets shipped before) the legacy rules cannot be
+    // read: the fwmark services lose their port, and the log says why and what to grant.
+    let without_raw: Vec<&str> = SHIPPED_CAPS
+        .iter()
+        .copied()
+        .filter(|c| *c != "cap_net_raw")
+        .collect();
+    let out = vm.sh_timeout(
+        &as_in_the_image(
+            &without_raw,
+            &format!(
+                "exec ipvs-telemetry snapshot --format json --no-netns.host --netns {INGRESS_NETNS}"
+            ),
+        ),
+        Duration::from_secs(60),
+    )?;
+    anyhow::ensure!(out.status == 0, "snapshot without CAP_NET_RAW: {out:?}");
+    anyhow::ensure!(
+        out.stderr.contains("level=warn")
+            && out.stderr.contains("iptables-legacy-save")
+            && out.stderr.contains("CAP_NET_RAW"),
+        "no warning naming CAP_NET_RAW: {}",
+        out.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    let services = json["namespaces"][0]["ipvs"]["Ok"]["services"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    anyhow::ensure!(
+        !services.is_empty() && services.iter().all(|s| s["published"].is_null()),
+        "fwmark services without CAP_NET_RAW: {}",
+        out.stdout
+    );
+    eprintln!(
+        "kernel {k}: without CAP_NET_RAW: {}",
+        out.stderr
+            .lines()
+            .find(|l| l.contains("CAP_NET_RAW"))
+            .unwrap_or("")
     );
     // Both replicas answer (lab-server replies with its container's host name).
     let names =

@@ -17,7 +17,7 @@ use aya::{EbpfLoader, include_bytes_aligned};
 use aya_log::EbpfLogger;
 use ipvs_telemetry_common::{
     CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, DRAIN_INTERVAL_MS, EVENTS_MAP, Event, KINDS, LOST_MAP,
-    OFFSETS_GLOBAL, STATE_ARGS_GLOBAL, STATE_PROBES,
+    OFFSETS_GLOBAL, READ_ERRORS_MAP, STATE_ARGS_GLOBAL, STATE_PROBES,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
@@ -31,7 +31,7 @@ static OBJECT: &[u8] = include_bytes_aligned!(env!("IPVS_TELEMETRY_EBPF_OBJECT")
 /// Events handled per lock hold.
 const CHUNK: usize = 4096;
 
-/// The per-CPU lost-event counters of one loaded instance.
+/// Per-CPU counters of one loaded instance, indexed by event kind (lost events, failed reads).
 pub type LostMap = PerCpuArray<MapData, u64>;
 
 /// Why the probes are not attached: the `reason` label and a one-line message.
@@ -195,6 +195,11 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
         .ok_or_else(|| failure("attach failed", "probe object has no lost counters"))?
         .try_into()
         .map_err(|e| classify("opening the lost counters", &e))?;
+    let read_errors: LostMap = ebpf
+        .take_map(READ_ERRORS_MAP)
+        .ok_or_else(|| failure("attach failed", "probe object has no read-error counters"))?
+        .try_into()
+        .map_err(|e| classify("opening the read-error counters", &e))?;
     // SAFETY: the RingBuf owns its map fd and returns the same fd until dropped.
     let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| classify("polling the event ring", &e))?;
@@ -203,6 +208,7 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
         st.up = true;
         st.reason = "attached".into();
         st.lost = Some(lost);
+        st.read_errors = Some(read_errors);
     }
     tracing::info!("ebpf: probes attached to ip_vs_conn_new");
     let first_response = attach_state_probes(&mut ebpf, &handlers);
@@ -282,6 +288,12 @@ pub fn detach(shared: &Shared, a: Attached) {
     if let Some(map) = st.lost.take() {
         let n = read_lost(&map);
         for (b, n) in st.lost_base.iter_mut().zip(n) {
+            *b += n;
+        }
+    }
+    if let Some(map) = st.read_errors.take() {
+        let n = read_lost(&map);
+        for (b, n) in st.read_errors_base.iter_mut().zip(n) {
             *b += n;
         }
     }

@@ -43,6 +43,10 @@ struct State {
     lost_base: [u64; KINDS as usize],
     /// The live instance's per-CPU lost counters.
     lost: Option<loader::LostMap>,
+    /// Failed kernel reads of instances already unloaded, by kind.
+    read_errors_base: [u64; KINDS as usize],
+    /// The live instance's per-CPU failed-read counters.
+    read_errors: Option<loader::LostMap>,
     /// First-response probes: `attached`, or why (some of) them are not.
     first_response: String,
     /// Drains on demand, so that a scrape sees every event queued before it.
@@ -145,6 +149,8 @@ impl Ebpf {
                 events: [0; KINDS as usize],
                 lost_base: [0; KINDS as usize],
                 lost: None,
+                read_errors_base: [0; KINDS as usize],
+                read_errors: None,
                 first_response: "not attached".into(),
                 drains: Arc::default(),
             })),
@@ -249,12 +255,6 @@ impl Ebpf {
         self.snapshot_with(|_| Seen::Unknown)
     }
 
-    /// State of the optional first-response probes: `attached`, `not attached` (the connection
-    /// probe is not attached either), or the reasons per state handler, one line.
-    pub fn first_response_status(&self) -> String {
-        lock(&self.shared).first_response.clone()
-    }
-
     fn snapshot_with(&self, present: impl FnMut(&RawKey) -> Seen) -> EbpfSnapshot {
         let now = monotonic_ns();
         let mut st = lock(&self.shared);
@@ -263,6 +263,16 @@ impl Ebpf {
             .iter()
             .enumerate()
             .map(|(i, k)| (k.to_string(), st.lost_base[i] + lost_now[i]))
+            .collect();
+        let errors_now = st
+            .read_errors
+            .as_ref()
+            .map(loader::read_lost)
+            .unwrap_or_default();
+        let read_errors = KIND_LABELS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.to_string(), st.read_errors_base[i] + errors_now[i]))
             .collect();
         let events = KIND_LABELS
             .iter()
@@ -288,8 +298,14 @@ impl Ebpf {
             up: st.up,
             mode: self.mode.as_str().into(),
             reason: st.reason.clone(),
+            first_response: if st.up {
+                st.first_response.clone()
+            } else {
+                "not attached".into()
+            },
             events,
             lost,
+            read_errors,
             overflow: st.agg.overflow,
             series,
         }

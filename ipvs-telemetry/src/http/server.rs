@@ -2,7 +2,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -17,6 +18,7 @@ use tokio::sync::Semaphore;
 use super::body::Body;
 use super::io::TimeoutIo;
 use super::scrape::{self, Flights};
+use super::webconfig::Fingerprint;
 use super::{
     HANDSHAKE_TIMEOUT, MAX_CONNECTIONS, REQUEST_TIMEOUT, SHUTDOWN_GRACE, WebConfig, negotiate,
 };
@@ -34,6 +36,12 @@ pub struct Shared {
     pub telemetry_path: String,
     /// `--web.max-requests` (0: no limit).
     pub limiter: Option<Arc<Semaphore>>,
+    /// `--web.health-without-auth`: `/-/healthy` and `/-/ready` skip basic auth.
+    pub health_without_auth: bool,
+    /// `--web.config.file`, re-read when its files change (see [`Shared::reload_if_changed`]).
+    web_file: Option<PathBuf>,
+    /// The files' fingerprint when last looked at.
+    web_seen: Mutex<Fingerprint>,
 }
 
 impl Shared {
@@ -50,7 +58,53 @@ impl Shared {
             web: RwLock::new(Arc::new(web)),
             telemetry_path,
             limiter: (max_requests > 0).then(|| Arc::new(Semaphore::new(max_requests))),
+            health_without_auth: false,
+            web_file: None,
+            web_seen: Mutex::new(Fingerprint::default()),
         }
+    }
+
+    /// Sets the `--web.config.file` the configuration in force was loaded from.
+    pub fn with_web_file(mut self, path: Option<PathBuf>) -> Self {
+        self.web_seen = Mutex::new(Fingerprint::of(&self.web().files));
+        self.web_file = path;
+        self
+    }
+
+    /// Re-reads `--web.config.file` when it or a file it names (certificates, keys, CA) changed
+    /// since last looked at; an invalid new configuration is logged and the one in force stays.
+    /// Called for each new connection (a `stat` per file), like exporter-toolkit's per-handshake
+    /// reading, so that a rotated certificate (cert-manager: no SIGHUP) serves the next
+    /// connection. While one connection reloads, the others go on with the configuration in
+    /// force.
+    pub fn reload_if_changed(&self) {
+        let Some(path) = &self.web_file else { return };
+        let Ok(mut seen) = self.web_seen.try_lock() else {
+            return;
+        };
+        let now = Fingerprint::of(&self.web().files);
+        if now == *seen {
+            return;
+        }
+        // The fingerprint from before reading: a change while reading shows at the next
+        // connection (if the new file names other files, that costs one more reload).
+        *seen = now;
+        match WebConfig::load(path) {
+            Ok(web) => {
+                self.set_web(web);
+                tracing::info!(file = %path.display(), "web configuration files changed: reloaded");
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "web configuration files changed but are invalid, keeping the previous configuration"
+            ),
+        }
+    }
+
+    /// Sets `--web.health-without-auth`.
+    pub fn with_health_without_auth(mut self, open: bool) -> Self {
+        self.health_without_auth = open;
+        self
     }
 
     /// The web configuration in force.
@@ -187,6 +241,7 @@ async fn connection(
 ) {
     let _ = stream.set_nodelay(true);
     let io = TimeoutIo::new(stream);
+    shared.reload_if_changed();
     let web = shared.web();
     match web.tls.clone() {
         Some(tls) => {
@@ -261,7 +316,12 @@ async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp
         },
         None => None,
     };
-    if let Some(auth) = &web.auth {
+    let health = matches!(req.uri().path(), "/-/healthy" | "/-/ready");
+    if let Some(auth) = web
+        .auth
+        .as_ref()
+        .filter(|_| !(health && shared.health_without_auth))
+    {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)

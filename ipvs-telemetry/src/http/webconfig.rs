@@ -1,9 +1,11 @@
 //! `--web.config.file`: the exporter-toolkit web configuration (TLS, basic auth, headers).
 //!
 //! The file is read and fully validated at start (a bad file is exit status 2 with the key at
-//! fault) and again on SIGHUP; a file that became invalid is refused and the previous
-//! configuration stays in force. exporter-toolkit re-reads the file on every request instead;
-//! we do not, so that a half-written file or certificate never breaks a scrape.
+//! fault), again on SIGHUP, and again when the file or a file it names changes on disk (see
+//! [`Fingerprint`]: checked at each new connection, as exporter-toolkit re-reads its files per
+//! handshake; Kubernetes has no SIGHUP for a rotated certificate). A file that became invalid is
+//! refused and the previous configuration stays in force, so that a half-written file or a
+//! certificate rotated before its key never breaks a scrape.
 //!
 //! Supported as in exporter-toolkit: `tls_server_config` (`cert_file`, `key_file`,
 //! `client_auth_type`, `client_ca_file`, `min_version`, `max_version`, `cipher_suites`,
@@ -110,6 +112,32 @@ pub struct WebConfig {
     pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     /// Files whose change a reload would pick up (the config and what it names).
     pub files: Vec<PathBuf>,
+}
+
+/// What tells whether files changed: device, inode, size and modification time of each, symlinks
+/// followed (a Kubernetes secret volume swaps a symlink to a new directory: a new inode), `None`
+/// for a file that cannot be read. A `stat` per file: cheap enough for every connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fingerprint(Vec<Option<FileStamp>>);
+
+/// `(st_dev, st_ino, st_size, st_mtime, st_mtime_nsec)` of one file.
+type FileStamp = (u64, u64, u64, i64, i64);
+
+impl Fingerprint {
+    /// The fingerprint of `files` now.
+    pub fn of(files: &[PathBuf]) -> Fingerprint {
+        use std::os::unix::fs::MetadataExt;
+        Fingerprint(
+            files
+                .iter()
+                .map(|f| {
+                    std::fs::metadata(f)
+                        .ok()
+                        .map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+                })
+                .collect(),
+        )
+    }
 }
 
 impl std::fmt::Debug for WebConfig {

@@ -526,6 +526,7 @@ fn ebpf_families<S: Sink>(inputs: &Inputs, index: &ServiceIndex, sink: &mut S) -
         let l = [
             ("mode", ebpf.mode.as_str()),
             ("reason", ebpf.reason.as_str()),
+            ("first_response", ebpf.first_response.as_str()),
         ];
         f.gauge(&StaticLabels(&l), Num::U(1))?;
     }
@@ -539,6 +540,11 @@ fn ebpf_families<S: Sink>(inputs: &Inputs, index: &ServiceIndex, sink: &mut S) -
             "ipvs_ebpf_events_lost",
             "Events the kernel could not queue on the full eBPF ring buffer, by kind.",
             &ebpf.lost,
+        ),
+        (
+            "ipvs_ebpf_read_errors",
+            "Kernel reads that failed in the eBPF probes (no event sent), by the kind of event.",
+            &ebpf.read_errors,
         ),
     ] {
         let mut f = sink.family(name, help, Kind::Counter)?;

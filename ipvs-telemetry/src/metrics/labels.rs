@@ -90,7 +90,7 @@ impl LabelPairs for StaticLabels<'_> {
     }
 }
 
-/// The service labels (S of METRICS.md) with `netns`.
+/// The service labels (S of docs/metrics.md) with `netns`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServiceLabels {
     /// Namespace name.

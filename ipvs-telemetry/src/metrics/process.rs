@@ -35,7 +35,7 @@ impl ProcessStats {
                     p.resident_memory_bytes = Some(s.rss_pages.saturating_mul(page));
                     p.start_time_seconds = boot_time().map(|b| b + s.starttime as f64 / tick);
                 }
-                None => tracing::debug!(msg = "unexpected /proc/self/stat layout"),
+                None => tracing::debug!("unexpected /proc/self/stat layout"),
             },
             Err(e) => tracing::debug!(error = %e, "cannot read /proc/self/stat"),
         }

@@ -155,8 +155,10 @@ pub(crate) fn sample_inputs() -> Inputs {
         up: true,
         mode: "auto".into(),
         reason: "attached".into(),
+        first_response: "sctp_state_transition: not in /proc/kallsyms".into(),
         events: vec![("new_connection".into(), 12), ("first_response".into(), 9)],
         lost: vec![("new_connection".into(), 0)],
+        read_errors: vec![("new_connection".into(), 0), ("first_response".into(), 2)],
         overflow: 0,
         series: vec![
             EbpfSeries {
@@ -291,9 +293,10 @@ fn text_format_lines() {
         r#"ipvs_last_collection_timestamp_seconds{netns="host"} 1763700000.123"#,
         r#"ipvs_collection_errors_total{netns="ingress_sbox",reason="module_not_loaded"} 3"#,
         r#"ipvs_ebpf_up 1"#,
-        r#"ipvs_ebpf_info{mode="auto",reason="attached"} 1"#,
+        r#"ipvs_ebpf_info{mode="auto",reason="attached",first_response="sctp_state_transition: not in /proc/kallsyms"} 1"#,
         r#"ipvs_ebpf_events_total{kind="new_connection"} 12"#,
         r#"ipvs_ebpf_events_lost_total{kind="new_connection"} 0"#,
+        r#"ipvs_ebpf_read_errors_total{kind="first_response"} 2"#,
         "ipvs_ebpf_overflow_events_total 0",
         "# TYPE ipvs_ebpf_destination_first_response_seconds histogram",
         r#"ipvs_ebpf_destination_first_response_seconds_bucket{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080",le="0.01"} 3"#,

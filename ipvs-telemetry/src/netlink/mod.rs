@@ -19,11 +19,7 @@ mod stats;
 mod typed;
 mod wire;
 
-use std::time::Duration;
-
 use netlink_packet_core::{DecodeError, NlaBuffer, NlasIterator};
-
-use crate::model::{CollectFailure, IpvsState};
 
 pub use daemon::IpvsDaemonAttribute;
 pub use dest::IpvsDestAttribute;
@@ -33,15 +29,6 @@ pub use service::{IpvsServiceAttribute, IpvsServiceFlags};
 pub use socket::Client;
 pub use stats::{IpvsStatsAttribute, StatsValue};
 pub use typed::MalformedAttribute;
-
-/// Reads the IPVS state of the calling thread's current network namespace once.
-///
-/// The `netns` module calls this on the thread that is inside the namespace.
-pub fn read_current_namespace(timeout: Duration) -> Result<IpvsState, CollectFailure> {
-    Client::open(timeout)
-        .and_then(|mut c| c.read_state())
-        .map_err(|e| e.failure())
-}
 
 /// Decodes every IPVS message of a received datagram (any family id but the controller's):
 /// the raw messages, or the first decoding error. Used by fixture tests and the fuzz target.

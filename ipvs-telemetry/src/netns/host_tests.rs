@@ -557,6 +557,25 @@ fn fwmark_services_get_published_ports_from_mangle_rules() {
         );
     }
 
+    // `--no-iptables-save`: the rules are never read.
+    let mut off = collector(
+        &[
+            "--netns.discover",
+            "/run/netns",
+            "--netns.include",
+            &include,
+            "--no-iptables-save",
+        ],
+        fwmark_reader,
+        Duration::from_secs(5),
+    );
+    let snap = rt.block_on(off.collect());
+    assert!(
+        published(&snap, &ingress.0).values().all(Option::is_none),
+        "{:?}",
+        published(&snap, &ingress.0)
+    );
+
     // A rule added now is not read while the fwmark set stays the same ...
     ingress.exec("iptables -t mangle -A PREROUTING -p udp --dport 30001 -j MARK --set-mark 0x105");
     let snap = rt.block_on(col.collect());

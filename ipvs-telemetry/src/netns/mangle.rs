@@ -7,7 +7,8 @@
 //! without a port, which says nothing about the published port and is ignored). [`parse_marks`]
 //! turns `iptables-save -t mangle` text (legacy and nft backends print the same syntax) into
 //! `mark -> (protocol, port)` for the marks that exactly one protocol and destination port set;
-//! [`read_rules`] runs the save commands in the calling thread's namespace.
+//! [`read_rules`] runs the save commands in the calling thread's namespace
+//! (`--no-iptables-save` turns this off).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -237,24 +238,44 @@ impl SaveCommand {
     }
 }
 
+/// The mangle rules read, and a problem that left part of them unread.
+#[derive(Debug, Default)]
+pub struct Rules {
+    /// `iptables-save` output (both backends' when both were read).
+    pub text: String,
+    /// Why the legacy tables, present next to the nft ones, could not be read.
+    pub legacy_error: Option<MangleError>,
+}
+
 /// Reads the mangle table of the calling thread's network namespace as `iptables-save` prints
 /// it (the child process inherits the thread's namespace).
 ///
 /// The configured backend's `iptables-save` runs first; when it warns that legacy tables are
-/// present too (rules added by an `iptables-legacy` binary, e.g. from an older container image),
-/// `iptables-legacy-save` runs as well and both outputs are returned.
-pub fn read_rules(command: SaveCommand, timeout: Duration) -> Result<String, MangleError> {
+/// present too (rules added by an `iptables-legacy` binary: Docker 20.10, an older container
+/// image), `iptables-legacy-save` runs as well and both outputs are returned. The legacy tables
+/// are read through a raw socket, which needs `CAP_NET_RAW`: its failure is returned in
+/// [`Rules::legacy_error`] with the nft rules that were read.
+pub fn read_rules(command: SaveCommand, timeout: Duration) -> Result<Rules, MangleError> {
     let deadline = Instant::now() + timeout;
     let (main, legacy) = command.programs();
-    let (mut out, err) = run(main, deadline, timeout)?;
-    if out.contains("legacy tables present") || err.contains("legacy tables present") {
-        if let Ok((legacy_out, _)) = run(legacy, deadline, timeout) {
-            out.push('\n');
-            out.push_str(&legacy_out);
+    let (mut text, err) = run(main, deadline, timeout)?;
+    let mut legacy_error = None;
+    if text.contains("legacy tables present") || err.contains("legacy tables present") {
+        match run(legacy, deadline, timeout) {
+            Ok((legacy_out, _)) => {
+                text.push('\n');
+                text.push_str(&legacy_out);
+            }
+            Err(e) => legacy_error = Some(e),
         }
     }
-    Ok(out)
+    Ok(Rules { text, legacy_error })
 }
+
+/// The hint added to a failure of a save command that the kernel refused: legacy tables are
+/// read through a raw socket (`CAP_NET_RAW`), nft ones through netlink (`CAP_NET_ADMIN`).
+const PERMISSION_HINT: &str = "legacy iptables needs CAP_NET_RAW (nft: CAP_NET_ADMIN); grant it, \
+     or pass --no-iptables-save to leave fwmark services without protocol and virtual_port";
 
 /// Runs `program -t mangle` with a deadline; returns stdout and stderr.
 fn run(
@@ -313,7 +334,12 @@ fn run(
     let err = stderr.join().unwrap_or_default();
     if !status.success() {
         let first = err.lines().next().unwrap_or("").trim().to_string();
-        return Err(failed(format!("{status}: {first}")));
+        let denied = err.contains("Permission denied") || err.contains("Operation not permitted");
+        return Err(failed(if denied {
+            format!("{status}: {first} ({PERMISSION_HINT})")
+        } else {
+            format!("{status}: {first}")
+        }));
     }
     Ok((out, err))
 }

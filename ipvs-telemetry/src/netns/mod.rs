@@ -89,6 +89,7 @@ impl Collector {
                     exclude: opts.devices_exclude.clone(),
                 },
                 reader: None,
+                iptables_save: !opts.no_iptables_save,
             }),
             workers: HashMap::new(),
             suspects: HashSet::new(),
@@ -248,6 +249,14 @@ impl Collector {
         for (dir, error) in &result.unreadable_dirs {
             problems.insert(format!(
                 "cannot read --netns.discover directory {}: {error}",
+                dir.display()
+            ));
+        }
+        for dir in &result.missing_dirs {
+            problems.insert(format!(
+                "--netns.discover directory {} does not exist: nothing to discover there until \
+                 it is created (Docker creates /var/run/docker/netns with its first container \
+                 namespace; check the path, and that it is mounted into the container)",
                 dir.display()
             ));
         }

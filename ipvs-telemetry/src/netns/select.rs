@@ -208,13 +208,10 @@ pub fn inspect(path: &Path) -> Kind {
 ///
 /// Entries that are directories, sockets, pipes or devices are skipped; namespace files and
 /// regular files (a namespace file left behind after its namespace was unmounted) are returned.
-/// A missing directory yields nothing (Docker creates its directory on first use).
+/// A missing directory is an error of kind `NotFound`, which [`scan`] reports apart: Docker
+/// creates its directory on first use, a typing mistake never.
 pub fn discover(dir: &Path) -> std::io::Result<Vec<Candidate>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
+    let entries = std::fs::read_dir(dir)?;
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry?;
@@ -268,6 +265,8 @@ pub struct ScanResult {
     pub suspects: HashSet<PathBuf>,
     /// Discovery directories that could not be read, with the error.
     pub unreadable_dirs: Vec<(PathBuf, String)>,
+    /// Discovery directories that do not exist (yet): nothing found there, not an error.
+    pub missing_dirs: Vec<PathBuf>,
 }
 
 /// Scans the file system and chooses the namespaces to read.
@@ -308,6 +307,9 @@ pub fn scan(config: &ScanConfig, previous_suspects: &HashSet<PathBuf>) -> ScanRe
                     }
                     candidates.push(c);
                 }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                result.missing_dirs.push(dir.clone())
             }
             Err(e) => result.unreadable_dirs.push((dir.clone(), e.to_string())),
         }
@@ -498,6 +500,7 @@ mod tests {
         let first = scan(&config, &HashSet::new());
         assert_eq!(names(&first.selection), ["self"]);
         assert!(first.unreadable_dirs.is_empty());
+        assert_eq!(first.missing_dirs, [dir.join("missing")]);
         let second = scan(&config, &first.suspects);
         assert_eq!(names(&second.selection), ["self", "stale"]);
         assert!(matches!(second.selection.targets[1].kind, Kind::Broken(..)));

@@ -57,6 +57,8 @@ pub struct WorkerConfig {
     pub devices: DeviceFilter,
     /// `None`: the worker's own netlink client (always, outside host tests).
     pub reader: Option<IpvsReader>,
+    /// Whether fwmark services get their port from the mangle rules (`--no-iptables-save`).
+    pub iptables_save: bool,
 }
 
 /// What one collection of one namespace produced.
@@ -272,6 +274,60 @@ struct Ports {
     last_error: Option<String>,
 }
 
+/// One family's mangle rules as read by one refresh.
+#[derive(Debug)]
+enum Read {
+    /// Every table read.
+    Full(PortMap),
+    /// The nft tables read, the legacy ones present but unreadable (why).
+    Partial(PortMap, String),
+    /// Nothing read (why).
+    Failed(String),
+}
+
+impl Read {
+    fn error(&self) -> Option<&str> {
+        match self {
+            Read::Full(_) => None,
+            Read::Partial(_, e) | Read::Failed(e) => Some(e),
+        }
+    }
+
+    /// The map to use given the last one: a failed read keeps the last good map, a partial
+    /// one adds what it read to it, a full one replaces it. A failed or slow `iptables-save`
+    /// must not strip `protocol`/`virtual_port` from every fwmark series (new series, broken
+    /// `rate()`s) until the next refresh.
+    fn merge(self, last: PortMap) -> PortMap {
+        match self {
+            Read::Full(map) => map,
+            Read::Partial(map, _) => {
+                let mut merged = last;
+                merged.extend(map);
+                merged
+            }
+            Read::Failed(_) => last,
+        }
+    }
+}
+
+impl Ports {
+    /// Puts a refresh's reads in force for `marks`.
+    fn update(
+        &mut self,
+        marks: &BTreeSet<(Family, u32)>,
+        v4: Read,
+        v6: Read,
+        error: Option<String>,
+        now: Instant,
+    ) {
+        self.v4 = v4.merge(std::mem::take(&mut self.v4));
+        self.v6 = v6.merge(std::mem::take(&mut self.v6));
+        self.marks = marks.clone();
+        self.refreshed = Some(now);
+        self.last_error = error;
+    }
+}
+
 /// How long a mark without a published port waits before the rules are read again, in case the
 /// rule was added after the service (the service set alone would never trigger a refresh).
 const UNMAPPED_RETRY: Duration = Duration::from_secs(30);
@@ -332,7 +388,7 @@ impl State {
                 ServiceAddress::Inet { .. } => None,
             })
             .collect();
-        if marks.is_empty() {
+        if marks.is_empty() || !self.config.iptables_save {
             self.ports = Ports::default();
             return;
         }
@@ -343,10 +399,11 @@ impl State {
         let unmapped = marks
             .iter()
             .any(|&(f, m)| lookup(&self.ports, f, m).is_none());
+        let retry = unmapped || self.ports.last_error.is_some();
         let stale = self
             .ports
             .refreshed
-            .is_none_or(|t| unmapped && t.elapsed() >= UNMAPPED_RETRY);
+            .is_none_or(|t| retry && t.elapsed() >= UNMAPPED_RETRY);
         if marks != self.ports.marks || stale {
             self.refresh_ports(&marks, budget);
         }
@@ -359,30 +416,34 @@ impl State {
 
     fn refresh_ports(&mut self, marks: &BTreeSet<(Family, u32)>, budget: Duration) {
         let budget = budget.max(Duration::from_millis(500));
-        let read = |family: Family, command: SaveCommand| -> Result<PortMap, String> {
+        let read = |family: Family, command: SaveCommand| -> Read {
             if !marks.iter().any(|&(f, _)| f == family) {
-                return Ok(PortMap::new());
+                return Read::Full(PortMap::new());
             }
-            mangle::read_rules(command, budget)
-                .map(|text| mangle::parse_marks(&text))
-                .map_err(|e| e.to_string())
+            match mangle::read_rules(command, budget) {
+                Ok(rules) => {
+                    let map = mangle::parse_marks(&rules.text);
+                    match rules.legacy_error {
+                        None => Read::Full(map),
+                        Some(e) => Read::Partial(map, e.to_string()),
+                    }
+                }
+                Err(e) => Read::Failed(e.to_string()),
+            }
         };
         let v4 = read(Family::Inet, SaveCommand::V4);
         let v6 = read(Family::Inet6, SaveCommand::V6);
-        let error = [&v4, &v6].iter().find_map(|r| r.as_ref().err().cloned());
+        let error = [&v4, &v6]
+            .iter()
+            .find_map(|r| r.error().map(str::to_string));
         if let Some(e) = &error
             && self.ports.last_error.as_ref() != Some(e)
         {
             warn!(netns = %self.name, error = %e,
-                "cannot read mangle rules; fwmark services keep empty protocol and virtual_port");
+                "cannot read mangle rules; fwmark services keep the protocol and virtual_port \
+                 last read (none when never read)");
         }
-        self.ports = Ports {
-            marks: marks.clone(),
-            v4: v4.unwrap_or_default(),
-            v6: v6.unwrap_or_default(),
-            refreshed: Some(Instant::now()),
-            last_error: error,
-        };
+        self.ports.update(marks, v4, v6, error, Instant::now());
         debug!(netns = %self.name, v4 = ?self.ports.v4, v6 = ?self.ports.v6, "fwmark ports refreshed");
     }
 
@@ -445,6 +506,56 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Protocol;
+
+    /// A failed `iptables-save` keeps the last good map, a partial read (legacy tables
+    /// unreadable) adds to it, a full read replaces it.
+    #[test]
+    fn port_maps_survive_failed_reads() {
+        let map = |entries: &[(u32, u16)]| -> PortMap {
+            entries
+                .iter()
+                .map(|&(m, p)| (m, (Protocol::Tcp, p)))
+                .collect()
+        };
+        let marks = BTreeSet::from([(Family::Inet, 256), (Family::Inet, 257)]);
+        let t = Instant::now();
+        let mut ports = Ports::default();
+        ports.update(
+            &marks,
+            Read::Full(map(&[(256, 80), (257, 81)])),
+            Read::Full(PortMap::new()),
+            None,
+            t,
+        );
+        let error = Some("iptables-save did not finish within 10s".to_string());
+        ports.update(
+            &marks,
+            Read::Failed(error.clone().unwrap()),
+            Read::Full(PortMap::new()),
+            error.clone(),
+            t,
+        );
+        assert_eq!(ports.v4, map(&[(256, 80), (257, 81)]));
+        assert_eq!(ports.last_error, error);
+        ports.update(
+            &marks,
+            Read::Partial(map(&[(257, 82), (258, 83)]), "no CAP_NET_RAW".into()),
+            Read::Full(PortMap::new()),
+            Some("no CAP_NET_RAW".into()),
+            t,
+        );
+        assert_eq!(ports.v4, map(&[(256, 80), (257, 82), (258, 83)]));
+        ports.update(
+            &marks,
+            Read::Full(map(&[(256, 90)])),
+            Read::Full(PortMap::new()),
+            None,
+            t,
+        );
+        assert_eq!(ports.v4, map(&[(256, 90)]));
+        assert_eq!(ports.last_error, None);
+    }
 
     #[test]
     fn device_filter_exclude_wins() {

@@ -1,4 +1,4 @@
-//! A stand-in exporter serving every series of the metric contract (METRICS.md) with the
+//! A stand-in exporter serving every series of the metric contract (docs/metrics.md) with the
 //! contract's labels and values that move with time, so that Prometheus queries built for the
 //! daemon can be checked on the host without a kernel. It also stages one problem for each
 //! alert: an unreadable namespace, lost eBPF events, a slow real server, a starved real server
@@ -118,13 +118,18 @@ pub fn exposition(t: f64) -> String {
         1.0,
     );
     line("ipvs_ebpf_up", "", 1.0);
-    line("ipvs_ebpf_info", "mode=\"auto\",reason=\"attached\"", 1.0);
+    line(
+        "ipvs_ebpf_info",
+        "mode=\"auto\",reason=\"attached\",first_response=\"attached\"",
+        1.0,
+    );
     line("ipvs_ebpf_events_total", "kind=\"connection\"", 95.0 * t);
     line(
         "ipvs_ebpf_events_lost_total",
         "kind=\"connection\"",
         (t / 2.0).floor(),
     );
+    line("ipvs_ebpf_read_errors_total", "kind=\"connection\"", 0.0);
 
     for (i, (family, protocol, vip, vport, fwmark)) in SERVICES.iter().enumerate() {
         let s = format!(
