@@ -1,4 +1,4 @@
-//! The command line of `../shared/spec/CLI.md`: flags, their environment variables, and parsing
+//! The command line of docs/cli.md: flags, their environment variables, and parsing
 //! of the values they take (durations, listen addresses, regular expressions).
 //!
 //! Parsing never panics: every bad value becomes one line on stderr and exit status 2.
@@ -193,6 +193,15 @@ pub struct ServeOpts {
         env = "IPVS_TELEMETRY_EBPF_MAX_DESTINATIONS"
     )]
     pub ebpf_max_destinations: usize,
+    /// Names for services and destinations (YAML, docs/names.md); reloaded on SIGHUP and when
+    /// it changes.
+    #[arg(
+        long = "names.file",
+        value_name = "FILE",
+        global = true,
+        env = "IPVS_TELEMETRY_NAMES_FILE"
+    )]
+    pub names_file: Option<PathBuf>,
 }
 
 /// `--ebpf`.

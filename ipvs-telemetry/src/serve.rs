@@ -7,10 +7,13 @@
 //! generation: they never touch netlink.
 //!
 //! Signals: SIGINT/SIGTERM shut down gracefully (exit 0); SIGHUP re-reads `--web.config.file`
-//! (an invalid file is logged and the previous configuration stays in force).
+//! and `--names.file` (an invalid file is logged and the previous one stays in force).
+//!
+//! Names join here, at the merged state: after each collection the name sources
+//! ([`crate::names`]) name what it found, and the result travels in the same [`Inputs`].
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -48,6 +51,16 @@ pub fn run(cli: Cli) -> i32 {
         },
         None => WebConfig::default(),
     };
+    let names_file = match &cli.serve.names_file {
+        Some(path) => match crate::names::file::FileSource::open(path) {
+            Ok(f) => Some(Arc::new(Mutex::new(f))),
+            Err(e) => {
+                eprintln!("ipvs-telemetry: --names.file: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ipvs-telemetry")
@@ -59,7 +72,7 @@ pub fn run(cli: Cli) -> i32 {
             return EXIT_RUNTIME;
         }
     };
-    let code = runtime.block_on(daemon(cli, web));
+    let code = runtime.block_on(daemon(cli, web, names_file));
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }
@@ -72,7 +85,10 @@ fn netlink_timeout(poll: Duration) -> Duration {
     poll.clamp(Duration::from_secs(10), Duration::from_secs(60))
 }
 
-async fn daemon(cli: Cli, web: WebConfig) -> i32 {
+/// The names file shared by the collection loop (reload on change) and the SIGHUP handler.
+type SharedFile = Arc<Mutex<crate::names::file::FileSource>>;
+
+async fn daemon(cli: Cli, web: WebConfig, names_file: Option<SharedFile>) -> i32 {
     log_capabilities();
     let collector =
         match crate::netns::Collector::new(&cli.common, netlink_timeout(cli.serve.poll_interval)) {
@@ -120,7 +136,16 @@ async fn daemon(cli: Cli, web: WebConfig) -> i32 {
         cli.serve.telemetry_path.clone(),
         cli.serve.max_requests,
     ));
-    let collection = tokio::spawn(collect_loop(collector, ebpf, cli.serve.poll_interval, tx));
+    let sources = NameSources {
+        file: names_file.clone(),
+    };
+    let collection = tokio::spawn(collect_loop(
+        collector,
+        ebpf,
+        sources,
+        cli.serve.poll_interval,
+        tx,
+    ));
 
     let reload_shared = shared.clone();
     let web_path = cli.serve.web_config_file.clone();
@@ -129,7 +154,12 @@ async fn daemon(cli: Cli, web: WebConfig) -> i32 {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("received SIGTERM, shutting down"); break; }
                 _ = sigint.recv() => { tracing::info!("received SIGINT, shutting down"); break; }
-                _ = sighup.recv() => reload(&reload_shared, web_path.as_deref()),
+                _ = sighup.recv() => {
+                    reload(&reload_shared, web_path.as_deref());
+                    if let Some(f) = &names_file {
+                        f.lock().unwrap_or_else(|e| e.into_inner()).reload("SIGHUP");
+                    }
+                }
             }
         }
     };
@@ -142,7 +172,7 @@ async fn daemon(cli: Cli, web: WebConfig) -> i32 {
 
 fn reload(shared: &Shared, path: Option<&std::path::Path>) {
     let Some(path) = path else {
-        tracing::info!("SIGHUP: no --web.config.file to reload");
+        tracing::debug!("SIGHUP: no --web.config.file to reload");
         return;
     };
     match WebConfig::load(path) {
@@ -157,9 +187,36 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) {
     }
 }
 
+/// The name sources the collection loop asks after each collection.
+struct NameSources {
+    file: Option<SharedFile>,
+}
+
+impl NameSources {
+    /// The names of `snapshot` and the sources' state; the names file is read again first if
+    /// it changed.
+    fn resolve(&self, snapshot: &Snapshot) -> crate::names::NameState {
+        let mut state = crate::names::NameState::default();
+        let mut file = None;
+        if let Some(f) = &self.file {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            f.reload_if_changed();
+            state.file = Some(f.status());
+            file = Some(f.names());
+        }
+        let mut sources: Vec<&dyn crate::names::Source> = Vec::new();
+        if let Some(f) = &file {
+            sources.push(&**f);
+        }
+        state.netns = crate::names::resolve(snapshot, &sources);
+        state
+    }
+}
+
 async fn collect_loop(
     mut collector: crate::netns::Collector,
     ebpf: crate::ebpf::Ebpf,
+    names: NameSources,
     interval: Duration,
     tx: watch::Sender<Option<Arc<Generation>>>,
 ) {
@@ -178,12 +235,14 @@ async fn collect_loop(
         log_changes(&snapshot, &mut last_state);
         count_errors(&snapshot, &mut errors);
         let ebpf_snapshot = ebpf.snapshot(&snapshot);
+        let names = Arc::new(names.resolve(&snapshot));
         let inputs = Inputs {
             snapshot: Arc::new(snapshot),
             ebpf: Arc::new(ebpf_snapshot),
             errors: errors.clone(),
             process: ProcessStats::read(),
             build,
+            names,
         };
         let generation = Arc::new(Generation::new(inputs));
         // What scrapers asked of the generations being replaced (recently) is what this one

@@ -11,8 +11,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 
 use super::Inputs;
 use super::labels::{
-    DestinationInfoLabels, DestinationLabels, EbpfLabels, LabelPairs, NetnsAndLabel, NetnsLabels,
-    NoLabels, ServiceInfoLabels, ServiceLabels, StaticLabels,
+    DestinationInfoLabels, DestinationLabels, EbpfLabels, LabelPairs, NameLabels, NetnsAndLabel,
+    NetnsLabels, NoLabels, ServiceInfoLabels, ServiceLabels, StaticLabels,
 };
 use crate::model::{
     Family, HistogramSnapshot, IpvsState, NamespaceSnapshot, ServiceAddress, Stats,
@@ -119,6 +119,7 @@ pub fn walk<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
     service_families(&ns_labels, sink)?;
     destination_families(&ns_labels, &dest_labels, sink)?;
     ebpf_families(inputs, &ns_labels, &dest_labels, sink)?;
+    name_families(inputs, &ns_labels, &dest_labels, sink)?;
     context_families(inputs, sink)?;
     daemon_families(inputs, sink)
 }
@@ -608,6 +609,88 @@ fn ebpf_families<S: Sink>(
     )?;
     for (l, s) in &labelled {
         f.gauge(l, Num::F(s.peak_connection_rate))?;
+    }
+    Ok(())
+}
+
+/// The names of services and destinations (info series on the very labels of the counters)
+/// and the state of the name sources. Names are resolved before encoding
+/// ([`crate::names::resolve`]); this only writes them.
+fn name_families<S: Sink>(
+    inputs: &Inputs,
+    ns_labels: &[NsLabels<'_>],
+    dest_labels: &[Vec<Vec<DestinationLabels<'_>>>],
+    sink: &mut S,
+) -> fmt::Result {
+    let names = &*inputs.names;
+    // (namespace position in ns_labels, its names)
+    let named: Vec<(usize, &crate::names::NetnsNames)> = ns_labels
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| Some((i, names.netns.get(&n.ns.netns.name)?)))
+        .collect();
+    // Positions come from the same snapshot; `get` guards against any mismatch all the same.
+    if named.iter().any(|(_, n)| !n.services.is_empty()) {
+        let mut f = sink.family(
+            "ipvs_service_name_info",
+            "Name of the virtual service given by a name source (names file, Docker), always 1.",
+            Kind::Gauge,
+        )?;
+        for &(ni, n) in &named {
+            for (si, name) in &n.services {
+                if let Some(l) = ns_labels[ni].services.get(*si) {
+                    f.gauge(&NameLabels { series: l, name }, Num::U(1))?;
+                }
+            }
+        }
+    }
+    if named.iter().any(|(_, n)| !n.destinations.is_empty()) {
+        let mut f = sink.family(
+            "ipvs_destination_name_info",
+            "Name of the real server given by a name source (names file, Docker task), always 1.",
+            Kind::Gauge,
+        )?;
+        for &(ni, n) in &named {
+            for (si, di, name) in &n.destinations {
+                if let Some(l) = dest_labels[ni].get(*si).and_then(|d| d.get(*di)) {
+                    f.gauge(&NameLabels { series: l, name }, Num::U(1))?;
+                }
+            }
+        }
+    }
+    if let Some(file) = &names.file {
+        sink.family(
+            "ipvs_names_file_last_reload_successful",
+            "1 when the last (re)load of --names.file was valid; 0 while the previous names stay in force.",
+            Kind::Gauge,
+        )?
+        .gauge(&NoLabels, Num::U(file.last_reload_ok as u64))?;
+        sink.family(
+            "ipvs_names_file_reload_failures",
+            "Reloads of --names.file that failed (unreadable or invalid) since the daemon started.",
+            Kind::Counter,
+        )?
+        .counter(&NoLabels, Num::U(file.reload_failures))?;
+    }
+    if let Some(docker) = &names.docker {
+        sink.family(
+            "ipvs_names_docker_up",
+            "1 when the last refresh of the Docker names read the Engine API.",
+            Kind::Gauge,
+        )?
+        .gauge(&NoLabels, Num::U(docker.up as u64))?;
+        sink.family(
+            "ipvs_names_docker_info",
+            "Why the Docker names are present or absent, always 1.",
+            Kind::Gauge,
+        )?
+        .gauge(&StaticLabels(&[("reason", docker.reason)]), Num::U(1))?;
+        sink.family(
+            "ipvs_names_docker_refreshes",
+            "Refreshes of the Docker names (successful or not) since the daemon started.",
+            Kind::Counter,
+        )?
+        .counter(&NoLabels, Num::U(docker.refreshes))?;
     }
     Ok(())
 }

@@ -66,6 +66,8 @@ pub struct Inputs {
     pub process: ProcessStats,
     /// Build labels.
     pub build: BuildInfo,
+    /// Names of this collection's services and destinations, and the name sources' state.
+    pub names: Arc<crate::names::NameState>,
 }
 
 /// Exposition format.
@@ -110,6 +112,7 @@ pub fn snapshot_text(snapshot: Snapshot) -> String {
         errors: ErrorCounts::new(),
         process: ProcessStats::default(),
         build: BuildInfo::current(),
+        names: Default::default(),
     });
     let mut s = String::new();
     // Writing to a String cannot fail.
