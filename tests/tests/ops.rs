@@ -106,6 +106,36 @@ fn promtool_unit_tests_of_alerts_pass() {
     }
 }
 
+/// The Kubernetes joins (rules/kubernetes.rules.yml) pass `promtool check rules` and their unit
+/// tests on kube-state-metrics v2 series: every VIP kind, a Service with two ports on two
+/// nodes, an ambiguous shared IP left unnamed, a pod IP reused after a restart, finished and
+/// host-network pods left out.
+#[test]
+fn promtool_unit_tests_of_kubernetes_joins_pass() {
+    if !on_path("promtool") {
+        return skip(
+            "promtool_unit_tests_of_kubernetes_joins_pass",
+            "promtool is not installed",
+        );
+    }
+    let root = repo_root();
+    let (ok, out) = run(
+        "promtool",
+        &["check", "rules", "rules/kubernetes.rules.yml"],
+        &root,
+    );
+    assert!(ok, "promtool check rules failed:\n{out}");
+    let (ok, out) = run(
+        "promtool",
+        &["test", "rules", "rules/tests/kubernetes.test.yml"],
+        &root,
+    );
+    assert!(
+        ok && out.contains("SUCCESS"),
+        "promtool test rules failed:\n{out}"
+    );
+}
+
 /// The dashboard is importable Grafana JSON: a data source variable, every panel (rows
 /// included) titled and described, every non-row panel with a unit and queries on the
 /// `${datasource}` variable, unique panel ids, panels inside the 24-column grid and not
