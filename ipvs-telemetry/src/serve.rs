@@ -138,6 +138,13 @@ async fn daemon(cli: Cli, web: WebConfig, names_file: Option<SharedFile>) -> i32
     ));
     let sources = NameSources {
         file: names_file.clone(),
+        docker: match &cli.serve.docker_host {
+            crate::cli::DockerHost::Unix(socket) => Some(crate::names::docker::spawn(
+                socket.clone(),
+                cli.serve.docker_refresh_interval,
+            )),
+            crate::cli::DockerHost::Off => None,
+        },
     };
     let collection = tokio::spawn(collect_loop(
         collector,
@@ -190,6 +197,7 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) {
 /// The name sources the collection loop asks after each collection.
 struct NameSources {
     file: Option<SharedFile>,
+    docker: Option<crate::names::docker::Handle>,
 }
 
 impl NameSources {
@@ -204,11 +212,25 @@ impl NameSources {
             state.file = Some(f.status());
             file = Some(f.names());
         }
+        let docker = self.docker.as_ref().map(|h| h.latest());
+        let docker_names = docker.as_ref().and_then(|p| p.names.clone());
         let mut sources: Vec<&dyn crate::names::Source> = Vec::new();
         if let Some(f) = &file {
             sources.push(&**f);
         }
+        if let Some(d) = &docker_names {
+            sources.push(&**d);
+        }
         state.netns = crate::names::resolve(snapshot, &sources);
+        if let Some(h) = &self.docker {
+            // The Docker source works only while Docker's namespaces are collected: a host
+            // without Swarm never hears of it.
+            let o = crate::names::docker::observe(snapshot, &state.netns, docker_names.as_deref());
+            h.observe(o);
+            if o.active {
+                state.docker = docker.and_then(|p| p.status);
+            }
+        }
         state
     }
 }

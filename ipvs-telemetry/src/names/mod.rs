@@ -1,5 +1,5 @@
-//! Names for services and destinations from outside IPVS: a names file ([`file`]); the Docker
-//! Engine API comes next.
+//! Names for services and destinations from outside IPVS: a names file ([`file`]) and the
+//! Docker Engine API ([`docker`]).
 //!
 //! A source never touches the collection: after each collection the daemon asks every source
 //! to name what that collection found ([`resolve`]), and hands the result to the encoders next
@@ -8,6 +8,7 @@
 //! of the counters, so a renamed service never starts new counter series. A source that fails
 //! names nothing; the IPVS series never depend on it.
 
+pub mod docker;
 pub mod file;
 
 use std::collections::{BTreeMap, HashSet};
@@ -59,7 +60,7 @@ pub struct FileStatus {
 pub struct DockerStatus {
     /// Whether the last refresh read the Engine API.
     pub up: bool,
-    /// `ok`, or why not .
+    /// `ok`, or why not (see [`docker::Unreachable::reason`]).
     pub reason: &'static str,
     /// Refreshes (successful or not) since the daemon started.
     pub refreshes: u64,
