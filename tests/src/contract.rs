@@ -1,4 +1,4 @@
-//! The metric families of the contract (`../shared/spec/METRICS.md`), grouped by what they
+//! The metric families of the contract (docs/metrics.md), grouped by what they
 //! describe, for the tests that check what the daemon serves.
 
 /// The families of a readable namespace with a service, a destination and an interface.
@@ -76,10 +76,28 @@ pub const HISTOGRAMS: &[&str] = &[
     "ipvs_ebpf_destination_first_response_seconds",
 ];
 
+/// The names of services and destinations and the state of their sources (docs/names.md):
+/// present with a names file or Docker Swarm namespaces only.
+pub const NAMES: &[&str] = &[
+    "ipvs_service_name_info",
+    "ipvs_destination_name_info",
+    "ipvs_names_file_last_reload_successful",
+    "ipvs_names_file_reload_failures_total",
+    "ipvs_names_docker_up",
+    "ipvs_names_docker_info",
+    "ipvs_names_docker_refreshes_total",
+];
+
 /// Every non-histogram family of the contract.
 pub fn all_plain() -> impl Iterator<Item = &'static str> {
-    [NAMESPACE, NAMESPACE_CONDITIONAL, DAEMON, EBPF_DESTINATION]
-        .into_iter()
-        .flatten()
-        .copied()
+    [
+        NAMESPACE,
+        NAMESPACE_CONDITIONAL,
+        DAEMON,
+        EBPF_DESTINATION,
+        NAMES,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
 }

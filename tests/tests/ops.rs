@@ -593,9 +593,13 @@ fn every_expression_returns_data_from_contract_series() {
         shown.insert(display.to_owned(), addrs);
     }
     let expected: BTreeMap<String, Vec<String>> = [
-        ("tcp 10.0.0.1:80", vec!["10.1.0.1", "10.1.0.2", "10.1.0.3"]),
+        // Named services show their name first (the synthetic exporter names two).
+        (
+            "shop — tcp 10.0.0.1:80",
+            vec!["10.1.0.1", "10.1.0.2", "10.1.0.3"],
+        ),
         ("udp [2001:db8::1]:53", vec!["2001:db8:1::1"]),
-        ("fwmark 256 (inet) tcp 443", vec!["10.0.1.2"]),
+        ("web — fwmark 256 (inet) tcp 443", vec!["10.0.1.2"]),
         ("fwmark 7 (inet)", vec!["10.2.0.1", "10.2.0.2"]),
     ]
     .into_iter()
