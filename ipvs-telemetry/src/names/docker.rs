@@ -656,7 +656,8 @@ async fn refresh_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Destination, Family, ForwardMethod, Service, Stats};
+    use crate::model::fixtures::{destination, service};
+    use crate::model::{Family, Service};
 
     /// `GET /networks/{id}?verbose=true` of the ingress network on a Docker 20.10 node (the
     /// fields used, as Docker writes them).
@@ -680,38 +681,12 @@ mod tests {
         "com.docker.swarm.task.name":"shop_api.yx1z2mm4xq0qz3e7a1b2c3d4e.p0q9r8s7t6u5","com.docker.stack.namespace":"shop"}},
       {"Id":"plain","Labels":{}}]"#;
 
-    fn dest(addr: &str) -> Destination {
-        Destination {
-            family: Family::Inet,
-            address: addr.parse().unwrap(),
-            port: 0,
-            forward: ForwardMethod::Masq,
-            weight: 1,
-            upper_threshold: 0,
-            lower_threshold: 0,
-            active_connections: 0,
-            inactive_connections: 0,
-            persistent_connections: 0,
-            tunnel_type: None,
-            tunnel_port: None,
-            tunnel_flags: None,
-            stats: Stats::default(),
-        }
-    }
-
     fn fwm(mark: u32, dests: &[&str]) -> Service {
-        Service {
-            family: Family::Inet,
-            address: ServiceAddress::Fwmark { mark },
-            scheduler: "rr".into(),
-            flags: 0,
-            timeout: 0,
-            netmask: u32::MAX,
-            persistence_engine: None,
-            stats: Stats::default(),
-            destinations: dests.iter().map(|d| dest(d)).collect(),
-            published: None,
-        }
+        service(
+            Family::Inet,
+            ServiceAddress::Fwmark { mark },
+            dests.iter().map(|d| destination(d, 0)).collect(),
+        )
     }
 
     fn names() -> DockerNames {

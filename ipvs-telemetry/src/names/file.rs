@@ -606,66 +606,36 @@ impl FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Destination, ForwardMethod, Stats};
+    use crate::model::Destination;
 
     fn parse(text: &str) -> Result<NamesFile, String> {
         NamesFile::parse(text, Path::new("names.yml")).map_err(|e| e.to_string())
     }
 
-    fn dest(addr: &str, port: u16) -> Destination {
-        let address: IpAddr = addr.parse().unwrap();
-        Destination {
-            family: if address.is_ipv4() {
-                Family::Inet
-            } else {
-                Family::Inet6
-            },
-            address,
-            port,
-            forward: ForwardMethod::Masq,
-            weight: 1,
-            upper_threshold: 0,
-            lower_threshold: 0,
-            active_connections: 0,
-            inactive_connections: 0,
-            persistent_connections: 0,
-            tunnel_type: None,
-            tunnel_port: None,
-            tunnel_flags: None,
-            stats: Stats::default(),
-        }
-    }
+    use crate::model::fixtures::{destination as dest, service};
 
     fn inet(proto: Protocol, addr: &str, port: u16, dests: Vec<Destination>) -> Service {
         let address: IpAddr = addr.parse().unwrap();
-        Service {
-            family: if address.is_ipv4() {
-                Family::Inet
-            } else {
-                Family::Inet6
-            },
-            address: ServiceAddress::Inet {
+        let family = if address.is_ipv4() {
+            Family::Inet
+        } else {
+            Family::Inet6
+        };
+        service(
+            family,
+            ServiceAddress::Inet {
                 protocol: proto,
                 address,
                 port,
             },
-            scheduler: "rr".into(),
-            flags: 0,
-            timeout: 0,
-            netmask: u32::MAX,
-            persistence_engine: None,
-            stats: Stats::default(),
-            destinations: dests,
-            published: None,
-        }
+            dests,
+        )
     }
 
     fn fwmark(family: Family, mark: u32, published: Option<(Protocol, u16)>) -> Service {
         Service {
-            family,
-            address: ServiceAddress::Fwmark { mark },
             published,
-            ..inet(Protocol::Tcp, "10.0.0.1", 1, vec![])
+            ..service(family, ServiceAddress::Fwmark { mark }, vec![])
         }
     }
 
