@@ -33,6 +33,7 @@ ipvsadm -A -f 7 -6 -s rr -p 60 -M 128
 ipvsadm -a -f 7 -6 -r [2001:db8:1::7]:0 -m
 ipvsadm -A -t 10.99.0.1:443 -s rr
 ip netns add qrouter-4f1c
+ip -n qrouter-4f1c link set lo up
 ip netns exec qrouter-4f1c ipvsadm -A -t 10.10.0.1:80 -s rr
 ip netns exec qrouter-4f1c ipvsadm -a -t 10.10.0.1:80 -r 10.30.0.2:80 -m
 mkdir -p /etc/ipvs-telemetry
