@@ -660,7 +660,7 @@ services:
     port: 80
     name: router-web
     namespace: tenant-a
-    labels: { router: r1, team: edge }
+    labels: { router: r1, team: edge, rack: 5 }
   - address: 192.0.2.10
     protocol: tcp
     port: 443
@@ -728,7 +728,11 @@ destinations:
         assert_eq!(first.namespace, "tenant-a");
         assert_eq!(
             first.labels,
-            vec![("router", "r1".to_string()), ("team", "edge".to_string())]
+            vec![
+                ("rack", "5".to_string()),
+                ("router", "r1".to_string()),
+                ("team", "edge".to_string())
+            ]
         );
         let d: Vec<(usize, usize, &str)> = n
             .destinations
