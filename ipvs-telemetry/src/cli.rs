@@ -346,6 +346,45 @@ pub struct ServeOpts {
         env = "IPVS_TELEMETRY_EBPF_MAX_DESTINATIONS"
     )]
     pub ebpf_max_destinations: usize,
+    /// Names for services and destinations (YAML, docs/names.md); reloaded on SIGHUP and when
+    /// it changes.
+    #[arg(
+        long = "names.file",
+        value_name = "FILE",
+        env = "IPVS_TELEMETRY_NAMES_FILE"
+    )]
+    pub names_file: Option<PathBuf>,
+    /// Docker Engine API socket for Swarm names (`unix://PATH`; empty: no Docker names).
+    #[arg(long = "docker.host", value_name = "URL", default_value = "unix:///var/run/docker.sock",
+          value_parser = parse_docker_host, env = "IPVS_TELEMETRY_DOCKER_HOST")]
+    pub docker_host: DockerHost,
+    /// Period of the Docker names refresh (they are also refreshed when the fwmark services or
+    /// their real servers change).
+    #[arg(long = "docker.refresh-interval", value_name = "DURATION", default_value = "30s",
+          value_parser = parse_positive_duration,
+          env = "IPVS_TELEMETRY_DOCKER_REFRESH_INTERVAL")]
+    pub docker_refresh_interval: Duration,
+}
+
+/// `--docker.host`: the Engine API's unix socket, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerHost {
+    /// No Docker names.
+    Off,
+    /// The socket's path.
+    Unix(PathBuf),
+}
+
+fn parse_docker_host(s: &str) -> Result<DockerHost, String> {
+    if s.is_empty() {
+        return Ok(DockerHost::Off);
+    }
+    match s.strip_prefix("unix://") {
+        Some(p) if p.starts_with('/') => Ok(DockerHost::Unix(PathBuf::from(p))),
+        _ => Err(format!(
+            "{s:?} is not a local socket (expected unix:///PATH, e.g. unix:///var/run/docker.sock, or \"\" for none)"
+        )),
+    }
 }
 
 impl ServeOpts {
@@ -698,6 +737,17 @@ mod tests {
             })
         ));
         assert!(Cli::try_parse_from(["ipvs-telemetry", "--bogus"]).is_err());
+        let cli = Cli::try_parse_from(["ipvs-telemetry"]).unwrap();
+        assert_eq!(
+            cli.serve.docker_host,
+            DockerHost::Unix("/var/run/docker.sock".into())
+        );
+        let cli = Cli::try_parse_from(["ipvs-telemetry", "--docker.host", ""]).unwrap();
+        assert_eq!(cli.serve.docker_host, DockerHost::Off);
+        assert!(
+            Cli::try_parse_from(["ipvs-telemetry", "--docker.host", "tcp://10.0.0.1:2375"])
+                .is_err()
+        );
         assert!(Cli::try_parse_from(["ipvs-telemetry", "--netns.include", "("]).is_err());
     }
 

@@ -28,6 +28,49 @@ use crate::netns::Collector;
 /// Longest a scrape waits for a new collection when an older one can be served.
 pub const MAX_WAIT: Duration = Duration::from_secs(8);
 
+/// The name sources asked after each collection (docs/names.md).
+pub struct NameSources {
+    /// `--names.file`, shared with the SIGHUP handler.
+    pub file: Option<Arc<Mutex<crate::names::file::FileSource>>>,
+    /// The Docker Engine API refresher (`--docker.host`).
+    pub docker: Option<crate::names::docker::Handle>,
+}
+
+impl NameSources {
+    /// The names of `snapshot` and the sources' state; the names file is read again first if
+    /// it changed.
+    fn resolve(&self, snapshot: &Snapshot) -> crate::names::NameState {
+        let mut state = crate::names::NameState::default();
+        let mut file = None;
+        if let Some(f) = &self.file {
+            let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
+            f.reload_if_changed();
+            state.file = Some(f.status());
+            file = Some(f.names());
+        }
+        let docker = self.docker.as_ref().map(|h| h.latest());
+        let docker_names = docker.as_ref().and_then(|p| p.names.clone());
+        let mut sources: Vec<&dyn crate::names::Source> = Vec::new();
+        if let Some(f) = &file {
+            sources.push(&**f);
+        }
+        if let Some(d) = &docker_names {
+            sources.push(&**d);
+        }
+        state.netns = crate::names::resolve(snapshot, &sources);
+        if let Some(h) = &self.docker {
+            // The Docker source works only while Docker's namespaces are collected: a host
+            // without Swarm never hears of it.
+            let o = crate::names::docker::observe(snapshot, &state.netns, docker_names.as_deref());
+            h.observe(o);
+            if o.active {
+                state.docker = docker.and_then(|p| p.status);
+            }
+        }
+        state
+    }
+}
+
 /// One finished collection, planned.
 #[derive(Debug)]
 pub struct Collected {
@@ -39,6 +82,8 @@ pub struct Collected {
     pub errors: ErrorCounts,
     /// What the eBPF join needs of this collection.
     presence: Presence,
+    /// The names of its services and destinations.
+    pub names: Arc<crate::names::NameState>,
     /// When the collection began.
     pub started: Instant,
     /// When it was ready to serve.
@@ -57,6 +102,7 @@ struct History {
 pub struct Telemetry {
     collector: tokio::sync::Mutex<Collector>,
     ebpf: Ebpf,
+    names: Arc<NameSources>,
     max_age: Duration,
     options: Arc<ExportOptions>,
     build: BuildInfo,
@@ -80,12 +126,14 @@ impl Telemetry {
     pub fn new(
         collector: Collector,
         ebpf: Ebpf,
+        names: NameSources,
         max_age: Duration,
         options: ExportOptions,
     ) -> Arc<Telemetry> {
         Arc::new(Telemetry {
             collector: tokio::sync::Mutex::new(collector),
             ebpf,
+            names: Arc::new(names),
             max_age,
             options: Arc::new(options),
             build: BuildInfo::current(),
@@ -134,6 +182,7 @@ impl Telemetry {
             errors: c.errors.clone(),
             process: ProcessStats::read(),
             build: self.build,
+            names: c.names.clone(),
         })
     }
 
@@ -160,13 +209,17 @@ impl Telemetry {
         let previous = self.latest.borrow().clone();
         let options = self.options.clone();
         let s = snapshot.clone();
-        // Rendering the label text of a large table takes a while: off the async workers.
+        let sources = self.names.clone();
+        // Rendering the label text of a large table takes a while, and the names file may be
+        // read again: off the async workers.
         let planned = tokio::task::spawn_blocking(move || {
-            Plans::new(s, options, previous.as_ref().map(|c| &*c.plans))
+            let names = Arc::new(sources.resolve(&s));
+            let plans = Plans::new(s, options, previous.as_ref().map(|c| &*c.plans));
+            (plans, names)
         })
         .await;
-        let plans = match planned {
-            Ok(p) => Arc::new(p),
+        let (plans, names) = match planned {
+            Ok((p, n)) => (Arc::new(p), n),
             Err(e) => {
                 tracing::error!(error = %e, "planning the exposition failed");
                 return;
@@ -184,6 +237,7 @@ impl Telemetry {
             plans,
             errors,
             presence,
+            names,
             started,
             finished: Instant::now(),
         });

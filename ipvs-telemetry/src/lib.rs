@@ -15,6 +15,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod netlink;
 pub mod netns;
 pub mod serve;

@@ -490,3 +490,54 @@ pub struct EbpfSnapshot {
     /// Per destination (or service) series.
     pub series: Vec<EbpfSeries>,
 }
+
+/// Values for unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A masq real server with weight 1 and zero counters.
+    pub(crate) fn destination(address: &str, port: u16) -> Destination {
+        let address: IpAddr = address.parse().expect("a test address");
+        Destination {
+            family: if address.is_ipv4() {
+                Family::Inet
+            } else {
+                Family::Inet6
+            },
+            address,
+            port,
+            forward: ForwardMethod::Masq,
+            weight: 1,
+            upper_threshold: 0,
+            lower_threshold: 0,
+            active_connections: 0,
+            inactive_connections: 0,
+            persistent_connections: 0,
+            tunnel_type: None,
+            tunnel_port: None,
+            tunnel_flags: None,
+            stats: Stats::default(),
+        }
+    }
+
+    /// An `rr` service of `family` at `address` with `destinations` and zero counters.
+    pub(crate) fn service(
+        family: Family,
+        address: ServiceAddress,
+        destinations: Vec<Destination>,
+    ) -> Service {
+        Service {
+            family,
+            address,
+            scheduler: "rr".into(),
+            flags: 0,
+            timeout: 0,
+            netmask: u32::MAX,
+            persistence_engine: None,
+            stats: Stats::default(),
+            destinations,
+            published: None,
+        }
+    }
+}

@@ -6,9 +6,13 @@
 //!
 //! Signals: SIGINT/SIGTERM shut down gracefully (exit 0); SIGHUP re-reads `--web.config.file`
 //! (an invalid file is logged and the previous configuration stays in force), as does a new
-//! connection after the file or a certificate it names changed on disk.
+//! connection after the file or a certificate it names changed on disk; SIGHUP also re-reads
+//! `--names.file` (an invalid file is logged and the previous one stays in force).
+//!
+//! Names join at the merged state: after each collection the name sources ([`crate::names`])
+//! name what it found (see [`crate::collect`]), and the result travels in the same inputs.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -45,6 +49,16 @@ pub fn run(cli: ServeCommand) -> i32 {
         },
         None => WebConfig::default(),
     };
+    let names_file = match &cli.serve.names_file {
+        Some(path) => match crate::names::file::FileSource::open(path) {
+            Ok(f) => Some(Arc::new(Mutex::new(f))),
+            Err(e) => {
+                print_error(format, &format!("--names.file: {e}"));
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ipvs-telemetry")
@@ -56,7 +70,7 @@ pub fn run(cli: ServeCommand) -> i32 {
             return EXIT_RUNTIME;
         }
     };
-    let code = runtime.block_on(daemon(cli, web));
+    let code = runtime.block_on(daemon(cli, web, names_file));
     runtime.shutdown_timeout(Duration::from_secs(1));
     code
 }
@@ -68,7 +82,10 @@ fn netlink_timeout(max_age: Duration) -> Duration {
     max_age.clamp(Duration::from_secs(10), Duration::from_secs(60))
 }
 
-async fn daemon(cli: ServeCommand, web: WebConfig) -> i32 {
+/// The names file shared by the collections (reload on change) and the SIGHUP handler.
+type SharedFile = Arc<Mutex<crate::names::file::FileSource>>;
+
+async fn daemon(cli: ServeCommand, web: WebConfig, names_file: Option<SharedFile>) -> i32 {
     let format = cli.common.log_format;
     log_capabilities();
     let max_age = cli.serve.max_age();
@@ -123,7 +140,17 @@ async fn daemon(cli: ServeCommand, web: WebConfig) -> i32 {
         "starting ipvs-telemetry"
     );
 
-    let telemetry = crate::collect::Telemetry::new(collector, ebpf, max_age, options);
+    let names = crate::collect::NameSources {
+        file: names_file.clone(),
+        docker: match &cli.serve.docker_host {
+            crate::cli::DockerHost::Unix(socket) => Some(crate::names::docker::spawn(
+                socket.clone(),
+                cli.serve.docker_refresh_interval,
+            )),
+            crate::cli::DockerHost::Off => None,
+        },
+    };
+    let telemetry = crate::collect::Telemetry::new(collector, ebpf, names, max_age, options);
     telemetry.start();
     let shared = Arc::new(
         Shared::new(
@@ -143,7 +170,12 @@ async fn daemon(cli: ServeCommand, web: WebConfig) -> i32 {
             tokio::select! {
                 _ = sigterm.recv() => { tracing::info!("received SIGTERM, shutting down"); break; }
                 _ = sigint.recv() => { tracing::info!("received SIGINT, shutting down"); break; }
-                _ = sighup.recv() => reload(&reload_shared, web_path.as_deref()),
+                _ = sighup.recv() => {
+                    reload(&reload_shared, web_path.as_deref());
+                    if let Some(f) = &names_file {
+                        f.lock().unwrap_or_else(|e| e.into_inner()).reload("SIGHUP");
+                    }
+                }
             }
         }
     };
@@ -154,7 +186,7 @@ async fn daemon(cli: ServeCommand, web: WebConfig) -> i32 {
 
 fn reload(shared: &Shared, path: Option<&std::path::Path>) {
     let Some(path) = path else {
-        tracing::info!("SIGHUP: no --web.config.file to reload");
+        tracing::debug!("SIGHUP: no --web.config.file to reload");
         return;
     };
     match WebConfig::load(path) {

@@ -83,6 +83,18 @@ pub const HISTOGRAMS: &[&str] = &[
     "ipvs_ebpf_destination_first_response_seconds",
 ];
 
+/// The names of services and destinations and the state of their sources (docs/names.md):
+/// present with a names file or Docker Swarm namespaces only.
+pub const NAMES: &[&str] = &[
+    "ipvs_service_name_info",
+    "ipvs_destination_name_info",
+    "ipvs_names_file_last_reload_successful",
+    "ipvs_names_file_reload_failures_total",
+    "ipvs_names_docker_up",
+    "ipvs_names_docker_info",
+    "ipvs_names_docker_refreshes_total",
+];
+
 /// Every non-histogram family of the contract.
 pub fn all_plain() -> impl Iterator<Item = &'static str> {
     [
@@ -91,6 +103,7 @@ pub fn all_plain() -> impl Iterator<Item = &'static str> {
         NAMESPACE_CONDITIONAL,
         DAEMON,
         EBPF_DESTINATION,
+        NAMES,
     ]
     .into_iter()
     .flatten()

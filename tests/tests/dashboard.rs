@@ -8,6 +8,10 @@
 //! file, all evaluating without error, and the staged alerts (below) must be active on the
 //! objects staged. `promtool check rules` passes first.
 //!
+//! The names file names some services and real servers, so that the dashboard's name joins
+//! (the service variable, the legends, the names table) return names, not only their
+//! fallbacks.
+//!
 //! The lab is a director with traffic, not a stand-in: the root namespace balances to three
 //! NAT real servers in namespaces (`be0` 1 ms, `be1` 5 ms, `be2` 700 ms of `tc netem` delay on
 //! their egress, so the first-response histograms fill), a second director namespace `lb2` has
@@ -109,12 +113,23 @@ ip netns exec lb2 ipvsadm -A -t 10.30.0.1:80 -s rr
 ip netns exec lb2 ipvsadm -a -t 10.30.0.1:80 -r 10.30.0.1:80 -m
 # A namespace file left behind after its namespace was unmounted.
 touch /run/stale-netns
+# Names for the dashboard's name joins (service variable, legends, the names table).
+mkdir -p /etc/ipvs-telemetry
+cat > /etc/ipvs-telemetry/names.yml <<'EOF'
+services:
+  - { netns: host, address: 10.10.0.1, port: 80, protocol: tcp, name: web, namespace: shop }
+  - { netns: lb2, address: 10.30.0.0/24, name: edge }
+destinations:
+  - { address: 10.20.0.2, name: be0 }
+  - { address: 10.21.0.2, name: be1 }
+EOF
 "#;
 
-/// The daemon's arguments: the eBPF probes required, every namespace of `/run/netns` and the
-/// stale file.
-const DAEMON_ARGS: &str = "--ebpf on --collection.max-age 1s --metrics.estimator --netns.discover /run/netns \
-                           --netns stale=/run/stale-netns";
+/// The daemon's arguments: the eBPF probes required, every namespace of `/run/netns`, the
+/// stale file and the names file; the estimator gauges for the panel that compares them.
+const DAEMON_ARGS: &str = "--ebpf on --collection.max-age 1s --metrics.estimator \
+                           --netns.discover /run/netns --netns stale=/run/stale-netns \
+                           --names.file /etc/ipvs-telemetry/names.yml";
 
 /// The background traffic, one `lab-client` each, for far longer than the test runs.
 const TRAFFIC: &[&str] = &[

@@ -106,6 +106,37 @@ fn promtool_unit_tests_of_alerts_pass() {
     }
 }
 
+/// The Kubernetes joins (rules/kubernetes.rules.yml) pass `promtool check rules` and their unit
+/// tests on kube-state-metrics v2 series: every VIP kind, a Service with two ports on two
+/// nodes, an ambiguous shared IP left unnamed, a pod IP reused after a restart, finished and
+/// host-network pods left out.
+#[test]
+fn promtool_unit_tests_of_kubernetes_joins_pass() {
+    if !needs(
+        "promtool_unit_tests_of_kubernetes_joins_pass",
+        "promtool",
+        "prometheus",
+    ) {
+        return;
+    }
+    let root = repo_root();
+    let (ok, out) = run(
+        "promtool",
+        &["check", "rules", "rules/kubernetes.rules.yml"],
+        &root,
+    );
+    assert!(ok, "promtool check rules failed:\n{out}");
+    let (ok, out) = run(
+        "promtool",
+        &["test", "rules", "rules/tests/kubernetes.test.yml"],
+        &root,
+    );
+    assert!(
+        ok && out.contains("SUCCESS"),
+        "promtool test rules failed:\n{out}"
+    );
+}
+
 /// The dashboard is importable Grafana JSON: a data source variable, every panel (rows
 /// included) titled and described, every non-row panel with a unit and queries on the
 /// `${datasource}` variable, unique panel ids, panels inside the 24-column grid and not
@@ -374,7 +405,7 @@ fn systemd_unit_verifies() {
         .collect();
     let get = |key: &str| settings.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
     assert_eq!(get("ExecStart"), Some("/usr/local/bin/ipvs-telemetry"));
-    let caps = "CAP_NET_ADMIN CAP_SYS_ADMIN CAP_BPF CAP_PERFMON";
+    let caps = "CAP_NET_ADMIN CAP_SYS_ADMIN CAP_BPF CAP_PERFMON CAP_NET_RAW";
     assert_eq!(get("AmbientCapabilities"), Some(caps));
     assert_eq!(get("CapabilityBoundingSet"), Some(caps));
     assert_eq!(get("RestrictNamespaces"), Some("net"));
@@ -563,9 +594,13 @@ fn every_expression_returns_data_from_contract_series() {
         shown.insert(display.to_owned(), addrs);
     }
     let expected: BTreeMap<String, Vec<String>> = [
-        ("tcp 10.0.0.1:80", vec!["10.1.0.1", "10.1.0.2", "10.1.0.3"]),
+        // Named services show their name first (the synthetic exporter names two).
+        (
+            "shop — tcp 10.0.0.1:80",
+            vec!["10.1.0.1", "10.1.0.2", "10.1.0.3"],
+        ),
         ("udp [2001:db8::1]:53", vec!["2001:db8:1::1"]),
-        ("fwmark 256 (inet) tcp 443", vec!["10.0.1.2"]),
+        ("web — fwmark 256 (inet) tcp 443", vec!["10.0.1.2"]),
         ("fwmark 7 (inet)", vec!["10.2.0.1", "10.2.0.2"]),
     ]
     .into_iter()

@@ -1,7 +1,8 @@
 //! A real Docker Swarm in the lab (issue 9): the ingress routing mesh is IPVS fwmark services in
 //! `/var/run/docker/netns/ingress_sbox`, marked by Docker's own mangle rules, balancing
 //! requests to published ports over the replicas. `ipvsadm` and `iptables-save` inside the
-//! namespace are the independent source of truth.
+//! namespace are the independent source of truth; for the Docker names (issue 14), the Engine
+//! API's own container list (each task's container name and address on each network).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -267,6 +268,148 @@ fn ingress_dests(samples: &[Sample], mark: u32) -> Vec<&Sample> {
         .collect()
 }
 
+/// `--docker.refresh-interval` of the test's daemon.
+const DOCKER_REFRESH: Duration = Duration::from_secs(5);
+
+/// The Engine API's truth about the tasks on this node: (network name, task address) ->
+/// (task name, container id), from one `GET /containers/json` (the docker CLI costs the
+/// emulated VM seconds of CPU per call).
+fn docker_tasks(vm: &Vm) -> anyhow::Result<BTreeMap<(String, String), (String, String)>> {
+    let json = vm.sh_ok("lab-client unix-get /var/run/docker.sock /containers/json")?;
+    let list: serde_json::Value = serde_json::from_str(&json)?;
+    let mut out = BTreeMap::new();
+    for c in list.as_array().into_iter().flatten() {
+        let labels = &c["Labels"];
+        let Some(task) = labels["com.docker.swarm.task.name"].as_str() else {
+            continue;
+        };
+        let id = c["Id"].as_str().unwrap_or_default();
+        let networks = c["NetworkSettings"]["Networks"].as_object();
+        for (net, v) in networks.into_iter().flatten() {
+            if let Some(ip) = v["IPAddress"].as_str().filter(|ip| !ip.is_empty()) {
+                out.insert(
+                    (net.clone(), ip.to_string()),
+                    (task.to_string(), id.to_string()),
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Whether every fwmark service of namespace `netns` carries the Docker name its mark has in
+/// `marks` (mark -> service name; marks not listed must be unnamed) and every destination the
+/// name and container of the task Docker gives that address on `network`; `Err` says what
+/// differs.
+fn docker_names_right(
+    s: &[Sample],
+    netns: &str,
+    network: &str,
+    marks: &BTreeMap<String, String>,
+    tasks: &BTreeMap<(String, String), (String, String)>,
+) -> Result<(), String> {
+    let docker = |x: &&Sample| x.label("netns") == netns && x.label("source") == "docker";
+    let mut problems = Vec::new();
+    for svc in s
+        .iter()
+        .filter(|x| x.name == "ipvs_service_connections_total" && x.label("netns") == netns)
+    {
+        let mark = svc.label("fwmark");
+        let names: Vec<&str> = s
+            .iter()
+            .filter(docker)
+            .filter(|x| x.name == "ipvs_service_name_info" && x.label("fwmark") == mark)
+            .map(|x| x.label("name"))
+            .collect();
+        let want: Vec<&str> = marks.get(mark).map(String::as_str).into_iter().collect();
+        if names != want {
+            problems.push(format!(
+                "fwmark {mark}: names {names:?}, Docker says {want:?}"
+            ));
+        }
+    }
+    for d in s
+        .iter()
+        .filter(|x| x.name == "ipvs_destination_connections_total" && x.label("netns") == netns)
+    {
+        let addr = d.label("real_address");
+        let named: Vec<(&str, &str)> = s
+            .iter()
+            .filter(docker)
+            .filter(|x| {
+                x.name == "ipvs_destination_name_info"
+                    && x.label("fwmark") == d.label("fwmark")
+                    && x.label("real_address") == addr
+            })
+            .map(|x| (x.label("name"), x.label("container_id")))
+            .collect();
+        let want: Vec<(&str, &str)> = tasks
+            .get(&(network.to_string(), addr.to_string()))
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .into_iter()
+            .collect();
+        if named != want {
+            problems.push(format!(
+                "fwmark {} -> {addr}: names {named:?}, Docker says {want:?}",
+                d.label("fwmark")
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+fn refreshes(s: &[Sample]) -> f64 {
+    s.iter()
+        .find(|x| x.name == "ipvs_names_docker_refreshes_total")
+        .map_or(0.0, |x| x.value)
+}
+
+/// Waits until the Docker names of namespace `netns` are right ([`docker_names_right`]),
+/// reading Docker's truth again at each try; returns how many refreshes the daemon made since
+/// `since` (a refresh count).
+fn wait_docker_names(
+    vm: &Vm,
+    netns: &str,
+    network: &str,
+    marks: &BTreeMap<String, String>,
+    since: f64,
+) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let tasks = docker_tasks(vm)?;
+        let s = scrape(vm).unwrap_or_default();
+        match docker_names_right(&s, netns, network, marks, &tasks) {
+            Ok(()) => return Ok(refreshes(&s) - since),
+            Err(why) if Instant::now() > deadline => anyhow::bail!(
+                "Docker names of {netns} not right within 90 s:\n{why}\nreason: {:?}",
+                s.iter()
+                    .filter(|x| x.name.starts_with("ipvs_names_docker"))
+                    .map(|x| format!("{}{:?} {}", x.name, x.labels, x.value))
+                    .collect::<Vec<_>>()
+            ),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// Mark -> Docker service name in the ingress namespace, from Docker's own mangle rules:
+/// `ports` are (protocol, published port, service).
+fn ingress_names(vm: &Vm, ports: &[(&str, u16, &str)]) -> anyhow::Result<BTreeMap<String, String>> {
+    let marks = ingress_marks(vm)?;
+    let mut out = BTreeMap::new();
+    for (proto, port, name) in ports {
+        let m = marks
+            .get(&(proto.to_string(), *port))
+            .ok_or_else(|| anyhow::anyhow!("no mangle rule for {port}/{proto}: {marks:?}"))?;
+        out.insert(m.to_string(), name.to_string());
+    }
+    Ok(out)
+}
+
 /// Wall time of each phase of one kernel's run, printed as each ends and summed up at the end.
 struct Phases {
     kernel: Kernel,
@@ -433,9 +576,11 @@ fn swarm_on(k: Kernel) -> anyhow::Result<()> {
         PORT,
         &|cmd| as_in_the_image(&SHIPPED_CAPS, cmd),
         &format!(
-            "--netns.discover {} --namespace-path {INGRESS_NETNS} --ebpf on --collection.max-age {}s",
+            "--netns.discover {} --namespace-path {INGRESS_NETNS} --ebpf on --collection.max-age {}s \
+             --docker.refresh-interval {}s",
             swarm::NETNS_DIR,
-            POLL.as_secs()
+            POLL.as_secs(),
+            DOCKER_REFRESH.as_secs()
         ),
     )?;
     let status = vm.sh_ok(&format!("cat /proc/{}/status", daemon.pid))?;
@@ -459,6 +604,8 @@ fn swarm_on(k: Kernel) -> anyhow::Result<()> {
         ph.end("scale and rm");
         dockerd_restart(&vm, k, daemon.pid)?;
         ph.end("dockerd restart");
+        socket_missing(&vm, k, &daemon.log)?;
+        ph.end("docker socket missing");
         Ok(())
     })();
     if let Err(e) = result {
@@ -646,6 +793,19 @@ fn routing_mesh(vm: &Vm, k: Kernel) -> anyhow::Result<u32> {
     let names =
         vm.sh_ok("for i in 1 2 3 4; do echo ping | nc 127.0.0.1 30080; done | sort -u | wc -l")?;
     assert_eq!(names.trim(), "2", "replies from two replicas");
+    // Docker names: each mark its service, each replica its task and container.
+    let marks = ingress_names(vm, &[("tcp", 30080, "web"), ("udp", 30053, "dns")])?;
+    let n = wait_docker_names(vm, "ingress_sbox", "ingress", &marks, 0.0)?;
+    eprintln!("kernel {k}: Docker names of ingress_sbox right after {n} refreshes");
+    let s = scrape(vm)?;
+    for x in s.iter().filter(|x| x.name.ends_with("_name_info")) {
+        eprintln!("kernel {k}: {}{:?}", x.name, x.labels);
+    }
+    let up = s
+        .iter()
+        .find(|x| x.name == "ipvs_names_docker_up")
+        .map(|x| x.value);
+    assert_eq!(up, Some(1.0));
     Ok(web)
 }
 
@@ -695,6 +855,23 @@ fn overlay(vm: &Vm, k: Kernel) -> anyhow::Result<()> {
     {
         eprintln!("kernel {k}: {}{:?} {}", x.name, x.labels, x.value);
     }
+    // The VIP marks of lb_*: the mark whose real servers are api's tasks is api's, the other
+    // caller's (ipvsadm's table is the truth for which mark balances to which addresses).
+    let api = swarm::task_addresses(vm, "api", "backnet")?;
+    let mut marks = BTreeMap::new();
+    for (key, _) in counters.iter().filter(|(key, _)| key.contains(" -> ")) {
+        let (svc, dest) = key.split_once(" -> ").unwrap_or_default();
+        let mark = svc.trim_start_matches("FWM ").to_string();
+        let addr = dest.split(':').next().unwrap_or_default();
+        let name = if api.iter().any(|a| a == addr) {
+            "api"
+        } else {
+            "caller"
+        };
+        marks.insert(mark, name.to_string());
+    }
+    let n = wait_docker_names(vm, lb, "backnet", &marks, refreshes(&scrape(vm)?))?;
+    eprintln!("kernel {k}: Docker names of {lb} right ({marks:?}) after {n} more refreshes");
     Ok(())
 }
 
@@ -710,10 +887,15 @@ fn scale_and_remove(vm: &Vm, k: Kernel, web: u32) -> anyhow::Result<()> {
         Duration::from_secs(60),
     )?;
     vm.wait_until(&ingress_has_dests(web, 3), Duration::from_secs(120))?;
+    let before = refreshes(&scrape(vm)?);
     let took = wait_scrape(vm, "third web destination", TWO_POLLS, |s| {
         ingress_dests(s, web).len() == 3
     })?;
     eprintln!("kernel {k}: scale 2->3 seen by the daemon {took:.1?} after ipvsadm");
+    let marks = ingress_names(vm, &[("tcp", 30080, "web"), ("udp", 30053, "dns")])?;
+    let n = wait_docker_names(vm, "ingress_sbox", "ingress", &marks, before)?;
+    eprintln!("kernel {k}: the third task named after {n} refreshes");
+    assert!(n <= 2.0, "the new task was named after {n} refreshes");
 
     // The overlay services go too: the dockerd restart that follows has only web to restore.
     vm.sh_ok_timeout(
@@ -729,6 +911,9 @@ fn scale_and_remove(vm: &Vm, k: Kernel, web: u32) -> anyhow::Result<()> {
             .any(|x| x.label("netns") == "ingress_sbox" && x.label("fwmark") == dns.to_string())
     })?;
     eprintln!("kernel {k}: service rm seen by the daemon {took:.1?} after ipvsadm");
+    // The name series went with the others (same labels); web keeps its names.
+    let marks = ingress_names(vm, &[("tcp", 30080, "web")])?;
+    wait_docker_names(vm, "ingress_sbox", "ingress", &marks, 0.0)?;
     Ok(())
 }
 
@@ -752,6 +937,19 @@ fn dockerd_restart(vm: &Vm, k: Kernel, daemon_pid: u32) -> anyhow::Result<()> {
         .copied()
         .ok_or_else(|| anyhow::anyhow!("no mangle rule for 30080/tcp after the restart"))?;
     vm.wait_until(&ingress_has_dests(web, 3), Duration::from_secs(60))?;
+    // Whatever mark Docker handed out this time, the names follow within two refreshes of the
+    // daemon seeing the new services.
+    wait_scrape(
+        vm,
+        "web's destinations after the restart",
+        Duration::from_secs(30),
+        |s| ingress_dests(s, web).len() == 3,
+    )?;
+    let before = refreshes(&scrape(vm)?);
+    let marks = ingress_names(vm, &[("tcp", 30080, "web")])?;
+    let n = wait_docker_names(vm, "ingress_sbox", "ingress", &marks, before)?;
+    eprintln!("kernel {k}: names right {n} refreshes after the restart's marks ({marks:?})");
+    assert!(n <= 2.0, "names right only after {n} refreshes");
     let start = ipvsadm_stats(vm, INGRESS_NETNS)?
         .get(&format!("FWM {web}"))
         .map(|c| c[0])
@@ -773,5 +971,54 @@ fn dockerd_restart(vm: &Vm, k: Kernel, daemon_pid: u32) -> anyhow::Result<()> {
         .find(|s| s.name == "ipvs_up" && s.label("netns") == "host")
         .map(|s| s.value);
     assert_eq!(host_up, Some(1.0), "the host namespace is still collected");
+    Ok(())
+}
+
+/// The Engine API's socket gone (dockerd's own file moved away, dockerd still running): the
+/// IPVS series go on exactly as ipvsadm's, the Docker names vanish, and the reason metric says
+/// `socket_missing`; with the socket back, the names return.
+fn socket_missing(vm: &Vm, k: Kernel, daemon_log: &str) -> anyhow::Result<()> {
+    let complaints = || -> anyhow::Result<usize> {
+        let n = vm.sh_ok(&format!(
+            "grep -c 'cannot read Docker names' {daemon_log} || true"
+        ))?;
+        Ok(n.trim().parse().unwrap_or(0))
+    };
+    let before = complaints()?;
+    vm.sh_ok("mv /var/run/docker.sock /var/run/docker.sock.away")?;
+    let result = (|| -> anyhow::Result<()> {
+        wait_scrape(vm, "socket_missing", Duration::from_secs(30), |s| {
+            s.iter().any(|x| {
+                x.name == "ipvs_names_docker_info" && x.label("reason") == "socket_missing"
+            })
+        })?;
+        let s = scrape(vm)?;
+        let up = s
+            .iter()
+            .find(|x| x.name == "ipvs_names_docker_up")
+            .map(|x| x.value);
+        assert_eq!(up, Some(0.0));
+        assert!(
+            !s.iter().any(|x| x.label("source") == "docker"),
+            "no Docker names without Docker"
+        );
+        wait_equal(vm, "ingress_sbox", INGRESS_NETNS)?;
+        // Retries (every 5 s) with the same reason add no log line.
+        let r = refreshes(&s);
+        wait_scrape(vm, "a retry", Duration::from_secs(30), |s| {
+            refreshes(s) >= r + 2.0
+        })?;
+        assert_eq!(
+            complaints()? - before,
+            1,
+            "one log line for the missing socket"
+        );
+        eprintln!("kernel {k}: socket missing: reason socket_missing, IPVS series unchanged");
+        Ok(())
+    })();
+    vm.sh_ok("mv /var/run/docker.sock.away /var/run/docker.sock")?;
+    result?;
+    let marks = ingress_names(vm, &[("tcp", 30080, "web")])?;
+    wait_docker_names(vm, "ingress_sbox", "ingress", &marks, 0.0)?;
     Ok(())
 }

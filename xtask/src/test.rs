@@ -307,6 +307,7 @@ fn expected_weight(bin: &std::path::Path) -> u32 {
         ("netns-", 5),
         ("latency-", 5),
         ("netlink-", 4),
+        ("names-", 4),
         ("lab-", 3),
         ("ops-", 2),
     ];

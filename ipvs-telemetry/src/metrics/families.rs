@@ -12,14 +12,15 @@ use std::fmt;
 use prometheus_client::encoding::EncodeLabelSet;
 
 use super::Inputs;
+use super::Plans;
 #[cfg(test)]
 use super::labels::{DestinationInfoLabels, ServiceInfoLabels};
 use super::labels::{
-    DestinationLabels, EbpfLabels, LabelPairs, NetnsAndLabel, NetnsLabels, NoLabels, ServiceLabels,
-    StaticLabels,
+    DestinationLabels, EbpfLabels, LabelPairs, NameLabels, NetnsAndLabel, NetnsLabels, NoLabels,
+    ServiceLabels, StaticLabels,
 };
 use super::options::{ExportOptions, Group};
-use super::prerendered::{Dropped, ServiceIndex};
+use super::prerendered::{Dropped, Level, ServiceIndex};
 use crate::model::{HistogramSnapshot, NamespaceSnapshot, ServiceAddress};
 #[cfg(test)]
 use crate::model::{IpvsState, Stats};
@@ -89,16 +90,11 @@ pub fn walk_head<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
 
 /// The families after the service and destination ones: interfaces and conntrack, eBPF (joined
 /// with the netlink labels through `index`), and the daemon's own series.
-pub fn walk_tail<S: Sink>(
-    inputs: &Inputs,
-    index: &ServiceIndex,
-    options: &ExportOptions,
-    dropped: Dropped,
-    sink: &mut S,
-) -> fmt::Result {
-    context_families(inputs, options, sink)?;
-    ebpf_families(inputs, index, sink)?;
-    daemon_families(inputs, dropped, sink)
+pub fn walk_tail<S: Sink>(inputs: &Inputs, plans: &Plans, sink: &mut S) -> fmt::Result {
+    context_families(inputs, plans.options(), sink)?;
+    ebpf_families(inputs, &plans.index, sink)?;
+    name_families(inputs, plans, sink)?;
+    daemon_families(inputs, plans.dropped, sink)
 }
 
 /// The service and destination families written the straightforward way, through the sink:
@@ -650,6 +646,116 @@ fn ebpf_families<S: Sink>(inputs: &Inputs, index: &ServiceIndex, sink: &mut S) -
     )?;
     for (l, s) in &labelled {
         f.gauge(l, Num::F(s.peak_connection_rate))?;
+    }
+    Ok(())
+}
+
+/// The names of services and destinations (info series on the very labels of the counters)
+/// and the state of the name sources. Names are resolved before encoding
+/// ([`crate::names::resolve`]); this only writes them.
+fn name_families<S: Sink>(inputs: &Inputs, plans: &Plans, sink: &mut S) -> fmt::Result {
+    let names = &*inputs.names;
+    // (namespace index, namespace, its table, its names)
+    type Named<'a> = (
+        usize,
+        &'a NamespaceSnapshot,
+        &'a crate::model::IpvsState,
+        &'a crate::names::NetnsNames,
+    );
+    let named: Vec<Named<'_>> = inputs
+        .snapshot
+        .namespaces
+        .iter()
+        .enumerate()
+        .filter_map(|(ni, ns)| {
+            let ipvs = ns.ipvs.as_ref().ok()?;
+            Some((ni, ns, ipvs, names.netns.get(&ns.netns.name)?))
+        })
+        .collect();
+    let service_labels = |ns: &NamespaceSnapshot, svc: &crate::model::Service| {
+        let published = match svc.address {
+            ServiceAddress::Fwmark { .. } => svc.published,
+            ServiceAddress::Inet { .. } => None,
+        };
+        ServiceLabels::new(&ns.netns, svc.family, &svc.address, published)
+    };
+    // Positions come from the same snapshot; `get` guards against any mismatch all the same.
+    // Names follow their series: none for a service the series cap left out, none for the
+    // destinations without series (--metrics.destinations, the cap).
+    let services: Vec<(ServiceLabels, &crate::names::Name)> = named
+        .iter()
+        .flat_map(|&(ni, ns, ipvs, n)| {
+            n.services.iter().filter_map(move |(si, name)| {
+                let svc = ipvs.services.get(*si)?;
+                (plans.level(ni, *si) != Level::Dropped).then(|| (service_labels(ns, svc), &**name))
+            })
+        })
+        .collect();
+    if !services.is_empty() {
+        let mut f = sink.family(
+            "ipvs_service_name_info",
+            "Name of the virtual service given by a name source (names file, Docker), always 1.",
+            Kind::Gauge,
+        )?;
+        for (l, name) in &services {
+            f.gauge(&NameLabels { series: l, name }, Num::U(1))?;
+        }
+    }
+    let destinations: Vec<(ServiceLabels, std::net::IpAddr, u16, &crate::names::Name)> = named
+        .iter()
+        .flat_map(|&(ni, ns, ipvs, n)| {
+            n.destinations.iter().filter_map(move |(si, di, name)| {
+                let svc = ipvs.services.get(*si)?;
+                let d = svc.destinations.get(*di)?;
+                (plans.level(ni, *si) == Level::Full)
+                    .then(|| (service_labels(ns, svc), d.address, d.port, &**name))
+            })
+        })
+        .collect();
+    if !destinations.is_empty() {
+        let mut f = sink.family(
+            "ipvs_destination_name_info",
+            "Name of the real server given by a name source (names file, Docker task), always 1.",
+            Kind::Gauge,
+        )?;
+        for (sl, addr, port, name) in &destinations {
+            let l = DestinationLabels::new(sl, *addr, *port);
+            f.gauge(&NameLabels { series: &l, name }, Num::U(1))?;
+        }
+    }
+    if let Some(file) = &names.file {
+        sink.family(
+            "ipvs_names_file_last_reload_successful",
+            "1 when the last (re)load of --names.file was valid; 0 while the previous names stay in force.",
+            Kind::Gauge,
+        )?
+        .gauge(&NoLabels, Num::U(file.last_reload_ok as u64))?;
+        sink.family(
+            "ipvs_names_file_reload_failures",
+            "Reloads of --names.file that failed (unreadable or invalid) since the daemon started.",
+            Kind::Counter,
+        )?
+        .counter(&NoLabels, Num::U(file.reload_failures))?;
+    }
+    if let Some(docker) = &names.docker {
+        sink.family(
+            "ipvs_names_docker_up",
+            "1 when the last refresh of the Docker names read the Engine API.",
+            Kind::Gauge,
+        )?
+        .gauge(&NoLabels, Num::U(docker.up as u64))?;
+        sink.family(
+            "ipvs_names_docker_info",
+            "Why the Docker names are present or absent, always 1.",
+            Kind::Gauge,
+        )?
+        .gauge(&StaticLabels(&[("reason", docker.reason)]), Num::U(1))?;
+        sink.family(
+            "ipvs_names_docker_refreshes",
+            "Refreshes of the Docker names (successful or not) since the daemon started.",
+            Kind::Counter,
+        )?
+        .counter(&NoLabels, Num::U(docker.refreshes))?;
     }
     Ok(())
 }

@@ -26,17 +26,22 @@ macro_rules! encode_label_set_via_pairs {
     ($($t:ty),* $(,)?) => {$(
         impl EncodeLabelSet for $t {
             fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> fmt::Result {
-                self.pairs(&mut |name, value| {
-                    let mut label = encoder.encode_label();
-                    let mut key = label.encode_label_key()?;
-                    EncodeLabelKey::encode(&name, &mut key)?;
-                    let mut val = key.encode_label_value()?;
-                    EncodeLabelValue::encode(&value, &mut val)?;
-                    val.finish()
-                })
+                encode_pairs(self, encoder)
             }
         }
     )*};
+}
+
+/// prometheus-client's encoding of a [`LabelPairs`] set.
+fn encode_pairs(set: &dyn LabelPairs, encoder: &mut LabelSetEncoder<'_>) -> fmt::Result {
+    set.pairs(&mut |name, value| {
+        let mut label = encoder.encode_label();
+        let mut key = label.encode_label_key()?;
+        EncodeLabelKey::encode(&name, &mut key)?;
+        let mut val = key.encode_label_value()?;
+        EncodeLabelValue::encode(&value, &mut val)?;
+        val.finish()
+    })
 }
 
 /// No labels at all (`ipvs_ebpf_up`, `process_*`).
@@ -276,6 +281,32 @@ impl LabelPairs for EbpfLabels<'_> {
             EbpfLabels::Service(s) => s.pairs(f),
             EbpfLabels::Destination(d) => d.pairs(f),
         }
+    }
+}
+
+/// `ipvs_service_name_info` / `ipvs_destination_name_info`: S or D plus `source`, `name`,
+/// `namespace` and the source's own labels.
+#[derive(Debug, Clone)]
+pub struct NameLabels<'a, L> {
+    /// The service's or destination's labels.
+    pub series: &'a L,
+    /// The name.
+    pub name: &'a crate::names::Name,
+}
+
+impl<L: LabelPairs> LabelPairs for NameLabels<'_, L> {
+    fn pairs(&self, f: &mut dyn FnMut(&'static str, &str) -> fmt::Result) -> fmt::Result {
+        self.series.pairs(f)?;
+        f("source", self.name.source)?;
+        f("name", &self.name.name)?;
+        f("namespace", &self.name.namespace)?;
+        self.name.labels.iter().try_for_each(|(k, v)| f(k, v))
+    }
+}
+
+impl<L: LabelPairs> EncodeLabelSet for NameLabels<'_, L> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> fmt::Result {
+        encode_pairs(self, encoder)
     }
 }
 

@@ -71,6 +71,8 @@ pub struct Inputs {
     pub process: ProcessStats,
     /// Build labels.
     pub build: BuildInfo,
+    /// Names of this collection's services and destinations, and the name sources' state.
+    pub names: Arc<crate::names::NameState>,
 }
 
 /// Exposition format.
@@ -156,6 +158,7 @@ pub fn snapshot_inputs(snapshot: Snapshot) -> Arc<Inputs> {
         errors: ErrorCounts::new(),
         process: ProcessStats::default(),
         build: BuildInfo::current(),
+        names: Default::default(),
     })
 }
 

@@ -34,7 +34,7 @@ impl Collector for SnapshotCollector {
         let sink = &mut OmSink(encoder);
         match &self.1 {
             Part::Head => walk_head(&self.0, sink),
-            Part::Tail(p) => walk_tail(&self.0, &p.index, p.options(), p.dropped, sink),
+            Part::Tail(p) => walk_tail(&self.0, p, sink),
             #[cfg(test)]
             Part::Reference => super::families::walk_reference(&self.0, sink),
         }

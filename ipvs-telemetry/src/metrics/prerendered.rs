@@ -580,6 +580,15 @@ impl Plans {
         (old.levels == levels && same_shape(old_ipvs, ipvs)).then(|| old.clone())
     }
 
+    /// How much of service `si` of namespace `ni` the exposition carries.
+    pub fn level(&self, ni: usize, si: usize) -> Level {
+        self.namespaces
+            .get(ni)
+            .and_then(|p| p.as_ref())
+            .and_then(|p| p.levels.get(si).copied())
+            .unwrap_or(Level::Dropped)
+    }
+
     /// The snapshot planned.
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot

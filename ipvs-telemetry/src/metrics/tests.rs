@@ -196,10 +196,28 @@ pub(crate) fn sample_inputs() -> Inputs {
     };
     let mut errors = BTreeMap::new();
     errors.insert(("ingress_sbox".into(), "module_not_loaded".into()), 3);
-    Inputs {
-        snapshot: Arc::new(Snapshot {
-            namespaces: vec![host, broken],
+    let snapshot = Snapshot {
+        namespaces: vec![host, broken],
+    };
+    let file = crate::names::file::NamesFile::parse(
+        "services:\n  - { address: 10.0.0.1, port: 80, name: shop, namespace: web, labels: { team: \"a\\\"b\" } }\n  - { fwmark: 259, name: ingress }\ndestinations:\n  - { address: 192.168.1.0/24, name: backend }\n",
+        std::path::Path::new("names.yml"),
+    )
+    .unwrap();
+    let names = crate::names::NameState {
+        netns: crate::names::resolve(&snapshot, &[&file]),
+        file: Some(crate::names::FileStatus {
+            last_reload_ok: false,
+            reload_failures: 2,
         }),
+        docker: Some(crate::names::DockerStatus {
+            up: false,
+            reason: "socket_missing",
+            refreshes: 5,
+        }),
+    };
+    Inputs {
+        snapshot: Arc::new(snapshot),
         ebpf: Arc::new(ebpf),
         errors,
         process: ProcessStats {
@@ -215,6 +233,7 @@ pub(crate) fn sample_inputs() -> Inputs {
             revision: "abc\"def",
             rustc: "1.95.0",
         },
+        names: Arc::new(names),
     }
 }
 
@@ -312,6 +331,15 @@ fn text_format_lines() {
         "process_cpu_seconds_total 1.25",
         "process_resident_memory_bytes 10485760",
         "process_max_fds 1024",
+        r#"ipvs_service_name_info{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",source="file",name="shop",namespace="web",team="a\"b"} 1"#,
+        r#"ipvs_service_name_info{netns="host",family="inet",protocol="tcp",virtual_address="",virtual_port="30080",fwmark="259",source="file",name="ingress",namespace=""} 1"#,
+        r#"ipvs_destination_name_info{netns="host",family="inet",protocol="tcp",virtual_address="",virtual_port="30080",fwmark="259",real_address="192.168.1.1",real_port="8080",source="file",name="backend",namespace=""} 1"#,
+        r#"ipvs_destination_name_info{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.2",real_port="8080",source="file",name="backend",namespace=""} 1"#,
+        "ipvs_names_file_last_reload_successful 0",
+        "ipvs_names_file_reload_failures_total 2",
+        "ipvs_names_docker_up 0",
+        r#"ipvs_names_docker_info{reason="socket_missing"} 1"#,
+        "ipvs_names_docker_refreshes_total 5",
     ];
     for w in want {
         assert!(t.lines().any(|l| l == w), "missing line {w}\n{t}");
@@ -601,6 +629,7 @@ fn empty_collection_still_valid() {
         errors: BTreeMap::new(),
         process: ProcessStats::default(),
         build: BuildInfo::current(),
+        names: Default::default(),
     };
     let t = encode(
         &Arc::new(inputs),
@@ -659,6 +688,8 @@ pub(crate) fn large_inputs(services: usize, dests: usize) -> Inputs {
         ipvs.services = svcs;
     }
     inputs.snapshot = Arc::new(snap);
+    // The sample's names point at the sample's services.
+    inputs.names = Default::default();
     inputs
 }
 

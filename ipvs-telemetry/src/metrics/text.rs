@@ -18,13 +18,7 @@ pub fn encode_head(inputs: &Inputs, out: &mut dyn Write) -> fmt::Result {
 
 /// Writes the 0.0.4 context, eBPF and daemon families of `inputs` into `out`.
 pub fn encode_tail(inputs: &Inputs, plans: &Plans, out: &mut dyn Write) -> fmt::Result {
-    walk_tail(
-        inputs,
-        &plans.index,
-        plans.options(),
-        plans.dropped,
-        &mut TextSink { out },
-    )
+    walk_tail(inputs, plans, &mut TextSink { out })
 }
 
 /// Writes the service and destination families the straightforward way (test reference).

@@ -117,6 +117,11 @@ pub fn exposition(t: f64) -> String {
         "version=\"0.1.0\",revision=\"synthetic\",rustc=\"1.95.0\"",
         1.0,
     );
+    line("ipvs_names_file_last_reload_successful", "", 1.0);
+    line("ipvs_names_file_reload_failures_total", "", 0.0);
+    line("ipvs_names_docker_up", "", 1.0);
+    line("ipvs_names_docker_info", "reason=\"ok\"", 1.0);
+    line("ipvs_names_docker_refreshes_total", "", (t / 30.0).floor());
     line("ipvs_ebpf_up", "", 1.0);
     line(
         "ipvs_ebpf_info",
@@ -155,6 +160,19 @@ pub fn exposition(t: f64) -> String {
                 cps * per_conn,
             );
         }
+        // Names: the first service from the names file, the fwmark one from Docker.
+        let (source, name) = match i {
+            0 => ("file", "shop"),
+            2 => ("docker", "web"),
+            _ => ("", ""),
+        };
+        if !name.is_empty() {
+            line(
+                "ipvs_service_name_info",
+                &format!("{s},source=\"{source}\",name=\"{name}\",namespace=\"\""),
+                1.0,
+            );
+        }
         line("ipvs_service_destinations", &s, dests.len() as f64);
         line("ipvs_service_persistence_timeout_seconds", &s, 0.0);
         line(
@@ -182,6 +200,13 @@ pub fn exposition(t: f64) -> String {
                     &format!("ipvs_destination_estimated_{name}_per_second"),
                     &d,
                     cps * per_conn,
+                );
+            }
+            if !name.is_empty() {
+                line(
+                    "ipvs_destination_name_info",
+                    &format!("{d},source=\"{source}\",name=\"{name}-{raddr}\",namespace=\"\""),
+                    1.0,
                 );
             }
             line("ipvs_destination_active_connections", &d, cps * 2.0);
