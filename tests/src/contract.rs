@@ -1,4 +1,4 @@
-//! The metric families of the contract (`../shared/spec/METRICS.md`), grouped by what they
+//! The metric families of the contract ([docs/metrics.md](../../docs/metrics.md)), grouped by what they
 //! describe, for the tests that check what the daemon serves.
 
 /// The families of a readable namespace with a service, a destination and an interface.
@@ -67,6 +67,16 @@ pub const DAEMON: &[&str] = &[
 pub const EBPF_DESTINATION: &[&str] = &[
     "ipvs_ebpf_destination_new_connections_total",
     "ipvs_ebpf_destination_peak_connection_rate_per_second",
+    "ipvs_ebpf_destination_unanswered_connections_total",
+    "ipvs_ebpf_destination_synced_connections_total",
+    "ipvs_ebpf_destination_waiting_connections",
+];
+
+/// Families that exist only once something happened (a service without a usable destination
+/// was asked for a connection) or runs (a sync daemon).
+pub const EBPF_CONDITIONAL: &[&str] = &[
+    "ipvs_ebpf_service_unschedulable_total",
+    "ipvs_sync_daemon_info",
 ];
 
 /// The histograms (also `_bucket`, `_sum` and `_count` series).
@@ -78,8 +88,14 @@ pub const HISTOGRAMS: &[&str] = &[
 
 /// Every non-histogram family of the contract.
 pub fn all_plain() -> impl Iterator<Item = &'static str> {
-    [NAMESPACE, NAMESPACE_CONDITIONAL, DAEMON, EBPF_DESTINATION]
-        .into_iter()
-        .flatten()
-        .copied()
+    [
+        NAMESPACE,
+        NAMESPACE_CONDITIONAL,
+        DAEMON,
+        EBPF_DESTINATION,
+        EBPF_CONDITIONAL,
+    ]
+    .into_iter()
+    .flatten()
+    .copied()
 }

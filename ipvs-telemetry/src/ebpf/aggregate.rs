@@ -51,6 +51,18 @@ pub const FIRST_RESPONSE_BUCKETS: &[f64] = &[
     0.4, 0.5, 0.6, 0.8, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// HELP text of `ipvs_ebpf_destination_unanswered_connections_total`.
+pub const UNANSWERED_HELP: &str = "Connections to the destination that IPVS released (expired, flushed or dropped) without a single packet from the real server through the director. NAT (masquerading) and local forwarding only: with direct routing and tunnels replies bypass the director and this cannot be known (always 0).";
+
+/// HELP text of `ipvs_ebpf_destination_waiting_connections`.
+pub const WAITING_HELP: &str = "Open connections to the destination that have waited longer than --ebpf.unanswered-after for their first packet from the real server. NAT (masquerading) and local forwarding only, as for the unanswered counter.";
+
+/// HELP text of `ipvs_ebpf_destination_synced_connections_total`.
+pub const SYNCED_HELP: &str = "Connections to the destination created on this (backup) director from the master's sync messages (IP_VS_CONN_F_SYNC), as they happen; not part of the new-connection counter.";
+
+/// HELP text of `ipvs_ebpf_service_unschedulable_total`.
+pub const UNSCHEDULABLE_HELP: &str = "New connections of the service for which the scheduler found no destination (every destination removed, at weight 0 or over its upper threshold), counted as they happen (ip_vs_scheduler_err). A client's retransmission is a new attempt.";
+
 /// HELP text of `ipvs_ebpf_destination_first_response_seconds`.
 pub const FIRST_RESPONSE_HELP: &str = "Seconds from the creation of a connection (ip_vs_conn_new) to the first packet from the real server passing the director. Only NAT (masquerading) and local forwarding are measured: direct-routing and tunnel replies bypass the director.";
 
@@ -328,7 +340,21 @@ pub struct DestState {
     rate: Buckets<RATE_SLOTS>,
     interarrival: Buckets<INTERARRIVAL_SLOTS>,
     first_response: Buckets<FIRST_RESPONSE_SLOTS>,
+    /// Connections released without a reply.
+    unanswered: u64,
+    /// Connections created from sync messages (backup director).
+    synced: u64,
+    /// The `struct ip_vs_dest *` of the latest new connection (see [`Aggregator::ptrs`]).
+    dest_ptr: u64,
     /// Absent from the previous netlink snapshot (forgotten if absent again).
+    missing: bool,
+}
+
+/// Unschedulable attempts of one service.
+#[derive(Debug, Clone, Default)]
+struct ServiceState {
+    unschedulable: u64,
+    last_ts: u64,
     missing: bool,
 }
 
@@ -345,6 +371,12 @@ pub struct DestValues {
     pub interarrival: HistogramSnapshot,
     /// First-response histogram (seconds).
     pub first_response: HistogramSnapshot,
+    /// Connections released without a reply.
+    pub unanswered: u64,
+    /// Connections created from sync messages.
+    pub synced: u64,
+    /// Open connections waiting for their first reply longer than the threshold.
+    pub waiting: u64,
 }
 
 /// All destinations.
@@ -356,6 +388,13 @@ pub struct Aggregator {
     interarrival_thresholds: Vec<u64>,
     first_response_thresholds: Vec<u64>,
     map: HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
+    /// Destination pointer (from new-connection events) to the key it was last seen with: how
+    /// the probe's waiting connections ([`ipvs_telemetry_common::Pending`]) find their series.
+    /// Updated only when a key's latest pointer changes (once per destination at destination
+    /// granularity).
+    ptrs: HashMap<u64, RawKey>,
+    /// Unschedulable attempts per service key.
+    services: HashMap<RawKey, ServiceState, BuildHasherDefault<KeyHasher>>,
     /// Events dropped because `max` destinations were already tracked.
     pub overflow: u64,
 }
@@ -383,6 +422,8 @@ impl Aggregator {
                 .map(|b| (b * 1e9).round() as u64)
                 .collect(),
             map: HashMap::default(),
+            ptrs: HashMap::new(),
+            services: HashMap::default(),
             overflow: 0,
         }
     }
@@ -397,16 +438,14 @@ impl Aggregator {
         self.map.is_empty()
     }
 
-    /// The state of `e`'s destination, created if there is room (else counted in `overflow`).
+    /// The state of `key`, created if there is room (else counted in `overflow`).
     #[inline]
     fn state<'a>(
         map: &'a mut HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
         overflow: &mut u64,
         max: usize,
-        granularity: Granularity,
-        e: &Event,
+        key: RawKey,
     ) -> Option<&'a mut DestState> {
-        let key = RawKey::of_event(e, granularity);
         // The length first: a second lookup only once the cap is reached.
         if map.len() >= max && !map.contains_key(&key) {
             *overflow += 1;
@@ -421,6 +460,9 @@ impl Aggregator {
             rate: Buckets::new(),
             interarrival: Buckets::new(),
             first_response: Buckets::new(),
+            unanswered: 0,
+            synced: 0,
+            dest_ptr: 0,
             missing: false,
         }))
     }
@@ -431,38 +473,65 @@ impl Aggregator {
         match e.kind {
             ipvs_telemetry_common::KIND_NEW_CONNECTION => self.record(e),
             ipvs_telemetry_common::KIND_FIRST_RESPONSE => self.record_first_response(e),
+            ipvs_telemetry_common::KIND_UNANSWERED => self.record_unanswered(e),
+            ipvs_telemetry_common::KIND_UNSCHEDULABLE => self.record_unschedulable(e),
+            ipvs_telemetry_common::KIND_SYNCED => self.record_synced(e),
             _ => {}
         }
     }
 
-    /// Records the first response of a connection (`e.value_ns` after its creation).
+    /// Records the first response of a connection (`e.value` ns after its creation).
     #[inline]
     pub fn record_first_response(&mut self, e: &Event) {
-        let d = Self::state(
-            &mut self.map,
-            &mut self.overflow,
-            self.max,
-            self.granularity,
-            e,
-        );
+        let key = RawKey::of_event(e, self.granularity);
+        let d = Self::state(&mut self.map, &mut self.overflow, self.max, key);
         if let Some(d) = d {
             d.first_response
-                .record(&self.first_response_thresholds, e.value_ns);
+                .record(&self.first_response_thresholds, e.value);
         }
+    }
+
+    /// Records a connection released without a reply.
+    #[inline]
+    pub fn record_unanswered(&mut self, e: &Event) {
+        let key = RawKey::of_event(e, self.granularity);
+        if let Some(d) = Self::state(&mut self.map, &mut self.overflow, self.max, key) {
+            d.unanswered += 1;
+        }
+    }
+
+    /// Records a connection a backup's sync daemon created.
+    pub fn record_synced(&mut self, e: &Event) {
+        let key = RawKey::of_event(e, self.granularity);
+        if let Some(d) = Self::state(&mut self.map, &mut self.overflow, self.max, key) {
+            d.synced += 1;
+            d.last_ts = d.last_ts.max(e.timestamp_ns);
+        }
+    }
+
+    /// Records a new connection of a service that found no destination.
+    pub fn record_unschedulable(&mut self, e: &Event) {
+        let key = RawKey::of_event(e, Granularity::Service);
+        if self.services.len() >= self.max && !self.services.contains_key(&key) {
+            self.overflow += 1;
+            return;
+        }
+        let s = self.services.entry(key).or_default();
+        s.unschedulable += 1;
+        s.last_ts = s.last_ts.max(e.timestamp_ns);
     }
 
     /// Records one new connection.
     #[inline]
     pub fn record(&mut self, e: &Event) {
         let ts = e.timestamp_ns;
-        let d = Self::state(
-            &mut self.map,
-            &mut self.overflow,
-            self.max,
-            self.granularity,
-            e,
-        );
+        let key = RawKey::of_event(e, self.granularity);
+        let d = Self::state(&mut self.map, &mut self.overflow, self.max, key);
         let Some(d) = d else { return };
+        if d.dest_ptr != e.value {
+            d.dest_ptr = e.value;
+            self.ptrs.insert(e.value, key);
+        }
         if d.count > 0 {
             d.interarrival
                 .record(&self.interarrival_thresholds, ts.saturating_sub(d.last_ts));
@@ -509,7 +578,19 @@ impl Aggregator {
     pub fn collect(
         &mut self,
         now_ns: u64,
+        seen: impl FnMut(&RawKey) -> Seen,
+    ) -> Vec<(RawKey, DestValues)> {
+        self.collect_with(now_ns, seen, &HashMap::new())
+    }
+
+    /// [`Aggregator::collect`] with the connections waiting longer than the threshold for
+    /// their first reply, counted per destination pointer (from the probe's pending map).
+    /// Pointers no tracked key was seen with are left out.
+    pub fn collect_with(
+        &mut self,
+        now_ns: u64,
         mut seen: impl FnMut(&RawKey) -> Seen,
+        waiting_by_ptr: &HashMap<u64, u64>,
     ) -> Vec<(RawKey, DestValues)> {
         let secs = self.window_ns as f64 / 1e9;
         let mut out = Vec::with_capacity(self.map.len());
@@ -525,6 +606,26 @@ impl Aggregator {
             }
             Seen::Absent { .. } | Seen::Unknown => true,
         });
+        self.services.retain(|k, s| match seen(k) {
+            Seen::Present => {
+                s.missing = false;
+                true
+            }
+            Seen::Absent { read_at_ns } if read_at_ns > s.last_ts => {
+                let forget = s.missing;
+                s.missing = true;
+                !forget
+            }
+            Seen::Absent { .. } | Seen::Unknown => true,
+        });
+        let map = &self.map;
+        self.ptrs.retain(|_, k| map.contains_key(k));
+        let mut waiting: HashMap<RawKey, u64> = HashMap::new();
+        for (ptr, n) in waiting_by_ptr {
+            if let Some(k) = self.ptrs.get(ptr) {
+                *waiting.entry(*k).or_default() += n;
+            }
+        }
         for (k, d) in &mut self.map {
             if d.count > 0 && now_ns >= d.win_start.saturating_add(self.window_ns) {
                 Self::close_windows(&self.rate_thresholds, self.window_ns, d, now_ns);
@@ -539,9 +640,24 @@ impl Aggregator {
                     peak_rate: peak as f64 / secs,
                     interarrival: d.interarrival.snapshot(INTERARRIVAL_BUCKETS, 1e-9),
                     first_response: d.first_response.snapshot(FIRST_RESPONSE_BUCKETS, 1e-9),
+                    unanswered: d.unanswered,
+                    synced: d.synced,
+                    waiting: waiting.get(k).copied().unwrap_or(0),
                 },
             ));
         }
+        out.sort_by_key(|a| a.0);
+        out
+    }
+
+    /// Unschedulable attempts per service key (forgotten like destinations by
+    /// [`Aggregator::collect`], which should run first).
+    pub fn unschedulable(&self) -> Vec<(RawKey, u64)> {
+        let mut out: Vec<(RawKey, u64)> = self
+            .services
+            .iter()
+            .map(|(k, s)| (*k, s.unschedulable))
+            .collect();
         out.sort_by_key(|a| a.0);
         out
     }
@@ -612,7 +728,7 @@ mod tests {
         {
             let mut e = event(2 * MS + i as u64, 80);
             e.kind = ipvs_telemetry_common::KIND_FIRST_RESPONSE;
-            e.value_ns = v;
+            e.value = v;
             a.record_event(&e);
         }
         let out = a.collect(3 * MS, |_| Seen::Present);
@@ -629,6 +745,79 @@ mod tests {
         assert_eq!(bucket(fr, 0.02), 4);
         assert_eq!(bucket(fr, 10.0), 4, "11 s is only in +Inf");
         assert!((fr.sum - (0.004 + 0.005 + 0.005 + 1e-9 + 0.02 + 11.0)).abs() < 1e-9);
+    }
+
+    /// Each connection ends in exactly one of first response, unanswered or waiting; waiting
+    /// connections find their destination through the pointer of its new-connection events,
+    /// also after the pointer was reused by another destination.
+    #[test]
+    fn unanswered_waiting_and_synced_per_destination() {
+        use ipvs_telemetry_common::{KIND_FIRST_RESPONSE, KIND_SYNCED, KIND_UNANSWERED};
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
+        let kind = |mut e: Event, k: u32| {
+            e.kind = k;
+            e.value = MS;
+            e
+        };
+        for i in 0..5 {
+            a.record(&event(MS + i, 80));
+            a.record(&event(MS + i, 81));
+        }
+        for _ in 0..3 {
+            a.record_event(&kind(event(2 * MS, 80), KIND_FIRST_RESPONSE));
+        }
+        a.record_event(&kind(event(2 * MS, 80), KIND_UNANSWERED));
+        a.record_event(&kind(event(2 * MS, 81), KIND_UNANSWERED));
+        a.record_event(&kind(event(2 * MS, 81), KIND_SYNCED));
+        let ptr80 = event(0, 80).value;
+        let ptr81 = event(0, 81).value;
+        let waiting = HashMap::from([(ptr80, 1), (ptr81, 4), (0xdead, 7)]);
+        let out = a.collect_with(3 * MS, |_| Seen::Present, &waiting);
+        let v: Vec<(u64, u64, u64, u64, u64)> = out
+            .iter()
+            .map(|(_, v)| {
+                (
+                    v.count,
+                    v.first_response.count,
+                    v.unanswered,
+                    v.waiting,
+                    v.synced,
+                )
+            })
+            .collect();
+        assert_eq!(v, vec![(5, 3, 1, 1, 0), (5, 0, 1, 4, 1)]);
+        // Port 81's pointer now belongs to a new destination (port 82).
+        let mut e = event(4 * MS, 82);
+        e.value = ptr81;
+        a.record(&e);
+        let out = a.collect_with(5 * MS, |_| Seen::Present, &HashMap::from([(ptr81, 2)]));
+        let waiting: Vec<u64> = out.iter().map(|(_, v)| v.waiting).collect();
+        assert_eq!(waiting, vec![0, 0, 2]);
+    }
+
+    #[test]
+    fn unschedulable_attempts_per_service_are_forgotten_like_destinations() {
+        use ipvs_telemetry_common::KIND_UNSCHEDULABLE;
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
+        let mut e = event(MS, 0);
+        e.kind = KIND_UNSCHEDULABLE;
+        e.daf = 0;
+        e.daddr = [0; 16];
+        e.dport = 0;
+        for _ in 0..3 {
+            a.record_event(&e);
+        }
+        assert!(a.collect(2 * MS, |_| Seen::Present).is_empty());
+        let u = a.unschedulable();
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].1, 3);
+        let key = u[0].0.to_model().unwrap();
+        assert_eq!(key.destination, None);
+        let absent = |_: &RawKey| Seen::Absent { read_at_ns: 3 * MS };
+        a.collect(4 * MS, absent);
+        assert_eq!(a.unschedulable().len(), 1, "one miss is tolerated");
+        a.collect(5 * MS, absent);
+        assert!(a.unschedulable().is_empty());
     }
 
     #[test]

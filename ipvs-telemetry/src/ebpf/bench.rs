@@ -18,7 +18,8 @@ pub(crate) fn synthetic_event(ts: u64, dport: u16) -> Event {
     Event {
         timestamp_ns: ts,
         conn: 0xffff_8880_0000_0000,
-        value_ns: 0,
+        // A distinct destination pointer per real server, as the probe reports it.
+        value: 0xffff_8881_0000_0000 + dport as u64 * 1024,
         kind: 0,
         netns_inode: 4026531840,
         flags: 0,

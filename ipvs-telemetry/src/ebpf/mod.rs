@@ -27,7 +27,13 @@ use aggregate::{Aggregator, RawKey, Seen};
 use loader::{Attached, Failure};
 
 /// Label values of the `kind` label of the event counters, indexed by event kind.
-pub const KIND_LABELS: [&str; KINDS as usize] = ["new_connection", "first_response"];
+pub const KIND_LABELS: [&str; KINDS as usize] = [
+    "new_connection",
+    "first_response",
+    "unanswered",
+    "unschedulable",
+    "synced",
+];
 
 /// How often the supervisor checks whether `ip_vs` was loaded, unloaded or reloaded.
 const MODULE_POLL: Duration = Duration::from_secs(1);
@@ -45,6 +51,8 @@ struct State {
     lost: Option<loader::LostMap>,
     /// First-response probes: `attached`, or why (some of) them are not.
     first_response: String,
+    /// The live instance's map of connections waiting for their first reply.
+    starts: Option<Arc<loader::StartsMap>>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -58,6 +66,7 @@ fn lock(s: &Shared) -> MutexGuard<'_, State> {
 pub struct Ebpf {
     mode: EbpfMode,
     granularity: Granularity,
+    unanswered_after: Duration,
     shared: Shared,
     supervisor: Option<tokio::task::JoinHandle<()>>,
 }
@@ -86,6 +95,7 @@ impl Ebpf {
         let mut ebpf = Ebpf {
             mode: opts.ebpf,
             granularity: opts.ebpf_granularity,
+            unanswered_after: opts.ebpf_unanswered_after,
             shared: Arc::new(Mutex::new(State {
                 up: false,
                 reason: "disabled".into(),
@@ -98,6 +108,7 @@ impl Ebpf {
                 lost_base: [0; KINDS as usize],
                 lost: None,
                 first_response: "not attached".into(),
+                starts: None,
             })),
             supervisor: None,
         };
@@ -173,8 +184,18 @@ impl Ebpf {
         lock(&self.shared).first_response.clone()
     }
 
-    fn snapshot_with(&self, present: impl FnMut(&RawKey) -> Seen) -> EbpfSnapshot {
+    fn snapshot_with(&self, mut present: impl FnMut(&RawKey) -> Seen) -> EbpfSnapshot {
+        // Read the pending map without holding the lock (the consumer keeps draining).
+        let starts = lock(&self.shared).starts.clone();
         let now = monotonic_ns();
+        let waiting = starts
+            .map(|m| {
+                loader::waiting_by_dest(
+                    &m,
+                    now.saturating_sub(self.unanswered_after.as_nanos() as u64),
+                )
+            })
+            .unwrap_or_default();
         let mut st = lock(&self.shared);
         let lost_now = st.lost.as_ref().map(loader::read_lost).unwrap_or_default();
         let lost: Vec<(String, u64)> = KIND_LABELS
@@ -189,7 +210,7 @@ impl Ebpf {
             .collect();
         let series = st
             .agg
-            .collect(now, present)
+            .collect_with(now, &mut present, &waiting)
             .into_iter()
             .filter_map(|(k, v)| {
                 Some(EbpfSeries {
@@ -199,8 +220,17 @@ impl Ebpf {
                     peak_connection_rate: v.peak_rate,
                     interarrival: v.interarrival,
                     first_response: v.first_response,
+                    unanswered: v.unanswered,
+                    synced: v.synced,
+                    waiting: v.waiting,
                 })
             })
+            .collect();
+        let unschedulable = st
+            .agg
+            .unschedulable()
+            .into_iter()
+            .filter_map(|(k, n)| Some((k.to_model()?, n)))
             .collect();
         EbpfSnapshot {
             up: st.up,
@@ -210,6 +240,7 @@ impl Ebpf {
             lost,
             overflow: st.agg.overflow,
             series,
+            unschedulable,
         }
     }
 }
@@ -349,7 +380,13 @@ mod tests {
         );
         assert_eq!(
             s.lost,
-            vec![("new_connection".into(), 0), ("first_response".into(), 0)]
+            vec![
+                ("new_connection".into(), 0),
+                ("first_response".into(), 0),
+                ("unanswered".into(), 0),
+                ("unschedulable".into(), 0),
+                ("synced".into(), 0)
+            ]
         );
         let off = Ebpf::start(&opts("off")).await.unwrap();
         let s = off.snapshot(&Snapshot::default());

@@ -26,6 +26,16 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         dest_vport: o("ip_vs_dest", "vport")?,
         dest_vaddr: o("ip_vs_dest", "vaddr")?,
         dest_vfwmark: o("ip_vs_dest", "vfwmark")?,
+        conn_timer: o("ip_vs_conn", "timer")?,
+        conn_refcnt: o("ip_vs_conn", "refcnt")?,
+        conn_n_control: o("ip_vs_conn", "n_control")?,
+        svc_af: o("ip_vs_service", "af")?,
+        svc_protocol: o("ip_vs_service", "protocol")?,
+        svc_addr: o("ip_vs_service", "addr")?,
+        svc_port: o("ip_vs_service", "port")?,
+        svc_fwmark: o("ip_vs_service", "fwmark")?,
+        svc_ipvs: o("ip_vs_service", "ipvs")?,
+        _pad: 0,
     })
 }
 
@@ -83,6 +93,17 @@ mod tests {
             dest_vport: 418,
             dest_vaddr: 420,
             dest_vfwmark: 436,
+            // Same on both kernels (read by the daemon in the lab VMs, issue 15).
+            conn_timer: 96,
+            conn_refcnt: 88,
+            conn_n_control: 176,
+            svc_af: 36,
+            svc_protocol: 38,
+            svc_addr: 40,
+            svc_port: 56,
+            svc_fwmark: 60,
+            svc_ipvs: 80,
+            _pad: 0,
         };
         assert_eq!(a, common);
         // The protocol state handlers (first response): both kernels carry the stable

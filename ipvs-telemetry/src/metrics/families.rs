@@ -120,6 +120,7 @@ pub fn walk<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
     destination_families(&ns_labels, &dest_labels, sink)?;
     ebpf_families(inputs, &ns_labels, &dest_labels, sink)?;
     context_families(inputs, sink)?;
+    sync_daemon_families(inputs, sink)?;
     daemon_families(inputs, sink)
 }
 
@@ -529,7 +530,7 @@ fn ebpf_families<S: Sink>(
         Kind::Counter,
     )?
     .counter(&NoLabels, Num::U(ebpf.overflow))?;
-    if ebpf.series.is_empty() {
+    if ebpf.series.is_empty() && ebpf.unschedulable.is_empty() {
         return Ok(());
     }
 
@@ -543,6 +544,24 @@ fn ebpf_families<S: Sink>(
             services
                 .entry((n.ns.netns.inode, svc.family, svc.address))
                 .or_insert((ni, si));
+        }
+    }
+    let unschedulable: Vec<(&ServiceLabels, u64)> = ebpf
+        .unschedulable
+        .iter()
+        .filter_map(|(k, n)| {
+            let &(ni, si) = services.get(&(k.netns_inode, k.family, k.service))?;
+            Some((&ns_labels[ni].services[si], *n))
+        })
+        .collect();
+    if !unschedulable.is_empty() {
+        let mut f = sink.family(
+            "ipvs_ebpf_service_unschedulable",
+            crate::ebpf::aggregate::UNSCHEDULABLE_HELP,
+            Kind::Counter,
+        )?;
+        for (l, n) in &unschedulable {
+            f.counter(*l, Num::U(*n))?;
         }
     }
     let labelled: Vec<(EbpfLabels<'_>, &crate::model::EbpfSeries)> = ebpf
@@ -577,6 +596,36 @@ fn ebpf_families<S: Sink>(
             f.counter(l, Num::U(s.new_connections))?;
         }
     }
+    {
+        let mut f = sink.family(
+            "ipvs_ebpf_destination_unanswered_connections",
+            crate::ebpf::aggregate::UNANSWERED_HELP,
+            Kind::Counter,
+        )?;
+        for (l, s) in &labelled {
+            f.counter(l, Num::U(s.unanswered))?;
+        }
+    }
+    {
+        let mut f = sink.family(
+            "ipvs_ebpf_destination_synced_connections",
+            crate::ebpf::aggregate::SYNCED_HELP,
+            Kind::Counter,
+        )?;
+        for (l, s) in &labelled {
+            f.counter(l, Num::U(s.synced))?;
+        }
+    }
+    {
+        let mut f = sink.family(
+            "ipvs_ebpf_destination_waiting_connections",
+            crate::ebpf::aggregate::WAITING_HELP,
+            Kind::Gauge,
+        )?;
+        for (l, s) in &labelled {
+            f.gauge(l, Num::U(s.waiting))?;
+        }
+    }
     type Hist = fn(&crate::model::EbpfSeries) -> &HistogramSnapshot;
     let hists: [(&'static str, &'static str, Hist); 3] = [
         (
@@ -608,6 +657,35 @@ fn ebpf_families<S: Sink>(
     )?;
     for (l, s) in &labelled {
         f.gauge(l, Num::F(s.peak_connection_rate))?;
+    }
+    Ok(())
+}
+
+/// `ipvs_sync_daemon_info`: one series per sync daemon per namespace.
+fn sync_daemon_families<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
+    let namespaces = &inputs.snapshot.namespaces;
+    if namespaces
+        .iter()
+        .all(|ns| ns.context.sync_daemons.is_empty())
+    {
+        return Ok(());
+    }
+    let mut f = sink.family(
+        "ipvs_sync_daemon_info",
+        "An IPVS connection-synchronisation daemon running in the namespace (IPVS_CMD_GET_DAEMON): role master or backup, multicast interface and sync id; always 1.",
+        Kind::Gauge,
+    )?;
+    for ns in namespaces {
+        for d in &ns.context.sync_daemons {
+            let id = d.sync_id.to_string();
+            let l = [
+                ("netns", ns.netns.name.as_str()),
+                ("role", d.role.as_str()),
+                ("interface", d.interface.as_str()),
+                ("sync_id", id.as_str()),
+            ];
+            f.gauge(&StaticLabels(&l), Num::U(1))?;
+        }
     }
     Ok(())
 }
