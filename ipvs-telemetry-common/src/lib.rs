@@ -15,9 +15,10 @@ pub const CONN_NEW_PROGRAM: &str = "ip_vs_conn_new_ret";
 /// Kernel function the connection probe attaches to.
 pub const CONN_NEW_FUNCTION: &str = "ip_vs_conn_new";
 
-/// Name of the LRU hash holding a [`Pending`] entry for each counted NAT or local-node connection,
-/// keyed by the `struct ip_vs_conn *`, until its first reply or its release (whichever comes
-/// first takes the entry out, so a connection ends in exactly one of the two).
+/// Name of the LRU hash holding the creation time (ns) of each counted NAT or local-node
+/// connection, keyed by the `struct ip_vs_conn *`, until its first reply or its release
+/// (whichever comes first takes the entry out, so a connection ends in exactly one of the two).
+/// The daemon never reads it (see `KIND_NEW_CONNECTION`'s [`Event::value`]).
 pub const STARTS_MAP: &str = "STARTS";
 /// Entries of [`STARTS_MAP`]: connections waiting for their first reply. When more are waiting,
 /// the least recently created are dropped (and not measured).
@@ -42,20 +43,6 @@ pub const EXPIRE_PROGRAM: &str = "ip_vs_conn_expire";
 pub const SCHEDULER_ERR_FUNCTION: &str = "ip_vs_scheduler_err";
 /// Name of the kprobe program on [`SCHEDULER_ERR_FUNCTION`].
 pub const SCHEDULER_ERR_PROGRAM: &str = "ip_vs_scheduler_err";
-
-/// A connection of [`STARTS_MAP`] waiting for its first reply: when it was created and the
-/// `struct ip_vs_dest *` it was scheduled to (the daemon maps the pointer to the destination
-/// learned from the connection's [`KIND_NEW_CONNECTION`] event).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Pending {
-    /// `bpf_ktime_get_ns()` at creation.
-    pub start_ns: u64,
-    /// The destination pointer.
-    pub dest: u64,
-}
-
-const _: () = assert!(core::mem::size_of::<Pending>() == 16);
 
 /// `IP_VS_DIR_OUTPUT`: a packet from the real server (the reply direction).
 pub const IP_VS_DIR_OUTPUT: i32 = 1;
@@ -117,7 +104,7 @@ pub struct Event {
     /// The `struct ip_vs_conn *` (identifies the connection across event kinds).
     pub conn: u64,
     /// Kind-specific value: the `struct ip_vs_dest *` for [`KIND_NEW_CONNECTION`] (how the
-    /// daemon finds the destination of a [`Pending`] entry), nanoseconds for
+    /// daemon maps the connections it keeps waiting to their destination), nanoseconds for
     /// [`KIND_FIRST_RESPONSE`] and [`KIND_UNANSWERED`], 0 otherwise.
     pub value: u64,
     /// One of the `KIND_*` constants.
@@ -244,7 +231,3 @@ unsafe impl aya::Pod for Event {}
 #[cfg(feature = "user")]
 // SAFETY: as above.
 unsafe impl aya::Pod for Offsets {}
-
-#[cfg(feature = "user")]
-// SAFETY: as above.
-unsafe impl aya::Pod for Pending {}

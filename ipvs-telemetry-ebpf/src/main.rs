@@ -34,11 +34,11 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
-use aya_log_ebpf::{info, warn};
+use aya_log_ebpf::{debug, info, warn};
 use ipvs_telemetry_common::{
     Event, IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE,
     IP_VS_CONN_F_ONE_PACKET, IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE, KIND_NEW_CONNECTION,
-    KIND_SYNCED, KIND_UNANSWERED, KIND_UNSCHEDULABLE, KINDS, Offsets, Pending, RING_BYTES, STARTS_ENTRIES,
+    KIND_SYNCED, KIND_UNANSWERED, KIND_UNSCHEDULABLE, KINDS, Offsets, RING_BYTES, STARTS_ENTRIES,
     StateArgs, WAKEUP_BYTES,
 };
 
@@ -70,9 +70,10 @@ static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(KINDS, 0);
 #[map]
 static LOGGED: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Counted NAT/local connections awaiting their first reply, by connection pointer.
+/// Creation time (ns) of counted NAT/local connections awaiting their first reply, by
+/// connection pointer.
 #[map]
-static STARTS: LruHashMap<u64, Pending> = LruHashMap::with_max_entries(STARTS_ENTRIES, 0);
+static STARTS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(STARTS_ENTRIES, 0);
 
 /// Positions of `cp` and `direction` in the state handlers, overridden by the daemon.
 #[unsafe(no_mangle)]
@@ -167,11 +168,7 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
     if flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE
         && flags & IP_VS_CONN_F_ONE_PACKET == 0
     {
-        let pending = Pending {
-            start_ns: now,
-            dest: dest as u64,
-        };
-        let _ = STARTS.insert(cp as u64, pending, 0);
+        let _ = STARTS.insert(cp as u64, now, 0);
     }
     if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
         count_lost(KIND_NEW_CONNECTION);
@@ -280,7 +277,7 @@ fn try_state(ctx: &ProbeContext, proto: usize) -> Result<(), i32> {
         return Ok(());
     }
     // SAFETY: the value is copied out at once; a concurrent update at worst gives a stale time.
-    let Some(start) = (unsafe { STARTS.get(cp) }).map(|p| p.start_ns) else {
+    let Some(start) = (unsafe { STARTS.get(cp) }).copied() else {
         return Ok(());
     };
     // Only the CPU whose removal succeeds measures the connection.
@@ -332,7 +329,7 @@ fn try_expire(ctx: &ProbeContext) -> Result<(), i32> {
     let cp = timer.wrapping_sub(off.conn_timer as u64);
     // The common case, a connection answered long ago (or never stored): one hash miss.
     // SAFETY: the value is copied out at once.
-    let Some(pending) = (unsafe { STARTS.get(cp) }).copied() else {
+    let Some(start) = (unsafe { STARTS.get(cp) }).copied() else {
         return Ok(());
     };
     // `ip_vs_conn_expire` releases the connection only if it controls no other connection and
@@ -342,6 +339,12 @@ fn try_expire(ctx: &ProbeContext) -> Result<(), i32> {
     let n_control: i32 = read(p, off.conn_n_control)?;
     let refcnt: i32 = read(p, off.conn_refcnt)?;
     if n_control != 0 || refcnt != 1 {
+        debug!(
+            ctx,
+            "ip_vs_conn_expire: connection still referenced (refcnt {}, n_control {}), not released",
+            refcnt,
+            n_control
+        );
         return Ok(());
     }
     // Only the CPU whose removal succeeds reports the connection (a reply racing with the
@@ -362,7 +365,7 @@ fn try_expire(ctx: &ProbeContext) -> Result<(), i32> {
         &off,
         KIND_UNANSWERED,
         now,
-        now.saturating_sub(pending.start_ns),
+        now.saturating_sub(start),
         flags,
     )?;
     if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {

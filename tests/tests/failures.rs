@@ -167,6 +167,7 @@ fn unanswered_connections_match_ipvsadm_on_both_kernels() -> Result<()> {
             Duration::from_secs(60),
         )?;
         let log = start_dump(&vm, "/tmp/u.json", "--ebpf.unanswered-after 1s")?;
+        let dump_log = log.clone();
         let text = vm.sh_ok(&format!("cat {log}"))?;
         for line in text
             .lines()
@@ -217,7 +218,9 @@ fn unanswered_connections_match_ipvsadm_on_both_kernels() -> Result<()> {
         if !want(&json) {
             eprintln!(
                 "{k}: not all released yet; connections left:\n{}",
-                vm.sh_ok("ipvsadm -Lnc; cat /proc/net/ip_vs_conn")?
+                vm.sh_ok(&format!(
+                    "ipvsadm -Lnc; cat /proc/net/ip_vs_conn; grep -i 'expire\\|warn' {dump_log}"
+                ))?
             );
         }
         let ipvs_after = ipvsadm_conns(&vm.sh_ok("ipvsadm -Ln --stats --exact")?);
@@ -343,6 +346,102 @@ fn unschedulable_attempts_are_counted_on_both_kernels() -> Result<()> {
             "{json}"
         );
         assert_eq!(kind_total(&json, "lost", "unschedulable"), 0);
+        Ok(())
+    })
+}
+
+/// Two directors joined by a veth: the root namespace runs the IPVS sync daemon as master
+/// (sync id 9), namespace `bk` as backup with the same service table. The info series are
+/// right on both (`ipvs-telemetry snapshot`), and for every destination the backup's connections
+/// created from sync messages equal the master's new connections (TCP connections are synced
+/// once established; both counts are eBPF's, and ipvsadm's `Conns` on the master is the truth
+/// for the master's side).
+///
+/// Kernel behaviour relied on: `ip_vs_proc_conn` on the backup creates each synced connection
+/// with `ip_vs_conn_new(..., IP_VS_CONN_F_SYNC, dest)`, `dest` found in the backup's own table.
+#[test]
+fn backup_synced_connections_equal_master_new_ones_on_both_kernels() -> Result<()> {
+    if !lab_or_skip("backup_synced_connections_equal_master_new_ones_on_both_kernels") {
+        return Ok(());
+    }
+    let dump = ipvs_telemetry_e2e::ebpf_dump_binary()?;
+    for_each_kernel_parallel(|k| {
+        let vm = Vm::boot(
+            VmConfig::new(k)
+                .with_daemon()
+                .file(&dump, "/usr/local/bin/ebpf-dump"),
+        )?;
+        vm.sh_ok(&format!(
+            "set -e\n{DELAYED_BACKEND_SH}
+backend be0 20 1ms
+backend be1 21 1ms
+ip addr add 10.10.0.1/32 dev lo
+ip netns add bk
+ip link add vbk type veth peer name eth0 netns bk
+ip addr add 10.40.0.1/24 dev vbk && ip link set vbk up
+ip -n bk addr add 10.40.0.2/24 dev eth0 && ip -n bk link set eth0 up && ip -n bk link set lo up
+for ns in '' 'ip netns exec bk'; do
+  $ns ipvsadm -A -t 10.10.0.1:80 -s rr
+  $ns ipvsadm -a -t 10.10.0.1:80 -r 10.20.0.2:8080 -m
+  $ns ipvsadm -a -t 10.10.0.1:80 -r 10.21.0.2:8080 -m
+done
+ipvsadm --start-daemon master --mcast-interface vbk --syncid 9
+ip netns exec bk ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 9
+"
+        ))?;
+        for (ns, addr) in [("be0", "10.20.0.2"), ("be1", "10.21.0.2")] {
+            vm.spawn(&format!(
+                "exec ip netns exec {ns} lab-server --bind {addr} --tcp 8080 --name {ns}"
+            ))?;
+        }
+        vm.wait_until(
+            "lab-client wait-tcp 10.20.0.2:8080 --timeout 1s && lab-client wait-tcp 10.21.0.2:8080 --timeout 1s",
+            Duration::from_secs(60),
+        )?;
+        let info = vm.sh_ok(
+            "ipvs-telemetry snapshot --format prometheus --netns.discover /run/netns | grep '^ipvs_sync_daemon_info'",
+        )?;
+        eprintln!("{k}: {}", info.trim().replace('\n', " | "));
+        for want in [
+            r#"ipvs_sync_daemon_info{netns="host",role="master",interface="vbk",sync_id="9"} 1"#,
+            r#"ipvs_sync_daemon_info{netns="bk",role="backup",interface="eth0",sync_id="9"} 1"#,
+        ] {
+            assert!(info.lines().any(|l| l == want), "{k}: no {want} in {info}");
+        }
+        assert_eq!(info.lines().count(), 2, "{k}: {info}");
+        let bk: u64 = vm.sh_ok("stat -L -c %i /run/netns/bk")?.trim().parse()?;
+        start_dump(&vm, "/tmp/y.json", "")?;
+        vm.sh_ok("lab-client tcp 10.10.0.1:80 -n 40 --timeout 5s")?;
+        let ipvs = settled_ipvsadm(&vm)?;
+        let per_dest = |json: &Value, addr: &str, backup: bool| -> (u64, u64) {
+            let s = json["series"].as_array().into_iter().flatten().find(|s| {
+                let k = &s["key"];
+                (k["netns_inode"].as_u64() == Some(bk)) == backup
+                    && k["destination"][0] == addr
+                    && k["service"]["port"] == 80
+            });
+            (field(s, &["new_connections"]), field(s, &["synced"]))
+        };
+        let done = |json: &Value| {
+            ["10.20.0.2", "10.21.0.2"].iter().all(|a| {
+                per_dest(json, a, true).1 == ipvs[&format!("TCP 10.10.0.1:80 -> {a}:8080")]
+            })
+        };
+        let json = wait_dump(&vm, "/tmp/y.json", Duration::from_secs(60), done)?;
+        for a in ["10.20.0.2", "10.21.0.2"] {
+            let truth = ipvs[&format!("TCP 10.10.0.1:80 -> {a}:8080")];
+            let (m_new, m_synced) = per_dest(&json, a, false);
+            let (b_new, b_synced) = per_dest(&json, a, true);
+            eprintln!(
+                "  {k} {a}: ipvsadm (master) {truth}; master new {m_new} synced {m_synced}; backup new {b_new} synced {b_synced}"
+            );
+            assert_eq!(
+                (m_new, m_synced, b_new, b_synced),
+                (truth, 0, 0, truth),
+                "{k} {a}"
+            );
+        }
+        assert_eq!(kind_total(&json, "lost", "synced"), 0);
         Ok(())
     })
 }

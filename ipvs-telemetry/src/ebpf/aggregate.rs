@@ -389,12 +389,22 @@ pub struct Aggregator {
     first_response_thresholds: Vec<u64>,
     map: HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
     /// Destination pointer (from new-connection events) to the key it was last seen with: how
-    /// the probe's waiting connections ([`ipvs_telemetry_common::Pending`]) find their series.
+    /// the connections kept waiting (`pending`) find their series.
     /// Updated only when a key's latest pointer changes (once per destination at destination
     /// granularity).
     ptrs: HashMap<u64, RawKey>,
     /// Unschedulable attempts per service key.
     services: HashMap<RawKey, ServiceState, BuildHasherDefault<KeyHasher>>,
+    /// NAT/local connections waiting for their first reply, by connection pointer: creation
+    /// time and destination pointer. The daemon's own copy of the probe's `STARTS`, kept from
+    /// the events (entries leave at the connection's first response or release), because
+    /// reading a hash map from user space disables every tracing program on that CPU for the
+    /// duration of the call (`bpf_disable_instrumentation`): packets handled meanwhile would go
+    /// unseen. Capped at [`ipvs_telemetry_common::STARTS_ENTRIES`] like the probe's map (the
+    /// oldest are dropped).
+    pending: HashMap<u64, (u64, u64), BuildHasherDefault<KeyHasher>>,
+    /// How long a pending connection waits before it counts as waiting.
+    unanswered_after_ns: u64,
     /// Events dropped because `max` destinations were already tracked.
     pub overflow: u64,
 }
@@ -424,8 +434,15 @@ impl Aggregator {
             map: HashMap::default(),
             ptrs: HashMap::new(),
             services: HashMap::default(),
+            pending: HashMap::default(),
+            unanswered_after_ns: 5_000_000_000,
             overflow: 0,
         }
+    }
+
+    /// Sets `--ebpf.unanswered-after` (default 5 s).
+    pub fn set_unanswered_after(&mut self, after: Duration) {
+        self.unanswered_after_ns = after.as_nanos() as u64;
     }
 
     /// Tracked destinations.
@@ -483,6 +500,7 @@ impl Aggregator {
     /// Records the first response of a connection (`e.value` ns after its creation).
     #[inline]
     pub fn record_first_response(&mut self, e: &Event) {
+        self.pending.remove(&e.conn);
         let key = RawKey::of_event(e, self.granularity);
         let d = Self::state(&mut self.map, &mut self.overflow, self.max, key);
         if let Some(d) = d {
@@ -494,6 +512,7 @@ impl Aggregator {
     /// Records a connection released without a reply.
     #[inline]
     pub fn record_unanswered(&mut self, e: &Event) {
+        self.pending.remove(&e.conn);
         let key = RawKey::of_event(e, self.granularity);
         if let Some(d) = Self::state(&mut self.map, &mut self.overflow, self.max, key) {
             d.unanswered += 1;
@@ -532,6 +551,15 @@ impl Aggregator {
             d.dest_ptr = e.value;
             self.ptrs.insert(e.value, key);
         }
+        // The probe's filter for `STARTS`: NAT or local node, not one-packet.
+        use ipvs_telemetry_common::{
+            IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_ONE_PACKET,
+        };
+        if e.flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE
+            && e.flags & IP_VS_CONN_F_ONE_PACKET == 0
+        {
+            self.pending.insert(e.conn, (ts, e.value));
+        }
         if d.count > 0 {
             d.interarrival
                 .record(&self.interarrival_thresholds, ts.saturating_sub(d.last_ts));
@@ -549,6 +577,9 @@ impl Aggregator {
             // The next window starts at this connection.
             d.win_start = ts;
             d.win_count = 1;
+        }
+        if self.pending.len() > 2 * ipvs_telemetry_common::STARTS_ENTRIES as usize {
+            self.trim_pending();
         }
     }
 
@@ -578,21 +609,19 @@ impl Aggregator {
     pub fn collect(
         &mut self,
         now_ns: u64,
-        seen: impl FnMut(&RawKey) -> Seen,
-    ) -> Vec<(RawKey, DestValues)> {
-        self.collect_with(now_ns, seen, &HashMap::new())
-    }
-
-    /// [`Aggregator::collect`] with the connections waiting longer than the threshold for
-    /// their first reply, counted per destination pointer (from the probe's pending map).
-    /// Pointers no tracked key was seen with are left out.
-    pub fn collect_with(
-        &mut self,
-        now_ns: u64,
         mut seen: impl FnMut(&RawKey) -> Seen,
-        waiting_by_ptr: &HashMap<u64, u64>,
     ) -> Vec<(RawKey, DestValues)> {
         let secs = self.window_ns as f64 / 1e9;
+        // Connections waiting longer than the threshold, per destination pointer; the oldest
+        // beyond the probe map's capacity are dropped (the probe's LRU map dropped them too).
+        self.trim_pending();
+        let before = now_ns.saturating_sub(self.unanswered_after_ns);
+        let mut waiting_by_ptr: HashMap<u64, u64> = HashMap::new();
+        for &(start, ptr) in self.pending.values() {
+            if start <= before {
+                *waiting_by_ptr.entry(ptr).or_default() += 1;
+            }
+        }
         let mut out = Vec::with_capacity(self.map.len());
         self.map.retain(|k, d| match seen(k) {
             Seen::Present => {
@@ -621,7 +650,7 @@ impl Aggregator {
         let map = &self.map;
         self.ptrs.retain(|_, k| map.contains_key(k));
         let mut waiting: HashMap<RawKey, u64> = HashMap::new();
-        for (ptr, n) in waiting_by_ptr {
+        for (ptr, n) in &waiting_by_ptr {
             if let Some(k) = self.ptrs.get(ptr) {
                 *waiting.entry(*k).or_default() += n;
             }
@@ -648,6 +677,21 @@ impl Aggregator {
         }
         out.sort_by_key(|a| a.0);
         out
+    }
+
+    /// Drops the oldest pending connections beyond the probe map's capacity (its LRU dropped
+    /// them too); O(n), run at most once per [`ipvs_telemetry_common::STARTS_ENTRIES`] inserts.
+    #[cold]
+    fn trim_pending(&mut self) {
+        let cap = ipvs_telemetry_common::STARTS_ENTRIES as usize;
+        if self.pending.len() <= cap {
+            return;
+        }
+        let mut starts: Vec<u64> = self.pending.values().map(|v| v.0).collect();
+        let cut = starts.len() - cap;
+        let (_, oldest_kept, _) = starts.select_nth_unstable(cut);
+        let oldest_kept = *oldest_kept;
+        self.pending.retain(|_, v| v.0 >= oldest_kept);
     }
 
     /// Unschedulable attempts per service key (forgotten like destinations by
@@ -754,25 +798,33 @@ mod tests {
     fn unanswered_waiting_and_synced_per_destination() {
         use ipvs_telemetry_common::{KIND_FIRST_RESPONSE, KIND_SYNCED, KIND_UNANSWERED};
         let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
-        let kind = |mut e: Event, k: u32| {
+        a.set_unanswered_after(Duration::from_millis(1));
+        // Five connections each to ports 80 and 81.
+        let conns80: Vec<Event> = (0..5).map(|i| event(MS + i, 80)).collect();
+        let conns81: Vec<Event> = (0..5).map(|i| event(MS + i, 81)).collect();
+        for e in conns80.iter().chain(&conns81) {
+            a.record(e);
+        }
+        // A direct-routing connection is never stored, so never waits.
+        let mut dr = event(MS + 9, 81);
+        dr.flags = 2;
+        a.record(&dr);
+        let end = |e: &Event, k: u32| {
+            let mut e = *e;
             e.kind = k;
+            e.timestamp_ns = 2 * MS;
             e.value = MS;
             e
         };
-        for i in 0..5 {
-            a.record(&event(MS + i, 80));
-            a.record(&event(MS + i, 81));
+        // 80: three answered, one released unanswered, one waiting.
+        for e in &conns80[..3] {
+            a.record_event(&end(e, KIND_FIRST_RESPONSE));
         }
-        for _ in 0..3 {
-            a.record_event(&kind(event(2 * MS, 80), KIND_FIRST_RESPONSE));
-        }
-        a.record_event(&kind(event(2 * MS, 80), KIND_UNANSWERED));
-        a.record_event(&kind(event(2 * MS, 81), KIND_UNANSWERED));
-        a.record_event(&kind(event(2 * MS, 81), KIND_SYNCED));
-        let ptr80 = event(0, 80).value;
-        let ptr81 = event(0, 81).value;
-        let waiting = HashMap::from([(ptr80, 1), (ptr81, 4), (0xdead, 7)]);
-        let out = a.collect_with(3 * MS, |_| Seen::Present, &waiting);
+        a.record_event(&end(&conns80[3], KIND_UNANSWERED));
+        // 81: one released unanswered, four waiting; one synced connection.
+        a.record_event(&end(&conns81[0], KIND_UNANSWERED));
+        a.record_event(&end(&conns81[1], KIND_SYNCED));
+        let out = a.collect(3 * MS, |_| Seen::Present);
         let v: Vec<(u64, u64, u64, u64, u64)> = out
             .iter()
             .map(|(_, v)| {
@@ -785,14 +837,23 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(v, vec![(5, 3, 1, 1, 0), (5, 0, 1, 4, 1)]);
-        // Port 81's pointer now belongs to a new destination (port 82).
+        assert_eq!(v, vec![(5, 3, 1, 1, 0), (6, 0, 1, 4, 1)]);
+        // Not yet waiting long enough: not counted.
+        a.set_unanswered_after(Duration::from_secs(1));
+        let out = a.collect(3 * MS, |_| Seen::Present);
+        assert!(out.iter().all(|(_, v)| v.waiting == 0));
+        a.set_unanswered_after(Duration::from_millis(1));
+        // Port 81's pointer now belongs to a new destination (port 82), whose connection waits.
         let mut e = event(4 * MS, 82);
-        e.value = ptr81;
+        e.value = conns81[0].value;
         a.record(&e);
-        let out = a.collect_with(5 * MS, |_| Seen::Present, &HashMap::from([(ptr81, 2)]));
+        let out = a.collect(6 * MS, |_| Seen::Present);
         let waiting: Vec<u64> = out.iter().map(|(_, v)| v.waiting).collect();
-        assert_eq!(waiting, vec![0, 0, 2]);
+        assert_eq!(
+            waiting,
+            vec![1, 0, 4 + 1],
+            "the pointer of 81 now maps to 82 only"
+        );
     }
 
     #[test]

@@ -17,7 +17,10 @@ pub(crate) fn synthetic_event(ts: u64, dport: u16) -> Event {
     daddr[..4].copy_from_slice(&[10, 0, 1, 1]);
     Event {
         timestamp_ns: ts,
-        conn: 0xffff_8880_0000_0000,
+        // A distinct connection pointer per (time, real server).
+        conn: 0xffff_8880_0000_0000u64
+            .wrapping_add(ts << 16)
+            .wrapping_add(dport as u64),
         // A distinct destination pointer per real server, as the probe reports it.
         value: 0xffff_8881_0000_0000 + dport as u64 * 1024,
         kind: 0,

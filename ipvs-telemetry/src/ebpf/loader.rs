@@ -10,14 +10,14 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::KProbe;
 use aya::{EbpfLoader, include_bytes_aligned};
 use aya_log::EbpfLogger;
 use ipvs_telemetry_common::{
     CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, DRAIN_INTERVAL_MS, EVENTS_MAP, EXPIRE_FUNCTION,
-    EXPIRE_PROGRAM, Event, KINDS, LOST_MAP, OFFSETS_GLOBAL, Pending, SCHEDULER_ERR_FUNCTION,
-    SCHEDULER_ERR_PROGRAM, STARTS_ENTRIES, STARTS_MAP, STATE_ARGS_GLOBAL, STATE_PROBES,
+    EXPIRE_PROGRAM, Event, KINDS, LOST_MAP, OFFSETS_GLOBAL, SCHEDULER_ERR_FUNCTION,
+    SCHEDULER_ERR_PROGRAM, STATE_ARGS_GLOBAL, STATE_PROBES,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
@@ -33,25 +33,6 @@ const CHUNK: usize = 4096;
 
 /// The per-CPU lost-event counters of one loaded instance.
 pub type LostMap = PerCpuArray<MapData, u64>;
-
-/// The connections of one loaded instance waiting for their first reply.
-pub type StartsMap = BpfHashMap<MapData, u64, Pending>;
-
-/// Counts the connections of `map` created at or before `before_ns` (`CLOCK_MONOTONIC`), per
-/// destination pointer. Costs two `bpf` calls per waiting connection (at most
-/// [`STARTS_ENTRIES`]); entries removed while iterating can make the kernel restart the walk,
-/// so connections are deduplicated and the walk is bounded.
-pub fn waiting_by_dest(map: &StartsMap, before_ns: u64) -> std::collections::HashMap<u64, u64> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out = std::collections::HashMap::new();
-    for item in map.iter().take(2 * STARTS_ENTRIES as usize) {
-        let Ok((conn, p)) = item else { continue };
-        if p.start_ns <= before_ns && seen.insert(conn) {
-            *out.entry(p.dest).or_default() += 1;
-        }
-    }
-    out
-}
 
 /// Why the probes are not attached: the `reason` label and a one-line message.
 #[derive(Debug)]
@@ -209,14 +190,6 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
         .ok_or_else(|| failure("attach failed", "probe object has no event ring"))?
         .try_into()
         .map_err(|e| classify("opening the event ring", &e))?;
-    let starts: Option<StartsMap> = match ebpf.take_map(STARTS_MAP).map(StartsMap::try_from) {
-        Some(Ok(m)) => Some(m),
-        Some(Err(e)) => {
-            tracing::warn!("ebpf: waiting connections unavailable: {e}");
-            None
-        }
-        None => None,
-    };
     let lost: LostMap = ebpf
         .take_map(LOST_MAP)
         .ok_or_else(|| failure("attach failed", "probe object has no lost counters"))?
@@ -230,7 +203,6 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
         st.up = true;
         st.reason = "attached".into();
         st.lost = Some(lost);
-        st.starts = starts.map(std::sync::Arc::new);
     }
     tracing::info!("ebpf: probes attached to ip_vs_conn_new");
     let first_response = attach_state_probes(&mut ebpf, &handlers);
@@ -322,7 +294,6 @@ fn attach_kprobe(ebpf: &mut aya::Ebpf, program: &str, symbol: &str) -> Result<()
 pub fn detach(shared: &Shared, a: Attached) {
     drop(a);
     let mut st = lock(shared);
-    st.starts = None;
     if let Some(map) = st.lost.take() {
         let n = read_lost(&map);
         for (b, n) in st.lost_base.iter_mut().zip(n) {

@@ -51,8 +51,6 @@ struct State {
     lost: Option<loader::LostMap>,
     /// First-response probes: `attached`, or why (some of) them are not.
     first_response: String,
-    /// The live instance's map of connections waiting for their first reply.
-    starts: Option<Arc<loader::StartsMap>>,
 }
 
 type Shared = Arc<Mutex<State>>;
@@ -66,7 +64,6 @@ fn lock(s: &Shared) -> MutexGuard<'_, State> {
 pub struct Ebpf {
     mode: EbpfMode,
     granularity: Granularity,
-    unanswered_after: Duration,
     shared: Shared,
     supervisor: Option<tokio::task::JoinHandle<()>>,
 }
@@ -95,20 +92,22 @@ impl Ebpf {
         let mut ebpf = Ebpf {
             mode: opts.ebpf,
             granularity: opts.ebpf_granularity,
-            unanswered_after: opts.ebpf_unanswered_after,
             shared: Arc::new(Mutex::new(State {
                 up: false,
                 reason: "disabled".into(),
-                agg: Aggregator::new(
-                    opts.ebpf_granularity,
-                    opts.ebpf_rate_window,
-                    opts.ebpf_max_destinations,
-                ),
+                agg: {
+                    let mut agg = Aggregator::new(
+                        opts.ebpf_granularity,
+                        opts.ebpf_rate_window,
+                        opts.ebpf_max_destinations,
+                    );
+                    agg.set_unanswered_after(opts.ebpf_unanswered_after);
+                    agg
+                },
                 events: [0; KINDS as usize],
                 lost_base: [0; KINDS as usize],
                 lost: None,
                 first_response: "not attached".into(),
-                starts: None,
             })),
             supervisor: None,
         };
@@ -184,18 +183,8 @@ impl Ebpf {
         lock(&self.shared).first_response.clone()
     }
 
-    fn snapshot_with(&self, mut present: impl FnMut(&RawKey) -> Seen) -> EbpfSnapshot {
-        // Read the pending map without holding the lock (the consumer keeps draining).
-        let starts = lock(&self.shared).starts.clone();
+    fn snapshot_with(&self, present: impl FnMut(&RawKey) -> Seen) -> EbpfSnapshot {
         let now = monotonic_ns();
-        let waiting = starts
-            .map(|m| {
-                loader::waiting_by_dest(
-                    &m,
-                    now.saturating_sub(self.unanswered_after.as_nanos() as u64),
-                )
-            })
-            .unwrap_or_default();
         let mut st = lock(&self.shared);
         let lost_now = st.lost.as_ref().map(loader::read_lost).unwrap_or_default();
         let lost: Vec<(String, u64)> = KIND_LABELS
@@ -210,7 +199,7 @@ impl Ebpf {
             .collect();
         let series = st
             .agg
-            .collect_with(now, &mut present, &waiting)
+            .collect(now, present)
             .into_iter()
             .filter_map(|(k, v)| {
                 Some(EbpfSeries {
