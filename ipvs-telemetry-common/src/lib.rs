@@ -18,7 +18,7 @@ pub const CONN_NEW_FUNCTION: &str = "ip_vs_conn_new";
 /// Name of the LRU hash holding the creation time (ns) of each counted NAT or local-node
 /// connection, keyed by the `struct ip_vs_conn *`, until its first reply or its release
 /// (whichever comes first takes the entry out, so a connection ends in exactly one of the two).
-/// The daemon never reads it (see `KIND_NEW_CONNECTION`'s [`Event::value`]).
+/// The daemon never reads it: it counts waiting connections from the events.
 pub const STARTS_MAP: &str = "STARTS";
 /// Entries of [`STARTS_MAP`]: connections waiting for their first reply. When more are waiting,
 /// the least recently created are dropped (and not measured).
@@ -103,9 +103,9 @@ pub struct Event {
     pub timestamp_ns: u64,
     /// The `struct ip_vs_conn *` (identifies the connection across event kinds).
     pub conn: u64,
-    /// Kind-specific value: the `struct ip_vs_dest *` for [`KIND_NEW_CONNECTION`] (how the
-    /// daemon maps the connections it keeps waiting to their destination), nanoseconds for
-    /// [`KIND_FIRST_RESPONSE`] and [`KIND_UNANSWERED`], 0 otherwise.
+    /// Kind-specific value: nanoseconds since the connection's creation for
+    /// [`KIND_FIRST_RESPONSE`] and [`KIND_UNANSWERED`] (so `timestamp_ns - value` is the
+    /// timestamp of its [`KIND_NEW_CONNECTION`] event), 0 otherwise.
     pub value: u64,
     /// One of the `KIND_*` constants.
     pub kind: u32,

@@ -160,7 +160,7 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
         }
         return Ok(());
     }
-    let event = event_of(cp, dest, &off, KIND_NEW_CONNECTION, now, dest as u64, flags)?;
+    let event = event_of(cp, dest, &off, KIND_NEW_CONNECTION, now, 0, flags)?;
     // Only NAT and local-node connections see their replies; DR and tunnel ones would only
     // take room in the map, as would one-packet connections (released after their first
     // packet, never matched by a reply). A failed insert only loses this connection's

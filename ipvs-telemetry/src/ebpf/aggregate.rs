@@ -327,6 +327,82 @@ pub enum Seen {
     Unknown,
 }
 
+/// Slots of [`Waiting`]: the age of a waiting connection is known to within
+/// `--ebpf.unanswered-after` / `WAITING_SLOTS`.
+pub const WAITING_SLOTS: usize = 8;
+
+/// The NAT/local connections of one destination waiting for their first reply, counted by age
+/// without any per-connection state: a new connection adds one to the slot of its creation
+/// time; its first response or release (whose event carries the delay since creation) takes
+/// one from the slot of that same creation time. Slots cover the last `WAITING_SLOTS` slot
+/// widths; older ones are folded into `old`, the connections waiting longer than the threshold.
+#[derive(Debug, Clone, Default)]
+struct Waiting {
+    slots: [u32; WAITING_SLOTS],
+    /// Slot number (time / width) of the newest slot.
+    newest: u64,
+    /// Connections created before the oldest slot, still waiting.
+    old: u64,
+}
+
+impl Waiting {
+    /// Moves the slots forward to `now` (ns), folding those that age out into `old`.
+    #[inline]
+    fn advance(&mut self, width: u64, now: u64) {
+        let cur = now / width;
+        if cur <= self.newest {
+            return;
+        }
+        let n = WAITING_SLOTS as u64;
+        // The ring holds slots newest-n+1 ..= newest; those up to cur-n age out (at most n).
+        if cur >= n {
+            let from = (self.newest + 1).saturating_sub(n);
+            let to = (cur - n).min(self.newest);
+            if to >= from {
+                for slot in from..=to {
+                    let i = (slot % n) as usize;
+                    self.old += u64::from(self.slots[i]);
+                    self.slots[i] = 0;
+                }
+            }
+        }
+        self.newest = cur;
+    }
+
+    /// A connection created at `ts`.
+    #[inline]
+    fn start(&mut self, width: u64, ts: u64) {
+        self.advance(width, ts);
+        let slot = ts / width;
+        if slot + (WAITING_SLOTS as u64) <= self.newest {
+            self.old += 1;
+        } else {
+            let s = &mut self.slots[(slot % WAITING_SLOTS as u64) as usize];
+            *s = s.saturating_add(1);
+        }
+    }
+
+    /// The end (first response or release) of the connection of event `e`, created
+    /// `e.value` ns before it.
+    #[inline]
+    fn end(&mut self, width: u64, e: &Event) {
+        self.advance(width, e.timestamp_ns);
+        let slot = e.timestamp_ns.saturating_sub(e.value) / width;
+        if slot + (WAITING_SLOTS as u64) <= self.newest {
+            self.old = self.old.saturating_sub(1);
+        } else {
+            let s = &mut self.slots[(slot % WAITING_SLOTS as u64) as usize];
+            *s = s.saturating_sub(1);
+        }
+    }
+
+    /// Connections waiting longer than the threshold at `now`.
+    fn old(&mut self, width: u64, now: u64) -> u64 {
+        self.advance(width, now);
+        self.old
+    }
+}
+
 /// State of one destination.
 #[derive(Debug, Clone)]
 pub struct DestState {
@@ -344,8 +420,8 @@ pub struct DestState {
     unanswered: u64,
     /// Connections created from sync messages (backup director).
     synced: u64,
-    /// The `struct ip_vs_dest *` of the latest new connection (see [`Aggregator::ptrs`]).
-    dest_ptr: u64,
+    /// NAT/local connections waiting for their first reply, by age.
+    waiting: Waiting,
     /// Absent from the previous netlink snapshot (forgotten if absent again).
     missing: bool,
 }
@@ -388,23 +464,10 @@ pub struct Aggregator {
     interarrival_thresholds: Vec<u64>,
     first_response_thresholds: Vec<u64>,
     map: HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
-    /// Destination pointer (from new-connection events) to the key it was last seen with: how
-    /// the connections kept waiting (`pending`) find their series.
-    /// Updated only when a key's latest pointer changes (once per destination at destination
-    /// granularity).
-    ptrs: HashMap<u64, RawKey>,
     /// Unschedulable attempts per service key.
     services: HashMap<RawKey, ServiceState, BuildHasherDefault<KeyHasher>>,
-    /// NAT/local connections waiting for their first reply, by connection pointer: creation
-    /// time and destination pointer. The daemon's own copy of the probe's `STARTS`, kept from
-    /// the events (entries leave at the connection's first response or release), because
-    /// reading a hash map from user space disables every tracing program on that CPU for the
-    /// duration of the call (`bpf_disable_instrumentation`): packets handled meanwhile would go
-    /// unseen. Capped at [`ipvs_telemetry_common::STARTS_ENTRIES`] like the probe's map (the
-    /// oldest are dropped).
-    pending: HashMap<u64, (u64, u64), BuildHasherDefault<KeyHasher>>,
-    /// How long a pending connection waits before it counts as waiting.
-    unanswered_after_ns: u64,
+    /// Width of one [`Waiting`] slot: `--ebpf.unanswered-after` / [`WAITING_SLOTS`].
+    waiting_slot_ns: u64,
     /// Events dropped because `max` destinations were already tracked.
     pub overflow: u64,
 }
@@ -432,17 +495,15 @@ impl Aggregator {
                 .map(|b| (b * 1e9).round() as u64)
                 .collect(),
             map: HashMap::default(),
-            ptrs: HashMap::new(),
             services: HashMap::default(),
-            pending: HashMap::default(),
-            unanswered_after_ns: 5_000_000_000,
+            waiting_slot_ns: 5_000_000_000 / WAITING_SLOTS as u64,
             overflow: 0,
         }
     }
 
     /// Sets `--ebpf.unanswered-after` (default 5 s).
     pub fn set_unanswered_after(&mut self, after: Duration) {
-        self.unanswered_after_ns = after.as_nanos() as u64;
+        self.waiting_slot_ns = (after.as_nanos() as u64 / WAITING_SLOTS as u64).max(1);
     }
 
     /// Tracked destinations.
@@ -479,7 +540,7 @@ impl Aggregator {
             first_response: Buckets::new(),
             unanswered: 0,
             synced: 0,
-            dest_ptr: 0,
+            waiting: Waiting::default(),
             missing: false,
         }))
     }
@@ -500,22 +561,22 @@ impl Aggregator {
     /// Records the first response of a connection (`e.value` ns after its creation).
     #[inline]
     pub fn record_first_response(&mut self, e: &Event) {
-        self.pending.remove(&e.conn);
         let key = RawKey::of_event(e, self.granularity);
         let d = Self::state(&mut self.map, &mut self.overflow, self.max, key);
         if let Some(d) = d {
             d.first_response
                 .record(&self.first_response_thresholds, e.value);
+            d.waiting.end(self.waiting_slot_ns, e);
         }
     }
 
     /// Records a connection released without a reply.
     #[inline]
     pub fn record_unanswered(&mut self, e: &Event) {
-        self.pending.remove(&e.conn);
         let key = RawKey::of_event(e, self.granularity);
         if let Some(d) = Self::state(&mut self.map, &mut self.overflow, self.max, key) {
             d.unanswered += 1;
+            d.waiting.end(self.waiting_slot_ns, e);
         }
     }
 
@@ -547,10 +608,6 @@ impl Aggregator {
         let key = RawKey::of_event(e, self.granularity);
         let d = Self::state(&mut self.map, &mut self.overflow, self.max, key);
         let Some(d) = d else { return };
-        if d.dest_ptr != e.value {
-            d.dest_ptr = e.value;
-            self.ptrs.insert(e.value, key);
-        }
         // The probe's filter for `STARTS`: NAT or local node, not one-packet.
         use ipvs_telemetry_common::{
             IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_ONE_PACKET,
@@ -558,7 +615,7 @@ impl Aggregator {
         if e.flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE
             && e.flags & IP_VS_CONN_F_ONE_PACKET == 0
         {
-            self.pending.insert(e.conn, (ts, e.value));
+            d.waiting.start(self.waiting_slot_ns, ts);
         }
         if d.count > 0 {
             d.interarrival
@@ -577,9 +634,6 @@ impl Aggregator {
             // The next window starts at this connection.
             d.win_start = ts;
             d.win_count = 1;
-        }
-        if self.pending.len() > 2 * ipvs_telemetry_common::STARTS_ENTRIES as usize {
-            self.trim_pending();
         }
     }
 
@@ -612,16 +666,7 @@ impl Aggregator {
         mut seen: impl FnMut(&RawKey) -> Seen,
     ) -> Vec<(RawKey, DestValues)> {
         let secs = self.window_ns as f64 / 1e9;
-        // Connections waiting longer than the threshold, per destination pointer; the oldest
-        // beyond the probe map's capacity are dropped (the probe's LRU map dropped them too).
-        self.trim_pending();
-        let before = now_ns.saturating_sub(self.unanswered_after_ns);
-        let mut waiting_by_ptr: HashMap<u64, u64> = HashMap::new();
-        for &(start, ptr) in self.pending.values() {
-            if start <= before {
-                *waiting_by_ptr.entry(ptr).or_default() += 1;
-            }
-        }
+
         let mut out = Vec::with_capacity(self.map.len());
         self.map.retain(|k, d| match seen(k) {
             Seen::Present => {
@@ -647,14 +692,6 @@ impl Aggregator {
             }
             Seen::Absent { .. } | Seen::Unknown => true,
         });
-        let map = &self.map;
-        self.ptrs.retain(|_, k| map.contains_key(k));
-        let mut waiting: HashMap<RawKey, u64> = HashMap::new();
-        for (ptr, n) in &waiting_by_ptr {
-            if let Some(k) = self.ptrs.get(ptr) {
-                *waiting.entry(*k).or_default() += n;
-            }
-        }
         for (k, d) in &mut self.map {
             if d.count > 0 && now_ns >= d.win_start.saturating_add(self.window_ns) {
                 Self::close_windows(&self.rate_thresholds, self.window_ns, d, now_ns);
@@ -671,7 +708,7 @@ impl Aggregator {
                     first_response: d.first_response.snapshot(FIRST_RESPONSE_BUCKETS, 1e-9),
                     unanswered: d.unanswered,
                     synced: d.synced,
-                    waiting: waiting.get(k).copied().unwrap_or(0),
+                    waiting: d.waiting.old(self.waiting_slot_ns, now_ns),
                 },
             ));
         }
@@ -679,19 +716,12 @@ impl Aggregator {
         out
     }
 
-    /// Drops the oldest pending connections beyond the probe map's capacity (its LRU dropped
-    /// them too); O(n), run at most once per [`ipvs_telemetry_common::STARTS_ENTRIES`] inserts.
-    #[cold]
-    fn trim_pending(&mut self) {
-        let cap = ipvs_telemetry_common::STARTS_ENTRIES as usize;
-        if self.pending.len() <= cap {
-            return;
+    /// Forgets every waiting connection: the probes were detached (`ip_vs` unloaded, which
+    /// releases every connection unseen), so none of them will be reported again.
+    pub fn clear_pending(&mut self) {
+        for d in self.map.values_mut() {
+            d.waiting = Waiting::default();
         }
-        let mut starts: Vec<u64> = self.pending.values().map(|v| v.0).collect();
-        let cut = starts.len() - cap;
-        let (_, oldest_kept, _) = starts.select_nth_unstable(cut);
-        let oldest_kept = *oldest_kept;
-        self.pending.retain(|_, v| v.0 >= oldest_kept);
     }
 
     /// Unschedulable attempts per service key (forgotten like destinations by
@@ -791,40 +821,48 @@ mod tests {
         assert!((fr.sum - (0.004 + 0.005 + 0.005 + 1e-9 + 0.02 + 11.0)).abs() < 1e-9);
     }
 
-    /// Each connection ends in exactly one of first response, unanswered or waiting; waiting
-    /// connections find their destination through the pointer of its new-connection events,
-    /// also after the pointer was reused by another destination.
+    /// Each connection ends in exactly one of first response, unanswered or waiting; a
+    /// connection counts as waiting once older than the threshold (to within one slot).
     #[test]
     fn unanswered_waiting_and_synced_per_destination() {
         use ipvs_telemetry_common::{KIND_FIRST_RESPONSE, KIND_SYNCED, KIND_UNANSWERED};
         let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
-        a.set_unanswered_after(Duration::from_millis(1));
-        // Five connections each to ports 80 and 81.
+        // 8 ms threshold: 1 ms slots.
+        a.set_unanswered_after(Duration::from_millis(8));
+        // Five connections each to ports 80 and 81, created at 1 ms.
         let conns80: Vec<Event> = (0..5).map(|i| event(MS + i, 80)).collect();
         let conns81: Vec<Event> = (0..5).map(|i| event(MS + i, 81)).collect();
         for e in conns80.iter().chain(&conns81) {
             a.record(e);
         }
-        // A direct-routing connection is never stored, so never waits.
+        // A direct-routing connection never waits.
         let mut dr = event(MS + 9, 81);
         dr.flags = 2;
         a.record(&dr);
-        let end = |e: &Event, k: u32| {
-            let mut e = *e;
-            e.kind = k;
-            e.timestamp_ns = 2 * MS;
-            e.value = MS;
-            e
+        let end = |e: &Event, k: u32, at: u64| {
+            let mut x = *e;
+            x.kind = k;
+            x.timestamp_ns = at;
+            x.value = at - e.timestamp_ns;
+            x
         };
-        // 80: three answered, one released unanswered, one waiting.
+        // 80: three answered, one released unanswered (at 20 ms, after aging out), one waiting.
         for e in &conns80[..3] {
-            a.record_event(&end(e, KIND_FIRST_RESPONSE));
+            a.record_event(&end(e, KIND_FIRST_RESPONSE, 2 * MS));
         }
-        a.record_event(&end(&conns80[3], KIND_UNANSWERED));
-        // 81: one released unanswered, four waiting; one synced connection.
-        a.record_event(&end(&conns81[0], KIND_UNANSWERED));
-        a.record_event(&end(&conns81[1], KIND_SYNCED));
-        let out = a.collect(3 * MS, |_| Seen::Present);
+        // 81: four waiting, one synced connection (not a new one).
+        a.record_event(&end(&conns81[1], KIND_SYNCED, 2 * MS));
+        let waiting = |a: &mut Aggregator, now: u64| -> Vec<u64> {
+            a.collect(now, |_| Seen::Present)
+                .iter()
+                .map(|(_, v)| v.waiting)
+                .collect()
+        };
+        assert_eq!(waiting(&mut a, 5 * MS), vec![0, 0], "younger than 8 ms");
+        assert_eq!(waiting(&mut a, 10 * MS), vec![2, 5], "older than 8 ms");
+        a.record_event(&end(&conns80[3], KIND_UNANSWERED, 20 * MS));
+        a.record_event(&end(&conns81[0], KIND_UNANSWERED, 20 * MS));
+        let out = a.collect(30 * MS, |_| Seen::Present);
         let v: Vec<(u64, u64, u64, u64, u64)> = out
             .iter()
             .map(|(_, v)| {
@@ -838,22 +876,29 @@ mod tests {
             })
             .collect();
         assert_eq!(v, vec![(5, 3, 1, 1, 0), (6, 0, 1, 4, 1)]);
-        // Not yet waiting long enough: not counted.
-        a.set_unanswered_after(Duration::from_secs(1));
-        let out = a.collect(3 * MS, |_| Seen::Present);
-        assert!(out.iter().all(|(_, v)| v.waiting == 0));
-        a.set_unanswered_after(Duration::from_millis(1));
-        // Port 81's pointer now belongs to a new destination (port 82), whose connection waits.
-        let mut e = event(4 * MS, 82);
-        e.value = conns81[0].value;
-        a.record(&e);
-        let out = a.collect(6 * MS, |_| Seen::Present);
-        let waiting: Vec<u64> = out.iter().map(|(_, v)| v.waiting).collect();
-        assert_eq!(
-            waiting,
-            vec![1, 0, 4 + 1],
-            "the pointer of 81 now maps to 82 only"
-        );
+        // A connection answered after it aged out leaves the old count; one answered while
+        // young leaves its slot.
+        let young = event(29 * MS, 80);
+        a.record(&young);
+        a.record_event(&end(&young, KIND_FIRST_RESPONSE, 30 * MS));
+        a.record_event(&end(&conns80[4], KIND_FIRST_RESPONSE, 31 * MS));
+        assert_eq!(waiting(&mut a, 100 * MS), vec![0, 4]);
+        a.clear_pending();
+        assert_eq!(waiting(&mut a, 200 * MS), vec![0, 0]);
+    }
+
+    #[test]
+    fn waiting_slots_age_over_long_gaps() {
+        let mut w = Waiting::default();
+        let width = MS;
+        w.start(width, 5 * MS);
+        w.start(width, 7 * MS);
+        assert_eq!(w.old(width, 12 * MS), 0);
+        assert_eq!(w.old(width, 13 * MS), 1);
+        assert_eq!(w.old(width, 1_000_000 * MS), 2);
+        // A late event from another CPU, older than the ring: straight to `old`.
+        w.start(width, 5 * MS);
+        assert_eq!(w.old(width, 1_000_000 * MS), 3);
     }
 
     #[test]

@@ -21,8 +21,7 @@ pub(crate) fn synthetic_event(ts: u64, dport: u16) -> Event {
         conn: 0xffff_8880_0000_0000u64
             .wrapping_add(ts << 16)
             .wrapping_add(dport as u64),
-        // A distinct destination pointer per real server, as the probe reports it.
-        value: 0xffff_8881_0000_0000 + dport as u64 * 1024,
+        value: 0,
         kind: 0,
         netns_inode: 4026531840,
         flags: 0,

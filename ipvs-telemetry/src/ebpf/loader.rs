@@ -294,6 +294,7 @@ fn attach_kprobe(ebpf: &mut aya::Ebpf, program: &str, symbol: &str) -> Result<()
 pub fn detach(shared: &Shared, a: Attached) {
     drop(a);
     let mut st = lock(shared);
+    st.agg.clear_pending();
     if let Some(map) = st.lost.take() {
         let n = read_lost(&map);
         for (b, n) in st.lost_base.iter_mut().zip(n) {
