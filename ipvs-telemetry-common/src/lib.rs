@@ -19,8 +19,10 @@ pub const CONN_NEW_PROGRAM: &str = "ip_vs_conn_new_ret";
 /// Kernel function the connection probe attaches to.
 pub const CONN_NEW_FUNCTION: &str = "ip_vs_conn_new";
 
-/// Name of the LRU hash holding the creation time (ns) of each counted connection, keyed by the
-/// `struct ip_vs_conn *`, until its first reply.
+/// Name of the LRU hash holding the creation time (ns) of each counted NAT or local-node
+/// connection, keyed by the `struct ip_vs_conn *`, until its first reply or its release
+/// (whichever comes first takes the entry out, so a connection ends in exactly one of the two).
+/// The daemon never reads it: it counts waiting connections from the events.
 pub const STARTS_MAP: &str = "STARTS";
 /// Entries of [`STARTS_MAP`]: connections waiting for their first reply. When more are waiting,
 /// the least recently created are dropped (and not measured).
@@ -34,6 +36,18 @@ pub const STATE_PROBES: [(&str, &str); 3] = [
     ("udp_state_transition", "udp_state"),
     ("sctp_state_transition", "sctp_state"),
 ];
+/// Kernel function the release probe attaches to: the connection timer's callback, also called
+/// directly wherever IPVS drops a connection (flush, `expire_nodest_conn`, `drop_entry`, one-packet
+/// scheduling); it releases the connection unless the connection is still referenced.
+pub const EXPIRE_FUNCTION: &str = "ip_vs_conn_expire";
+/// Name of the kprobe program on [`EXPIRE_FUNCTION`].
+pub const EXPIRE_PROGRAM: &str = "ip_vs_conn_expire";
+/// Kernel function the unschedulable probe attaches to: every IPVS scheduler calls it when it
+/// finds no destination for a new connection (the `no destination available` message).
+pub const SCHEDULER_ERR_FUNCTION: &str = "ip_vs_scheduler_err";
+/// Name of the kprobe program on [`SCHEDULER_ERR_FUNCTION`].
+pub const SCHEDULER_ERR_PROGRAM: &str = "ip_vs_scheduler_err";
+
 /// `IP_VS_DIR_OUTPUT`: a packet from the real server (the reply direction).
 pub const IP_VS_DIR_OUTPUT: i32 = 1;
 
@@ -56,10 +70,19 @@ pub const DRAIN_INTERVAL_MS: u64 = 1000;
 /// [`Event::kind`]: a connection was scheduled to a destination (`ip_vs_conn_new` returned).
 pub const KIND_NEW_CONNECTION: u32 = 0;
 /// [`Event::kind`]: the first packet from the real server passed the director (latency issue);
-/// [`Event::value_ns`] carries the delay since the connection was created.
+/// [`Event::value`] carries the delay since the connection was created (ns).
 pub const KIND_FIRST_RESPONSE: u32 = 1;
+/// [`Event::kind`]: a connection waiting for its first reply was released by IPVS (expired,
+/// flushed or dropped) without one; [`Event::value`] carries how long it waited (ns).
+pub const KIND_UNANSWERED: u32 = 2;
+/// [`Event::kind`]: a scheduler found no destination for a new connection of the service;
+/// only the service fields are set (`daf`, `daddr`, `dport` are 0).
+pub const KIND_UNSCHEDULABLE: u32 = 3;
+/// [`Event::kind`]: the sync daemon of a backup director created a connection from the
+/// master's sync messages (`IP_VS_CONN_F_SYNC`; not counted as a new connection).
+pub const KIND_SYNCED: u32 = 4;
 /// Number of event kinds (size of the lost-events array).
-pub const KINDS: u32 = 2;
+pub const KINDS: u32 = 5;
 
 /// `IP_VS_CONN_F_FWD_MASK`: the forwarding method bits of the connection flags.
 pub const IP_VS_CONN_F_FWD_MASK: u32 = 0x0007;
@@ -70,6 +93,9 @@ pub const IP_VS_CONN_F_LOCALNODE: u32 = 0x0001;
 pub const IP_VS_CONN_F_SYNC: u32 = 0x0020;
 /// `IP_VS_CONN_F_TEMPLATE`: persistence template.
 pub const IP_VS_CONN_F_TEMPLATE: u32 = 0x1000;
+/// `IP_VS_CONN_F_ONE_PACKET`: one-packet scheduling (`ipvsadm -o`); the connection is released
+/// after its first packet and never sees a reply.
+pub const IP_VS_CONN_F_ONE_PACKET: u32 = 0x2000;
 
 /// One ring-buffer record.
 ///
@@ -84,8 +110,10 @@ pub struct Event {
     pub timestamp_ns: u64,
     /// The `struct ip_vs_conn *` (identifies the connection across event kinds).
     pub conn: u64,
-    /// Kind-specific value: nanoseconds for [`KIND_FIRST_RESPONSE`], 0 otherwise.
-    pub value_ns: u64,
+    /// Kind-specific value: nanoseconds since the connection's creation for
+    /// [`KIND_FIRST_RESPONSE`] and [`KIND_UNANSWERED`] (so `timestamp_ns - value` is the
+    /// timestamp of its [`KIND_NEW_CONNECTION`] event), 0 otherwise.
+    pub value: u64,
     /// One of the `KIND_*` constants.
     pub kind: u32,
     /// `ns.inum` of the connection's network namespace.
@@ -150,9 +178,29 @@ pub struct Offsets {
     pub dest_vaddr: u32,
     /// `struct ip_vs_dest`: `vfwmark` (u32).
     pub dest_vfwmark: u32,
+    /// `struct ip_vs_conn`: `timer` (the `struct timer_list` the expiry callback receives).
+    pub conn_timer: u32,
+    /// `struct ip_vs_conn`: `refcnt` (`refcount_t`, an int).
+    pub conn_refcnt: u32,
+    /// `struct ip_vs_conn`: `n_control` (`atomic_t`).
+    pub conn_n_control: u32,
+    /// `struct ip_vs_service`: `af` (u16).
+    pub svc_af: u32,
+    /// `struct ip_vs_service`: `protocol` (u16).
+    pub svc_protocol: u32,
+    /// `struct ip_vs_service`: `addr` (16 bytes).
+    pub svc_addr: u32,
+    /// `struct ip_vs_service`: `port` (u16, network order).
+    pub svc_port: u32,
+    /// `struct ip_vs_service`: `fwmark` (u32).
+    pub svc_fwmark: u32,
+    /// `struct ip_vs_service`: `ipvs` (pointer to `struct netns_ipvs`).
+    pub svc_ipvs: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
 }
 
-const _: () = assert!(core::mem::size_of::<Offsets>() == 56);
+const _: () = assert!(core::mem::size_of::<Offsets>() == 96);
 
 /// Argument positions (0-based) of `cp` and `direction` in each protocol state handler,
 /// indexed like [`STATE_PROBES`]. They differ between kernels (stable kernels added an argument),

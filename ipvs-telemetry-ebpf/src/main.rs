@@ -1,8 +1,9 @@
 //! The ipvs-telemetry probes.
 //!
 //! `ip_vs_conn_new_ret`, a kretprobe on `ip_vs_conn_new`, emits one [`Event`] per connection
-//! IPVS schedules to a destination. Persistence templates, sync-created connections and
-//! connections without a destination (bypass) are skipped, so the count per destination equals
+//! IPVS schedules to a destination. Persistence templates and connections without a destination
+//! (bypass) are skipped, and sync-created connections (a backup director's copies of the
+//! master's) are reported as their own kind, so the new-connection count per destination equals
 //! the kernel's own `conns` counter. Struct member offsets come from the daemon (BTF) through
 //! the `OFFSETS` global: Rust eBPF has no CO-RE relocations.
 //!
@@ -13,6 +14,16 @@
 //! event of kind `KIND_FIRST_RESPONSE` with the delay; removing the entry makes each connection
 //! measured at most once. The argument positions of `cp` and `direction` come from the daemon
 //! (`STATE_ARGS`, read from the handlers' BTF prototypes).
+//!
+//! Unanswered: `ip_vs_conn_expire`, a kprobe on the function that releases connections, takes
+//! the entry out when a connection still in `STARTS` is about to be released and emits
+//! `KIND_UNANSWERED`. Whichever of the two probes removes the entry reports the connection, so
+//! each one ends in exactly one of them (or is still waiting). A connection already answered
+//! costs the release probe one hash miss, and nothing per packet beyond the miss it already
+//! cost (the entry is gone once measured).
+//!
+//! Unschedulable: `ip_vs_scheduler_err`, a kprobe on the function every scheduler calls when it
+//! finds no destination, emits `KIND_UNSCHEDULABLE` with the service's identity.
 
 #![no_std]
 #![no_main]
@@ -23,11 +34,12 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::{ProbeContext, RetProbeContext},
 };
-use aya_log_ebpf::{info, warn};
+use aya_log_ebpf::{debug, info, warn};
 use ipvs_telemetry_common::{
     Event, IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE,
-    IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE, KIND_NEW_CONNECTION, KINDS, Offsets, RING_BYTES,
-    STARTS_ENTRIES, StateArgs, WAKEUP_BYTES,
+    IP_VS_CONN_F_ONE_PACKET, IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE, KIND_NEW_CONNECTION,
+    KIND_SYNCED, KIND_UNANSWERED, KIND_UNSCHEDULABLE, KINDS, Offsets, RING_BYTES, STARTS_ENTRIES,
+    StateArgs, WAKEUP_BYTES,
 };
 
 /// Events for the daemon.
@@ -92,7 +104,8 @@ fn count_read_error(kind: u32) {
     }
 }
 
-/// Creation time (ns) of counted connections awaiting their first reply, by connection pointer.
+/// Creation time (ns) of counted NAT/local connections awaiting their first reply, by
+/// connection pointer.
 #[map]
 static STARTS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(STARTS_ENTRIES, 0);
 
@@ -120,6 +133,16 @@ static OFFSETS: Offsets = Offsets {
     dest_vport: 0,
     dest_vaddr: 0,
     dest_vfwmark: 0,
+    conn_timer: 0,
+    conn_refcnt: 0,
+    conn_n_control: 0,
+    svc_af: 0,
+    svc_protocol: 0,
+    svc_addr: 0,
+    svc_port: 0,
+    svc_fwmark: 0,
+    svc_ipvs: 0,
+    _pad: 0,
 };
 
 /// Reads a `T` at `base + offset` in kernel memory.
@@ -157,7 +180,7 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
         return Ok(());
     }
     let flags: u32 = read(cp, off.conn_flags)?;
-    if flags & (IP_VS_CONN_F_TEMPLATE | IP_VS_CONN_F_SYNC) != 0 {
+    if flags & IP_VS_CONN_F_TEMPLATE != 0 {
         return Ok(());
     }
     let dest: *const u8 = read(cp, off.conn_dest)?;
@@ -166,10 +189,23 @@ fn try_conn_new(ctx: &RetProbeContext) -> Result<(), i32> {
     }
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
+    if flags & IP_VS_CONN_F_SYNC != 0 {
+        // Created on a backup from the master's sync messages: a separate count, never
+        // forwarded here, so never waiting for a reply.
+        let event = event_of(cp, dest, &off, KIND_SYNCED, now, 0, flags)?;
+        if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
+            count_lost(KIND_SYNCED);
+        }
+        return Ok(());
+    }
     let event = event_of(cp, dest, &off, KIND_NEW_CONNECTION, now, 0, flags)?;
     // Only NAT and local-node connections see their replies; DR and tunnel ones would only
-    // take room in the map. A failed insert only loses this connection's measurement.
-    if flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE {
+    // take room in the map, as would one-packet connections (released after their first
+    // packet, never matched by a reply). A failed insert only loses this connection's
+    // measurement.
+    if flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE
+        && flags & IP_VS_CONN_F_ONE_PACKET == 0
+    {
         let _ = STARTS.insert(cp as u64, now, 0);
     }
     if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
@@ -192,7 +228,7 @@ fn event_of(
     off: &Offsets,
     kind: u32,
     timestamp_ns: u64,
-    value_ns: u64,
+    value: u64,
     flags: u32,
 ) -> Result<Event, i32> {
     let ipvs: *const u8 = read(cp, off.conn_ipvs)?;
@@ -200,7 +236,7 @@ fn event_of(
     Ok(Event {
         timestamp_ns,
         conn: cp as u64,
-        value_ns,
+        value,
         kind,
         netns_inode: read(net, off.net_inum)?,
         flags,
@@ -305,6 +341,122 @@ fn try_state(ctx: &ProbeContext, proto: usize) -> Result<(), i32> {
     )?;
     if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
         count_lost(KIND_FIRST_RESPONSE);
+    }
+    Ok(())
+}
+
+/// Kprobe on `ip_vs_conn_expire(struct timer_list *t)`: a connection is being released.
+#[kprobe]
+pub fn ip_vs_conn_expire(ctx: ProbeContext) -> u32 {
+    if let Err(e) = try_expire(&ctx) {
+        warn!(&ctx, "ip_vs_conn_expire: reading the connection failed ({})", e);
+    }
+    0
+}
+
+fn try_expire(ctx: &ProbeContext) -> Result<(), i32> {
+    // SAFETY: plain global, rewritten by the loader (see `try_conn_new`).
+    let off: Offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    if off.valid == 0 {
+        return Ok(());
+    }
+    let Some(timer) = ctx.arg::<u64>(0) else {
+        return Ok(());
+    };
+    // `from_timer`: the timer is a member of the connection.
+    let cp = timer.wrapping_sub(off.conn_timer as u64);
+    // The common case, a connection answered long ago (or never stored): one hash miss.
+    // SAFETY: the value is copied out at once.
+    let Some(start) = (unsafe { STARTS.get(cp) }).copied() else {
+        return Ok(());
+    };
+    // `ip_vs_conn_expire` releases the connection only if it controls no other connection and
+    // holds the last reference (`refcount_dec_if_one`); otherwise it re-arms the timer and the
+    // connection lives on (and may still be answered).
+    let p = cp as *const u8;
+    let n_control: i32 = read(p, off.conn_n_control)?;
+    let refcnt: i32 = read(p, off.conn_refcnt)?;
+    if n_control != 0 || refcnt != 1 {
+        debug!(
+            ctx,
+            "ip_vs_conn_expire: connection still referenced (refcnt {}, n_control {}), not released",
+            refcnt,
+            n_control
+        );
+        return Ok(());
+    }
+    // Only the CPU whose removal succeeds reports the connection (a reply racing with the
+    // release is counted by whichever probe removes the entry first).
+    if STARTS.remove(cp).is_err() {
+        return Ok(());
+    }
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let dest: *const u8 = read(p, off.conn_dest)?;
+    if dest.is_null() {
+        return Ok(());
+    }
+    let flags: u32 = read(p, off.conn_flags)?;
+    let event = event_of(
+        p,
+        dest,
+        &off,
+        KIND_UNANSWERED,
+        now,
+        now.saturating_sub(start),
+        flags,
+    )?;
+    if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
+        count_lost(KIND_UNANSWERED);
+    }
+    Ok(())
+}
+
+/// Kprobe on `ip_vs_scheduler_err(struct ip_vs_service *svc, const char *msg)`: the scheduler
+/// found no destination for a new connection.
+#[kprobe]
+pub fn ip_vs_scheduler_err(ctx: ProbeContext) -> u32 {
+    if let Err(e) = try_scheduler_err(&ctx) {
+        warn!(&ctx, "ip_vs_scheduler_err: reading the service failed ({})", e);
+    }
+    0
+}
+
+fn try_scheduler_err(ctx: &ProbeContext) -> Result<(), i32> {
+    // SAFETY: plain global, rewritten by the loader (see `try_conn_new`).
+    let off: Offsets = unsafe { core::ptr::read_volatile(&OFFSETS) };
+    if off.valid == 0 {
+        return Ok(());
+    }
+    let Some(svc) = ctx.arg::<*const u8>(0) else {
+        return Ok(());
+    };
+    if svc.is_null() {
+        return Ok(());
+    }
+    let ipvs: *const u8 = read(svc, off.svc_ipvs)?;
+    let net: *const u8 = read(ipvs, off.ipvs_net)?;
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let event = Event {
+        timestamp_ns: now,
+        conn: 0,
+        value: 0,
+        kind: KIND_UNSCHEDULABLE,
+        netns_inode: read(net, off.net_inum)?,
+        flags: 0,
+        fwmark: read(svc, off.svc_fwmark)?,
+        af: read(svc, off.svc_af)?,
+        daf: 0,
+        protocol: read(svc, off.svc_protocol)?,
+        vport: read(svc, off.svc_port)?,
+        dport: 0,
+        _pad: [0; 6],
+        vaddr: read(svc, off.svc_addr)?,
+        daddr: [0; 16],
+    };
+    if EVENTS.output::<Event>(&event, wakeup_flag()).is_err() {
+        count_lost(KIND_UNSCHEDULABLE);
     }
     Ok(())
 }

@@ -334,6 +334,11 @@ pub struct ServeOpts {
     #[arg(long = "ebpf.rate-window", value_name = "DURATION", default_value = "100ms",
           value_parser = parse_positive_duration, env = "IPVS_TELEMETRY_EBPF_RATE_WINDOW")]
     pub ebpf_rate_window: Duration,
+    /// How long a NAT/local connection may wait for its first reply before it counts in
+    /// `ipvs_ebpf_destination_waiting_connections`.
+    #[arg(long = "ebpf.unanswered-after", value_name = "DURATION", default_value = "5s",
+          value_parser = parse_positive_duration, global = true, env = "IPVS_TELEMETRY_EBPF_UNANSWERED_AFTER")]
+    pub ebpf_unanswered_after: Duration,
     /// Label set of the eBPF histograms.
     #[arg(long = "ebpf.granularity", value_enum, default_value_t = Granularity::Destination,
           env = "IPVS_TELEMETRY_EBPF_GRANULARITY")]

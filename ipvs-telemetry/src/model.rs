@@ -398,6 +398,45 @@ pub struct NetnsContext {
     pub interfaces: Vec<InterfaceStats>,
     /// Conntrack entries, `None` when conntrack is not loaded there.
     pub conntrack_entries: Option<u64>,
+    /// The IPVS connection-synchronisation daemons running in the namespace (master and/or
+    /// backup), from `IPVS_CMD_GET_DAEMON`; empty when none runs or IPVS could not be read.
+    pub sync_daemons: Vec<SyncDaemon>,
+}
+
+/// One IPVS sync daemon (`ipvsadm --start-daemon`), as `IPVS_CMD_GET_DAEMON` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SyncDaemon {
+    /// `master` (`IP_VS_STATE_MASTER`, sends), `backup` (`IP_VS_STATE_BACKUP`, receives), or
+    /// the number for a state this build does not know.
+    pub role: String,
+    /// Multicast interface (`--mcast-interface`).
+    pub interface: String,
+    /// Sync id (`--syncid`).
+    pub sync_id: u32,
+}
+
+impl SyncDaemon {
+    /// The daemon described by the attributes of one `IPVS_CMD_ATTR_DAEMON`; `None` without a
+    /// state.
+    pub fn from_attributes(attrs: &[crate::netlink::IpvsDaemonAttribute]) -> Option<Self> {
+        use crate::netlink::IpvsDaemonAttribute as A;
+        let mut d = SyncDaemon {
+            role: String::new(),
+            interface: String::new(),
+            sync_id: 0,
+        };
+        for a in attrs {
+            match a {
+                A::State(1) => d.role = "master".into(),
+                A::State(2) => d.role = "backup".into(),
+                A::State(n) => d.role = n.to_string(),
+                A::MulticastInterface(i) => d.interface = i.clone(),
+                A::SyncId(id) => d.sync_id = *id,
+                _ => {}
+            }
+        }
+        (!d.role.is_empty()).then_some(d)
+    }
 }
 
 /// The result of one collection of one namespace.
@@ -465,6 +504,12 @@ pub struct EbpfSeries {
     pub interarrival: HistogramSnapshot,
     /// Seconds from connection creation to the first reply through the director.
     pub first_response: HistogramSnapshot,
+    /// Connections released without a reply (NAT and local forwarding only).
+    pub unanswered: u64,
+    /// Connections created from sync messages (on a backup director).
+    pub synced: u64,
+    /// Open connections waiting longer than `--ebpf.unanswered-after` for their first reply.
+    pub waiting: u64,
 }
 
 /// The eBPF side's state at one collection.
@@ -489,6 +534,9 @@ pub struct EbpfSnapshot {
     pub overflow: u64,
     /// Per destination (or service) series.
     pub series: Vec<EbpfSeries>,
+    /// New connections no destination could be found for, per service (`destination` is
+    /// `None`).
+    pub unschedulable: Vec<(EbpfKey, u64)>,
 }
 
 /// Values for unit tests.

@@ -74,6 +74,16 @@ pub const DAEMON: &[&str] = &[
 pub const EBPF_DESTINATION: &[&str] = &[
     "ipvs_ebpf_destination_new_connections_total",
     "ipvs_ebpf_destination_peak_connection_rate_per_second",
+    "ipvs_ebpf_destination_unanswered_connections_total",
+    "ipvs_ebpf_destination_synced_connections_total",
+    "ipvs_ebpf_destination_waiting_connections",
+];
+
+/// Families that exist only once something happened (a service without a usable destination
+/// was asked for a connection) or runs (a sync daemon).
+pub const EBPF_CONDITIONAL: &[&str] = &[
+    "ipvs_ebpf_service_unschedulable_total",
+    "ipvs_sync_daemon_info",
 ];
 
 /// The histograms (also `_bucket`, `_sum` and `_count` series).
@@ -103,6 +113,7 @@ pub fn all_plain() -> impl Iterator<Item = &'static str> {
         NAMESPACE_CONDITIONAL,
         DAEMON,
         EBPF_DESTINATION,
+        EBPF_CONDITIONAL,
         NAMES,
     ]
     .into_iter()

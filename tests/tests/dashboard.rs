@@ -16,15 +16,21 @@
 //! NAT real servers in namespaces (`be0` 1 ms, `be1` 5 ms, `be2` 700 ms of `tc netem` delay on
 //! their egress, so the first-response histograms fill), a second director namespace `lb2` has
 //! its own service, and `lab-client`s send TCP and UDP requests at a steady rate for the whole
-//! test. Four of the five alerts have a real cause in it, as an operator would meet it:
+//! test. Seven of the eight alerts have a real cause in it, as an operator would meet it:
 //! - IpvsNamespaceUnreadable: `--netns stale=/run/stale-netns` names a plain file, as left
 //!   behind when a namespace is unmounted;
 //! - IpvsFirstResponseSlow: `be2` answers after 700 ms, above the 0.5 s p99 threshold;
 //! - IpvsDestinationStarved: a source-hashing (`sh`) service with one client address sends
 //!   every connection to one of its two real servers of weight 1;
-//! - IpvsServiceAllDestinationsQuiesced: a service whose two real servers have weight 0.
+//! - IpvsServiceAllDestinationsQuiesced: a service whose two real servers have weight 0;
+//! - IpvsServiceUnschedulable: clients keep connecting to that quiesced service;
+//! - IpvsDestinationUnanswered: `be3` drops every packet it sends (`netem loss 100%`) while it
+//!   stays in the pool of its service;
+//! - IpvsSyncBackupDrift: the root namespace is the sync master (sync id 5) and `lb2` its
+//!   backup (same service table for 10.10.0.1:80, sync over the veth); once Prometheus has seen
+//!   the backup create connections from sync messages, the master's sync daemon is stopped.
 //!
-//! The fifth, IpvsEbpfEventsLost, fires only when the ring buffer overflows, which a healthy
+//! The eighth, IpvsEbpfEventsLost, fires only when the ring buffer overflows, which a healthy
 //! lab cannot stage: its expression must parse, and without its `> 0` threshold (the lost-event
 //! counters it reads) it must return data ([`THRESHOLD_REMOVED`]). The test prints which
 //! expressions were treated so.
@@ -69,6 +75,9 @@ const STAGED: &[(&str, &str, &str)] = &[
         "virtual_address",
         "10.10.0.4",
     ),
+    ("IpvsServiceUnschedulable", "virtual_address", "10.10.0.4"),
+    ("IpvsDestinationUnanswered", "real_address", "10.23.0.2"),
+    ("IpvsSyncBackupDrift", "sync_id", "5"),
 ];
 
 /// How long the data may take to be there (first scrapes, 1m windows filling, recording rules
@@ -82,7 +91,9 @@ const SETUP: &str = r#"
 backend be0 20 1ms
 backend be1 21 5ms
 backend be2 22 700ms
-for i in 1 2 3 4; do ip addr add 10.10.0.$i/32 dev lo; done
+backend be3 23 1ms
+ip netns exec be3 tc qdisc change dev eth0 root netem loss 100%
+for i in 1 2 3 4 5; do ip addr add 10.10.0.$i/32 dev lo; done
 # The main service, TCP and UDP; be2 is quiesced (weight 0) in the TCP one.
 ipvsadm -A -t 10.10.0.1:80 -s wrr
 ipvsadm -a -t 10.10.0.1:80 -r 10.20.0.2:8080 -m -w 1
@@ -103,6 +114,10 @@ ipvsadm -a -t 10.10.0.3:80 -r 10.21.0.2:8080 -m
 ipvsadm -A -t 10.10.0.4:80 -s wrr
 ipvsadm -a -t 10.10.0.4:80 -r 10.20.0.2:8080 -m -w 0
 ipvsadm -a -t 10.10.0.4:80 -r 10.21.0.2:8080 -m -w 0
+# A real server that answers nothing (be3) next to one that does.
+ipvsadm -A -t 10.10.0.5:80 -s rr
+ipvsadm -a -t 10.10.0.5:80 -r 10.20.0.2:8080 -m
+ipvsadm -a -t 10.10.0.5:80 -r 10.23.0.2:8080 -m
 # A second director namespace with its own service (local real server).
 ip netns add lb2
 ip link add vlb2 type veth peer name eth0 netns lb2
@@ -111,6 +126,11 @@ ip -n lb2 link set lo up
 ip -n lb2 addr add 10.30.0.1/24 dev eth0 && ip -n lb2 link set eth0 up
 ip netns exec lb2 ipvsadm -A -t 10.30.0.1:80 -s rr
 ip netns exec lb2 ipvsadm -a -t 10.30.0.1:80 -r 10.30.0.1:80 -m
+# lb2 is the sync backup of the root namespace for 10.10.0.1:80 (same service table).
+ip netns exec lb2 ipvsadm -A -t 10.10.0.1:80 -s wrr
+for n in 20 21 22; do ip netns exec lb2 ipvsadm -a -t 10.10.0.1:80 -r 10.$n.0.2:8080 -m; done
+ipvsadm --start-daemon master --mcast-interface vlb2 --syncid 5
+ip netns exec lb2 ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 5
 # A namespace file left behind after its namespace was unmounted.
 touch /run/stale-netns
 # Names for the dashboard's name joins (service variable, legends, the names table).
@@ -139,6 +159,10 @@ const TRAFFIC: &[&str] = &[
     "lab-client tcp 10.10.0.2:80 -n 1000000 --rate 4 -c 12 --timeout 5s --allow-errors",
     "lab-client tcp 10.10.0.3:80 -n 1000000 --rate 5 -c 2 --timeout 5s --allow-errors",
     "lab-client tcp 10.30.0.1:80 -n 1000000 --rate 5 -c 2 --timeout 5s --allow-errors",
+    // Every real server quiesced: each attempt is refused (ICMP port unreachable).
+    "lab-client tcp 10.10.0.4:80 -n 1000000 --rate 2 -c 1 --timeout 5s --allow-errors",
+    // Half of these go to be3, which never answers.
+    "lab-client tcp 10.10.0.5:80 -n 1000000 --rate 4 -c 4 --timeout 1s --allow-errors",
 ];
 
 #[test]
@@ -238,6 +262,7 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
         ("be0", "10.20.0.2"),
         ("be1", "10.21.0.2"),
         ("be2", "10.22.0.2"),
+        ("be3", "10.23.0.2"),
     ] {
         vm.spawn(&format!(
             "exec ip netns exec {ns} lab-server --bind {addr} --tcp 8080 --udp 8053 --name {ns}"
@@ -248,6 +273,7 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
         "lab-client wait-tcp 10.20.0.2:8080 --timeout 1s && \
          lab-client wait-tcp 10.21.0.2:8080 --timeout 1s && \
          ip netns exec be2 lab-client wait-tcp 10.22.0.2:8080 --timeout 1s && \
+         ip netns exec be3 lab-client wait-tcp 10.23.0.2:8080 --timeout 1s && \
          lab-client wait-tcp 10.30.0.1:80 --timeout 1s",
         Duration::from_secs(60),
     )?;
@@ -261,6 +287,29 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
     let rules = promql::rules_evaluated_every(dir.path(), "1s")?;
     let target = format!("127.0.0.1:{}", vm.host_port(PORT));
     let prom = Prometheus::start(&prometheus::config(&[rules], &[target], "1s"))?;
+
+    // The sync fault: once Prometheus has seen the master and the backup creating connections
+    // from its sync messages, the master's sync daemon stops while its clients go on.
+    let synced_seen = Instant::now();
+    loop {
+        let (_, master) = prom.query(r#"ipvs_sync_daemon_info{role="master",sync_id="5"}"#)?;
+        let (_, synced) =
+            prom.query(r#"sum(ipvs_ebpf_destination_synced_connections_total{netns="lb2"}) > 0"#)?;
+        if has_finite_value(&master) && has_finite_value(&synced) {
+            break;
+        }
+        ensure!(
+            synced_seen.elapsed() < DEADLINE,
+            "the backup lb2 created no connection from sync messages: {}",
+            vm.sh("ip netns exec lb2 ipvsadm -Lnc; ipvsadm -L --daemon; ip netns exec lb2 ipvsadm -L --daemon")?.stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    vm.sh_ok("ipvsadm --stop-daemon master")?;
+    eprintln!(
+        "kernel {k}: backup synced connections seen after {:.0?}; master sync daemon stopped",
+        synced_seen.elapsed()
+    );
 
     // Rounds of every query until one round where all of them return data at once (an
     // alert's condition may hold for a moment before it holds for good, e.g. while the

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ipvs_telemetry_e2e::exposition::{self, Sample};
-use ipvs_telemetry_e2e::{Vm, VmConfig, for_each_kernel, kernels, lab_or_skip};
+use ipvs_telemetry_e2e::{DELAYED_BACKEND_SH, Vm, VmConfig, for_each_kernel, kernels, lab_or_skip};
 use serde_json::Value;
 
 /// Services in a namespace (`$1` prefixes every command, e.g. `ip netns exec ns2`):
@@ -402,8 +402,12 @@ fn ebpf_follows_ip_vs_module_load_and_reload() -> Result<()> {
 }
 
 /// `cargo xtask bench ebpf` part (a), not a test (speed is measured, never asserted): in one VM,
-/// connections/s of `lab-client` with the probes attached vs detached, alternating A B A B over
-/// `IPVS_BENCH_PAIRS` pairs (default 10); medians and their ratio are printed. Run: `cargo test -p ipvs-telemetry-e2e --test ebpf -- --ignored
+/// connections/s of `lab-client` (short TCP connections) and request/reply exchanges/s of one
+/// long-lived NAT UDP flow (packet rate: the state-handler probes fire on every packet) with the
+/// probes attached vs detached, alternating A B A B over
+/// `IPVS_BENCH_PAIRS` pairs (default 10); medians and their ratio are printed. With
+/// `IPVS_BENCH_BASELINE_DUMP` naming another build of `ebpf-dump` (e.g. main's), each round
+/// also measures it attached (A C B), for the cost of new probes next to the old figure. Run: `cargo test -p ipvs-telemetry-e2e --test ebpf -- --ignored
 /// --nocapture probe_overhead`.
 #[test]
 #[ignore]
@@ -416,16 +420,31 @@ fn probe_overhead() -> Result<()> {
 }
 
 fn probe_overhead_on(k: ipvs_telemetry_e2e::Kernel, dump: &std::path::Path) -> Result<()> {
-    let vm = Vm::boot(VmConfig::new(k).file(dump, "/usr/local/bin/ebpf-dump"))?;
+    // An older build of ebpf-dump (e.g. main's) to compare with: measured in the same VM, in
+    // the same A B C rounds.
+    let baseline = std::env::var_os("IPVS_BENCH_BASELINE_DUMP").map(std::path::PathBuf::from);
+    let mut config = VmConfig::new(k).file(dump, "/usr/local/bin/ebpf-dump");
+    if let Some(b) = &baseline {
+        config = config.file(b, "/usr/local/bin/ebpf-dump-baseline");
+    }
+    let vm = Vm::boot(config)?;
     vm.sh_ok(&format!(
         "{SETUP}\nsysctl -qw net.ipv4.ip_local_port_range='1024 65001' && setup ''"
     ))?;
-    let run = || -> Result<f64> {
-        let out = vm.sh_ok_timeout(
-            "lab-client tcp 10.0.0.1:80 -n 5000 --connect-only --allow-errors --timeout 2s",
-            Duration::from_secs(300),
-        )?;
-        // Every connection is refused by the local real server (no listener): count attempts.
+    // Packet rate: one long-lived UDP flow through a NAT real server in its own namespace, so
+    // every request and every reply passes IPVS (and its state-handler probe).
+    vm.sh_ok(&format!(
+        "set -e\n{DELAYED_BACKEND_SH}backend pr 40 0ms\n\
+         ip addr add 10.0.0.5/32 dev d0\n\
+         ipvsadm -A -u 10.0.0.5:53 -s rr && ipvsadm -a -u 10.0.0.5:53 -r 10.40.0.2:8053 -m"
+    ))?;
+    vm.spawn("exec ip netns exec pr lab-server --bind 10.40.0.2 --udp 8053 --name pr")?;
+    vm.wait_until(
+        "lab-client udp 10.0.0.5:53 --timeout 1s",
+        Duration::from_secs(60),
+    )?;
+    let rate = |cmd: &str| -> Result<f64> {
+        let out = vm.sh_ok_timeout(cmd, Duration::from_secs(300))?;
         let field = |name: &str| {
             out.split_whitespace()
                 .find_map(|f| f.strip_prefix(name))
@@ -436,17 +455,36 @@ fn probe_overhead_on(k: ipvs_telemetry_e2e::Kernel, dump: &std::path::Path) -> R
             _ => bail!("unexpected lab-client output: {out}"),
         }
     };
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    // Connection rate: every connection is refused by the local real server (no listener):
+    // count attempts. Packet rate: 5,000 request/reply exchanges of one IPVS connection.
+    let measure = || -> Result<(f64, f64)> {
+        Ok((
+            rate("lab-client tcp 10.0.0.1:80 -n 5000 --connect-only --allow-errors --timeout 2s")?,
+            rate("lab-client udp 10.0.0.5:53 -n 5000 --one-flow --timeout 2s")?,
+        ))
+    };
+    let attached = |binary: &str| -> Result<(f64, f64)> {
+        let p = vm.spawn(&format!(
+            "EBPF_DUMP_OUT=/tmp/o.json exec /usr/local/bin/{binary} --ebpf on"
+        ))?;
+        vm.wait_until("grep -q '\"up\":true' /tmp/o.json", Duration::from_secs(60))?;
+        let r = measure();
+        vm.sh_ok(&format!("kill {} && rm -f /tmp/o.json", p.pid))?;
+        r
+    };
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    let mut base = Vec::new();
     let pairs: usize = std::env::var("IPVS_BENCH_PAIRS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10);
     for _ in 0..pairs {
-        off.push(run()?);
-        let p = vm.spawn("EBPF_DUMP_OUT=/tmp/o.json exec /usr/local/bin/ebpf-dump --ebpf on")?;
-        vm.wait_until("grep -q '\"up\":true' /tmp/o.json", Duration::from_secs(60))?;
-        on.push(run()?);
-        vm.sh_ok(&format!("kill {} && rm -f /tmp/o.json", p.pid))?;
+        off.push(measure()?);
+        if baseline.is_some() {
+            base.push(attached("ebpf-dump-baseline")?);
+        }
+        on.push(attached("ebpf-dump")?);
     }
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
@@ -458,14 +496,38 @@ fn probe_overhead_on(k: ipvs_telemetry_e2e::Kernel, dump: &std::path::Path) -> R
         let hi = v.iter().copied().fold(0.0, f64::max);
         format!("{lo:.0} / {:.0} / {hi:.0}", median(v))
     };
-    let ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
-    println!(
-        "ebpf probe overhead (kernel {k}, TCG, {pairs} pairs): detached conn/s min/median/max {}, attached {}, ratio of medians {:.3}, median of pair ratios {:.3}",
-        minmax(&off),
-        minmax(&on),
-        median(&on) / median(&off),
-        median(&ratios)
-    );
+    for (what, pick) in [
+        ("conn/s (short TCP connections)", 0),
+        (
+            "exchanges/s (one long-lived NAT UDP flow, 2 packets each)",
+            1,
+        ),
+    ] {
+        let col = |v: &[(f64, f64)]| -> Vec<f64> {
+            v.iter()
+                .map(|r| if pick == 0 { r.0 } else { r.1 })
+                .collect()
+        };
+        let (off, on, base) = (col(&off), col(&on), col(&base));
+        let ratios: Vec<f64> = on.iter().zip(&off).map(|(a, b)| a / b).collect();
+        let mut line = format!(
+            "ebpf probe overhead (kernel {k}, TCG, {pairs} rounds), {what}: detached min/median/max {}, attached {}, ratio of medians {:.3}, median of round ratios {:.3}",
+            minmax(&off),
+            minmax(&on),
+            median(&on) / median(&off),
+            median(&ratios)
+        );
+        if !base.is_empty() {
+            let ratios: Vec<f64> = base.iter().zip(&off).map(|(a, b)| a / b).collect();
+            line += &format!(
+                "; baseline build attached {}, ratio of medians {:.3}, median of round ratios {:.3}",
+                minmax(&base),
+                median(&base) / median(&off),
+                median(&ratios)
+            );
+        }
+        println!("{line}");
+    }
     vm.shutdown()?;
     Ok(())
 }

@@ -1,5 +1,6 @@
-//! `cargo xtask bench ebpf`: (a) in one lab VM, connections/s of a local load generator with the
-//! probes attached vs detached (A B A B, medians; goal ≥ 0.97×); (b) on this host, events/s of
+//! `cargo xtask bench ebpf`: (a) in one lab VM, connections/s of a local load generator and
+//! request/replies/s of one long-lived NAT UDP flow (packet rate) with the probes attached vs
+//! detached (A B A B, medians; goal ≥ 0.97×), optionally next to an older build (`--baseline`); (b) on this host, events/s of
 //! the ring-buffer consumer into the histograms on one core (goal ≥ 5 M/s).
 //!
 //! Both are measurements, never assertions: (a) is the ignored lab test `probe_overhead`, (b) the
@@ -11,10 +12,12 @@ use anyhow::{Result, bail};
 
 use crate::build::{self, EbpfOpts, ebpf_object, root};
 
-/// Runs both parts; `--host-only` skips the VM part, `--pairs N` sets the A/B pairs of (a).
+/// Runs both parts; `--host-only` skips the VM part, `--pairs N` sets the A/B pairs of (a),
+/// `--baseline PATH` names an older `ebpf-dump` build measured next to this one in (a).
 pub fn run(args: &[String]) -> Result<()> {
     let mut host_only = false;
     let mut pairs = "10".to_string();
+    let mut baseline = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -23,7 +26,13 @@ pub fn run(args: &[String]) -> Result<()> {
                 Some(n) if n.parse::<u32>().is_ok_and(|n| n > 0) => pairs = n.clone(),
                 _ => bail!("--pairs needs a positive number"),
             },
-            other => bail!("unknown option {other:?} (known: --host-only, --pairs N)"),
+            "--baseline" => match it.next() {
+                Some(p) if std::path::Path::new(p).is_file() => baseline = Some(p.clone()),
+                _ => bail!("--baseline needs the path of an ebpf-dump binary"),
+            },
+            other => {
+                bail!("unknown option {other:?} (known: --host-only, --pairs N, --baseline PATH)")
+            }
         }
     }
     build::build_ebpf(&EbpfOpts { release: true })?;
@@ -50,7 +59,12 @@ pub fn run(args: &[String]) -> Result<()> {
         return Ok(());
     }
     eprintln!("==> (a) probes attached vs detached (lab VM)");
-    build::run(cargo().env("IPVS_BENCH_PAIRS", &pairs).args([
+    let mut cmd = cargo();
+    cmd.env("IPVS_BENCH_PAIRS", &pairs);
+    if let Some(b) = &baseline {
+        cmd.env("IPVS_BENCH_BASELINE_DUMP", b);
+    }
+    build::run(cmd.args([
         "test",
         "--release",
         "--package",

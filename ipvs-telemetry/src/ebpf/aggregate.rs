@@ -51,6 +51,18 @@ pub const FIRST_RESPONSE_BUCKETS: &[f64] = &[
     0.4, 0.5, 0.6, 0.8, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// HELP text of `ipvs_ebpf_destination_unanswered_connections_total`.
+pub const UNANSWERED_HELP: &str = "Connections to the destination that IPVS released (expired, flushed or dropped) without a single packet from the real server through the director. NAT (masquerading) and local forwarding only: with direct routing and tunnels replies bypass the director and this cannot be known (always 0).";
+
+/// HELP text of `ipvs_ebpf_destination_waiting_connections`.
+pub const WAITING_HELP: &str = "Open connections to the destination that have waited longer than --ebpf.unanswered-after for their first packet from the real server. NAT (masquerading) and local forwarding only, as for the unanswered counter.";
+
+/// HELP text of `ipvs_ebpf_destination_synced_connections_total`.
+pub const SYNCED_HELP: &str = "Connections to the destination created on this (backup) director from the master's sync messages (IP_VS_CONN_F_SYNC), as they happen; not part of the new-connection counter.";
+
+/// HELP text of `ipvs_ebpf_service_unschedulable_total`.
+pub const UNSCHEDULABLE_HELP: &str = "New connections of the service for which the scheduler found no destination (every destination removed, at weight 0 or over its upper threshold), counted as they happen (ip_vs_scheduler_err). A client's retransmission is a new attempt.";
+
 /// HELP text of `ipvs_ebpf_destination_first_response_seconds`.
 pub const FIRST_RESPONSE_HELP: &str = "Seconds from the creation of a connection (ip_vs_conn_new) to the first packet from the real server passing the director. Only NAT (masquerading) and local forwarding are measured: direct-routing and tunnel replies bypass the director.";
 
@@ -315,6 +327,82 @@ pub enum Seen {
     Unknown,
 }
 
+/// Slots of [`Waiting`]: the age of a waiting connection is known to within
+/// `--ebpf.unanswered-after` / `WAITING_SLOTS`.
+pub const WAITING_SLOTS: usize = 8;
+
+/// The NAT/local connections of one destination waiting for their first reply, counted by age
+/// without any per-connection state: a new connection adds one to the slot of its creation
+/// time; its first response or release (whose event carries the delay since creation) takes
+/// one from the slot of that same creation time. Slots cover the last `WAITING_SLOTS` slot
+/// widths; older ones are folded into `old`, the connections waiting longer than the threshold.
+#[derive(Debug, Clone, Default)]
+struct Waiting {
+    slots: [u32; WAITING_SLOTS],
+    /// Slot number (time / width) of the newest slot.
+    newest: u64,
+    /// Connections created before the oldest slot, still waiting.
+    old: u64,
+}
+
+impl Waiting {
+    /// Moves the slots forward to `now` (ns), folding those that age out into `old`.
+    #[inline]
+    fn advance(&mut self, width: u64, now: u64) {
+        let cur = now / width;
+        if cur <= self.newest {
+            return;
+        }
+        let n = WAITING_SLOTS as u64;
+        // The ring holds slots newest-n+1 ..= newest; those up to cur-n age out (at most n).
+        if cur >= n {
+            let from = (self.newest + 1).saturating_sub(n);
+            let to = (cur - n).min(self.newest);
+            if to >= from {
+                for slot in from..=to {
+                    let i = (slot % n) as usize;
+                    self.old += u64::from(self.slots[i]);
+                    self.slots[i] = 0;
+                }
+            }
+        }
+        self.newest = cur;
+    }
+
+    /// A connection created at `ts`.
+    #[inline]
+    fn start(&mut self, width: u64, ts: u64) {
+        self.advance(width, ts);
+        let slot = ts / width;
+        if slot + (WAITING_SLOTS as u64) <= self.newest {
+            self.old += 1;
+        } else {
+            let s = &mut self.slots[(slot % WAITING_SLOTS as u64) as usize];
+            *s = s.saturating_add(1);
+        }
+    }
+
+    /// The end (first response or release) of the connection of event `e`, created
+    /// `e.value` ns before it.
+    #[inline]
+    fn end(&mut self, width: u64, e: &Event) {
+        self.advance(width, e.timestamp_ns);
+        let slot = e.timestamp_ns.saturating_sub(e.value) / width;
+        if slot + (WAITING_SLOTS as u64) <= self.newest {
+            self.old = self.old.saturating_sub(1);
+        } else {
+            let s = &mut self.slots[(slot % WAITING_SLOTS as u64) as usize];
+            *s = s.saturating_sub(1);
+        }
+    }
+
+    /// Connections waiting longer than the threshold at `now`.
+    fn old(&mut self, width: u64, now: u64) -> u64 {
+        self.advance(width, now);
+        self.old
+    }
+}
+
 /// State of one destination.
 #[derive(Debug, Clone)]
 pub struct DestState {
@@ -328,7 +416,21 @@ pub struct DestState {
     rate: Buckets<RATE_SLOTS>,
     interarrival: Buckets<INTERARRIVAL_SLOTS>,
     first_response: Buckets<FIRST_RESPONSE_SLOTS>,
+    /// Connections released without a reply.
+    unanswered: u64,
+    /// Connections created from sync messages (backup director).
+    synced: u64,
+    /// NAT/local connections waiting for their first reply, by age.
+    waiting: Waiting,
     /// Absent from the previous netlink snapshot (forgotten if absent again).
+    missing: bool,
+}
+
+/// Unschedulable attempts of one service.
+#[derive(Debug, Clone, Default)]
+struct ServiceState {
+    unschedulable: u64,
+    last_ts: u64,
     missing: bool,
 }
 
@@ -345,6 +447,12 @@ pub struct DestValues {
     pub interarrival: HistogramSnapshot,
     /// First-response histogram (seconds).
     pub first_response: HistogramSnapshot,
+    /// Connections released without a reply.
+    pub unanswered: u64,
+    /// Connections created from sync messages.
+    pub synced: u64,
+    /// Open connections waiting for their first reply longer than the threshold.
+    pub waiting: u64,
 }
 
 /// All destinations.
@@ -356,6 +464,10 @@ pub struct Aggregator {
     interarrival_thresholds: Vec<u64>,
     first_response_thresholds: Vec<u64>,
     map: HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
+    /// Unschedulable attempts per service key.
+    services: HashMap<RawKey, ServiceState, BuildHasherDefault<KeyHasher>>,
+    /// Width of one [`Waiting`] slot: `--ebpf.unanswered-after` / [`WAITING_SLOTS`].
+    waiting_slot_ns: u64,
     /// Events dropped because `max` destinations were already tracked.
     pub overflow: u64,
 }
@@ -383,8 +495,15 @@ impl Aggregator {
                 .map(|b| (b * 1e9).round() as u64)
                 .collect(),
             map: HashMap::default(),
+            services: HashMap::default(),
+            waiting_slot_ns: 5_000_000_000 / WAITING_SLOTS as u64,
             overflow: 0,
         }
+    }
+
+    /// Sets `--ebpf.unanswered-after` (default 5 s).
+    pub fn set_unanswered_after(&mut self, after: Duration) {
+        self.waiting_slot_ns = (after.as_nanos() as u64 / WAITING_SLOTS as u64).max(1);
     }
 
     /// Tracked destinations.
@@ -397,16 +516,14 @@ impl Aggregator {
         self.map.is_empty()
     }
 
-    /// The state of `e`'s destination, created if there is room (else counted in `overflow`).
+    /// The state of `key`, created if there is room (else counted in `overflow`).
     #[inline]
     fn state<'a>(
         map: &'a mut HashMap<RawKey, DestState, BuildHasherDefault<KeyHasher>>,
         overflow: &mut u64,
         max: usize,
-        granularity: Granularity,
-        e: &Event,
+        key: RawKey,
     ) -> Option<&'a mut DestState> {
-        let key = RawKey::of_event(e, granularity);
         // The length first: a second lookup only once the cap is reached.
         if map.len() >= max && !map.contains_key(&key) {
             *overflow += 1;
@@ -421,6 +538,9 @@ impl Aggregator {
             rate: Buckets::new(),
             interarrival: Buckets::new(),
             first_response: Buckets::new(),
+            unanswered: 0,
+            synced: 0,
+            waiting: Waiting::default(),
             missing: false,
         }))
     }
@@ -431,38 +551,72 @@ impl Aggregator {
         match e.kind {
             ipvs_telemetry_common::KIND_NEW_CONNECTION => self.record(e),
             ipvs_telemetry_common::KIND_FIRST_RESPONSE => self.record_first_response(e),
+            ipvs_telemetry_common::KIND_UNANSWERED => self.record_unanswered(e),
+            ipvs_telemetry_common::KIND_UNSCHEDULABLE => self.record_unschedulable(e),
+            ipvs_telemetry_common::KIND_SYNCED => self.record_synced(e),
             _ => {}
         }
     }
 
-    /// Records the first response of a connection (`e.value_ns` after its creation).
+    /// Records the first response of a connection (`e.value` ns after its creation).
     #[inline]
     pub fn record_first_response(&mut self, e: &Event) {
-        let d = Self::state(
-            &mut self.map,
-            &mut self.overflow,
-            self.max,
-            self.granularity,
-            e,
-        );
+        let key = RawKey::of_event(e, self.granularity);
+        let d = Self::state(&mut self.map, &mut self.overflow, self.max, key);
         if let Some(d) = d {
             d.first_response
-                .record(&self.first_response_thresholds, e.value_ns);
+                .record(&self.first_response_thresholds, e.value);
+            d.waiting.end(self.waiting_slot_ns, e);
         }
+    }
+
+    /// Records a connection released without a reply.
+    #[inline]
+    pub fn record_unanswered(&mut self, e: &Event) {
+        let key = RawKey::of_event(e, self.granularity);
+        if let Some(d) = Self::state(&mut self.map, &mut self.overflow, self.max, key) {
+            d.unanswered += 1;
+            d.waiting.end(self.waiting_slot_ns, e);
+        }
+    }
+
+    /// Records a connection a backup's sync daemon created.
+    pub fn record_synced(&mut self, e: &Event) {
+        let key = RawKey::of_event(e, self.granularity);
+        if let Some(d) = Self::state(&mut self.map, &mut self.overflow, self.max, key) {
+            d.synced += 1;
+            d.last_ts = d.last_ts.max(e.timestamp_ns);
+        }
+    }
+
+    /// Records a new connection of a service that found no destination.
+    pub fn record_unschedulable(&mut self, e: &Event) {
+        let key = RawKey::of_event(e, Granularity::Service);
+        if self.services.len() >= self.max && !self.services.contains_key(&key) {
+            self.overflow += 1;
+            return;
+        }
+        let s = self.services.entry(key).or_default();
+        s.unschedulable += 1;
+        s.last_ts = s.last_ts.max(e.timestamp_ns);
     }
 
     /// Records one new connection.
     #[inline]
     pub fn record(&mut self, e: &Event) {
         let ts = e.timestamp_ns;
-        let d = Self::state(
-            &mut self.map,
-            &mut self.overflow,
-            self.max,
-            self.granularity,
-            e,
-        );
+        let key = RawKey::of_event(e, self.granularity);
+        let d = Self::state(&mut self.map, &mut self.overflow, self.max, key);
         let Some(d) = d else { return };
+        // The probe's filter for `STARTS`: NAT or local node, not one-packet.
+        use ipvs_telemetry_common::{
+            IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_ONE_PACKET,
+        };
+        if e.flags & IP_VS_CONN_F_FWD_MASK <= IP_VS_CONN_F_LOCALNODE
+            && e.flags & IP_VS_CONN_F_ONE_PACKET == 0
+        {
+            d.waiting.start(self.waiting_slot_ns, ts);
+        }
         if d.count > 0 {
             d.interarrival
                 .record(&self.interarrival_thresholds, ts.saturating_sub(d.last_ts));
@@ -512,6 +666,7 @@ impl Aggregator {
         mut seen: impl FnMut(&RawKey) -> Seen,
     ) -> Vec<(RawKey, DestValues)> {
         let secs = self.window_ns as f64 / 1e9;
+
         let mut out = Vec::with_capacity(self.map.len());
         self.map.retain(|k, d| match seen(k) {
             Seen::Present => {
@@ -521,6 +676,18 @@ impl Aggregator {
             Seen::Absent { read_at_ns } if read_at_ns > d.last_ts => {
                 let forget = d.missing;
                 d.missing = true;
+                !forget
+            }
+            Seen::Absent { .. } | Seen::Unknown => true,
+        });
+        self.services.retain(|k, s| match seen(k) {
+            Seen::Present => {
+                s.missing = false;
+                true
+            }
+            Seen::Absent { read_at_ns } if read_at_ns > s.last_ts => {
+                let forget = s.missing;
+                s.missing = true;
                 !forget
             }
             Seen::Absent { .. } | Seen::Unknown => true,
@@ -539,9 +706,32 @@ impl Aggregator {
                     peak_rate: peak as f64 / secs,
                     interarrival: d.interarrival.snapshot(INTERARRIVAL_BUCKETS, 1e-9),
                     first_response: d.first_response.snapshot(FIRST_RESPONSE_BUCKETS, 1e-9),
+                    unanswered: d.unanswered,
+                    synced: d.synced,
+                    waiting: d.waiting.old(self.waiting_slot_ns, now_ns),
                 },
             ));
         }
+        out.sort_by_key(|a| a.0);
+        out
+    }
+
+    /// Forgets every waiting connection: the probes were detached (`ip_vs` unloaded, which
+    /// releases every connection unseen), so none of them will be reported again.
+    pub fn clear_pending(&mut self) {
+        for d in self.map.values_mut() {
+            d.waiting = Waiting::default();
+        }
+    }
+
+    /// Unschedulable attempts per service key (forgotten like destinations by
+    /// [`Aggregator::collect`], which should run first).
+    pub fn unschedulable(&self) -> Vec<(RawKey, u64)> {
+        let mut out: Vec<(RawKey, u64)> = self
+            .services
+            .iter()
+            .map(|(k, s)| (*k, s.unschedulable))
+            .collect();
         out.sort_by_key(|a| a.0);
         out
     }
@@ -612,7 +802,7 @@ mod tests {
         {
             let mut e = event(2 * MS + i as u64, 80);
             e.kind = ipvs_telemetry_common::KIND_FIRST_RESPONSE;
-            e.value_ns = v;
+            e.value = v;
             a.record_event(&e);
         }
         let out = a.collect(3 * MS, |_| Seen::Present);
@@ -629,6 +819,111 @@ mod tests {
         assert_eq!(bucket(fr, 0.02), 4);
         assert_eq!(bucket(fr, 10.0), 4, "11 s is only in +Inf");
         assert!((fr.sum - (0.004 + 0.005 + 0.005 + 1e-9 + 0.02 + 11.0)).abs() < 1e-9);
+    }
+
+    /// Each connection ends in exactly one of first response, unanswered or waiting; a
+    /// connection counts as waiting once older than the threshold (to within one slot).
+    #[test]
+    fn unanswered_waiting_and_synced_per_destination() {
+        use ipvs_telemetry_common::{KIND_FIRST_RESPONSE, KIND_SYNCED, KIND_UNANSWERED};
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
+        // 8 ms threshold: 1 ms slots.
+        a.set_unanswered_after(Duration::from_millis(8));
+        // Five connections each to ports 80 and 81, created at 1 ms.
+        let conns80: Vec<Event> = (0..5).map(|i| event(MS + i, 80)).collect();
+        let conns81: Vec<Event> = (0..5).map(|i| event(MS + i, 81)).collect();
+        for e in conns80.iter().chain(&conns81) {
+            a.record(e);
+        }
+        // A direct-routing connection never waits.
+        let mut dr = event(MS + 9, 81);
+        dr.flags = 2;
+        a.record(&dr);
+        let end = |e: &Event, k: u32, at: u64| {
+            let mut x = *e;
+            x.kind = k;
+            x.timestamp_ns = at;
+            x.value = at - e.timestamp_ns;
+            x
+        };
+        // 80: three answered, one released unanswered (at 20 ms, after aging out), one waiting.
+        for e in &conns80[..3] {
+            a.record_event(&end(e, KIND_FIRST_RESPONSE, 2 * MS));
+        }
+        // 81: four waiting, one synced connection (not a new one).
+        a.record_event(&end(&conns81[1], KIND_SYNCED, 2 * MS));
+        let waiting = |a: &mut Aggregator, now: u64| -> Vec<u64> {
+            a.collect(now, |_| Seen::Present)
+                .iter()
+                .map(|(_, v)| v.waiting)
+                .collect()
+        };
+        assert_eq!(waiting(&mut a, 5 * MS), vec![0, 0], "younger than 8 ms");
+        assert_eq!(waiting(&mut a, 10 * MS), vec![2, 5], "older than 8 ms");
+        a.record_event(&end(&conns80[3], KIND_UNANSWERED, 20 * MS));
+        a.record_event(&end(&conns81[0], KIND_UNANSWERED, 20 * MS));
+        let out = a.collect(30 * MS, |_| Seen::Present);
+        let v: Vec<(u64, u64, u64, u64, u64)> = out
+            .iter()
+            .map(|(_, v)| {
+                (
+                    v.count,
+                    v.first_response.count,
+                    v.unanswered,
+                    v.waiting,
+                    v.synced,
+                )
+            })
+            .collect();
+        assert_eq!(v, vec![(5, 3, 1, 1, 0), (6, 0, 1, 4, 1)]);
+        // A connection answered after it aged out leaves the old count; one answered while
+        // young leaves its slot.
+        let young = event(29 * MS, 80);
+        a.record(&young);
+        a.record_event(&end(&young, KIND_FIRST_RESPONSE, 30 * MS));
+        a.record_event(&end(&conns80[4], KIND_FIRST_RESPONSE, 31 * MS));
+        assert_eq!(waiting(&mut a, 100 * MS), vec![0, 4]);
+        a.clear_pending();
+        assert_eq!(waiting(&mut a, 200 * MS), vec![0, 0]);
+    }
+
+    #[test]
+    fn waiting_slots_age_over_long_gaps() {
+        let mut w = Waiting::default();
+        let width = MS;
+        w.start(width, 5 * MS);
+        w.start(width, 7 * MS);
+        assert_eq!(w.old(width, 12 * MS), 0);
+        assert_eq!(w.old(width, 13 * MS), 1);
+        assert_eq!(w.old(width, 1_000_000 * MS), 2);
+        // A late event from another CPU, older than the ring: straight to `old`.
+        w.start(width, 5 * MS);
+        assert_eq!(w.old(width, 1_000_000 * MS), 3);
+    }
+
+    #[test]
+    fn unschedulable_attempts_per_service_are_forgotten_like_destinations() {
+        use ipvs_telemetry_common::KIND_UNSCHEDULABLE;
+        let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), 10);
+        let mut e = event(MS, 0);
+        e.kind = KIND_UNSCHEDULABLE;
+        e.daf = 0;
+        e.daddr = [0; 16];
+        e.dport = 0;
+        for _ in 0..3 {
+            a.record_event(&e);
+        }
+        assert!(a.collect(2 * MS, |_| Seen::Present).is_empty());
+        let u = a.unschedulable();
+        assert_eq!(u.len(), 1);
+        assert_eq!(u[0].1, 3);
+        let key = u[0].0.to_model().unwrap();
+        assert_eq!(key.destination, None);
+        let absent = |_: &RawKey| Seen::Absent { read_at_ns: 3 * MS };
+        a.collect(4 * MS, absent);
+        assert_eq!(a.unschedulable().len(), 1, "one miss is tolerated");
+        a.collect(5 * MS, absent);
+        assert!(a.unschedulable().is_empty());
     }
 
     #[test]
@@ -742,10 +1037,10 @@ mod tests {
     }
 
     /// docs/ebpf.md: the table of the default 100,000 destinations (`--ebpf.max-destinations`)
-    /// costs under 110 MB. Measured on the table itself, filled to the limit: the hash map
+    /// costs under 115 MB. Measured on the table itself, filled to the limit: the hash map
     /// holds a power of two of slots at most 7/8 full, each one entry plus a control byte.
     #[test]
-    fn the_destination_table_at_its_limit_costs_under_110_mb() {
+    fn the_destination_table_at_its_limit_costs_under_115_mb() {
         let max = 100_000;
         let mut a = Aggregator::new(Granularity::Destination, Duration::from_millis(100), max);
         for i in 0..max as u32 + 10 {
@@ -758,7 +1053,7 @@ mod tests {
         let slots = (a.map.capacity() / 7 * 8).next_power_of_two();
         let bytes = slots * (entry + 1);
         eprintln!("{max} destinations: {slots} slots of {entry} bytes, {bytes} bytes");
-        assert!(bytes < 110_000_000, "{bytes} bytes for {max} destinations");
+        assert!(bytes < 115_000_000, "{bytes} bytes for {max} destinations");
     }
 
     #[test]

@@ -17,8 +17,11 @@ pub(crate) fn synthetic_event(ts: u64, dport: u16) -> Event {
     daddr[..4].copy_from_slice(&[10, 0, 1, 1]);
     Event {
         timestamp_ns: ts,
-        conn: 0xffff_8880_0000_0000,
-        value_ns: 0,
+        // A distinct connection pointer per (time, real server).
+        conn: 0xffff_8880_0000_0000u64
+            .wrapping_add(ts << 16)
+            .wrapping_add(dport as u64),
+        value: 0,
         kind: 0,
         netns_inode: 4026531840,
         flags: 0,

@@ -16,8 +16,9 @@ use aya::programs::KProbe;
 use aya::{EbpfLoader, include_bytes_aligned};
 use aya_log::EbpfLogger;
 use ipvs_telemetry_common::{
-    CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, DRAIN_INTERVAL_MS, EVENTS_MAP, Event, KINDS, LOST_MAP,
-    OFFSETS_GLOBAL, READ_ERRORS_MAP, STATE_ARGS_GLOBAL, STATE_PROBES,
+    CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, DRAIN_INTERVAL_MS, EVENTS_MAP, EXPIRE_FUNCTION,
+    EXPIRE_PROGRAM, Event, KINDS, LOST_MAP, OFFSETS_GLOBAL, READ_ERRORS_MAP,
+    SCHEDULER_ERR_FUNCTION, SCHEDULER_ERR_PROGRAM, STATE_ARGS_GLOBAL, STATE_PROBES,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
@@ -213,6 +214,19 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
     tracing::info!("ebpf: probes attached to ip_vs_conn_new");
     let first_response = attach_state_probes(&mut ebpf, &handlers);
     lock(shared).first_response = first_response;
+    for (function, program, what) in [
+        (EXPIRE_FUNCTION, EXPIRE_PROGRAM, "unanswered-connection"),
+        (
+            SCHEDULER_ERR_FUNCTION,
+            SCHEDULER_ERR_PROGRAM,
+            "unschedulable",
+        ),
+    ] {
+        match attach_kprobe(&mut ebpf, program, function) {
+            Ok(()) => tracing::info!("ebpf: {what} probe attached to {function}"),
+            Err(e) => tracing::warn!("ebpf: {what} probe unavailable: {function}: {e}"),
+        }
+    }
     let drains = lock(shared).drains.clone();
     Ok(Attached {
         _ebpf: ebpf,
@@ -235,30 +249,7 @@ fn attach_state_probes(ebpf: &mut aya::Ebpf, handlers: &state_args::Handlers) ->
                 continue;
             }
         };
-        let result = (|| -> Result<(), String> {
-            let p: &mut KProbe = ebpf
-                .program_mut(program)
-                .ok_or("probe object has no such program")?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-            p.load().map_err(|e| match &e {
-                aya::programs::ProgramError::LoadError {
-                    io_error,
-                    verifier_log,
-                } if io_error.raw_os_error() != Some(libc::EPERM) => {
-                    let last = verifier_log.to_string();
-                    let last = last.lines().rev().find(|l| !l.trim().is_empty());
-                    format!(
-                        "the verifier refused {program}: {}",
-                        last.unwrap_or("").trim()
-                    )
-                }
-                _ => classify("loading", &e).message,
-            })?;
-            p.attach(symbol, 0)
-                .map_err(|e| classify(&format!("attaching to {symbol}"), &e).message)?;
-            Ok(())
-        })();
+        let result = attach_kprobe(ebpf, program, symbol);
         match result {
             Ok(()) => attached.push(symbol.as_str()),
             Err(e) => failed.push(format!("{function}: {e}")),
@@ -281,10 +272,37 @@ fn attach_state_probes(ebpf: &mut aya::Ebpf, handlers: &state_args::Handlers) ->
     }
 }
 
+/// Loads the kprobe `program` and attaches it to `symbol`; the error is one line.
+fn attach_kprobe(ebpf: &mut aya::Ebpf, program: &str, symbol: &str) -> Result<(), String> {
+    let p: &mut KProbe = ebpf
+        .program_mut(program)
+        .ok_or("probe object has no such program")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    p.load().map_err(|e| match &e {
+        aya::programs::ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } if io_error.raw_os_error() != Some(libc::EPERM) => {
+            let last = verifier_log.to_string();
+            let last = last.lines().rev().find(|l| !l.trim().is_empty());
+            format!(
+                "the verifier refused {program}: {}",
+                last.unwrap_or("").trim()
+            )
+        }
+        _ => classify("loading", &e).message,
+    })?;
+    p.attach(symbol, 0)
+        .map_err(|e| classify(&format!("attaching to {symbol}"), &e).message)?;
+    Ok(())
+}
+
 /// Stops the consumer, unloads the probes and keeps their lost counts.
 pub fn detach(shared: &Shared, a: Attached) {
     drop(a);
     let mut st = lock(shared);
+    st.agg.clear_pending();
     if let Some(map) = st.lost.take() {
         let n = read_lost(&map);
         for (b, n) in st.lost_base.iter_mut().zip(n) {

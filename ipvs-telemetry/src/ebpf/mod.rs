@@ -27,7 +27,13 @@ use aggregate::{Aggregator, RawKey, Seen};
 use loader::{Attached, Failure};
 
 /// Label values of the `kind` label of the event counters, indexed by event kind.
-pub const KIND_LABELS: [&str; KINDS as usize] = ["new_connection", "first_response"];
+pub const KIND_LABELS: [&str; KINDS as usize] = [
+    "new_connection",
+    "first_response",
+    "unanswered",
+    "unschedulable",
+    "synced",
+];
 
 /// How often the supervisor checks whether `ip_vs` was loaded, unloaded or reloaded.
 const MODULE_POLL: Duration = Duration::from_secs(1);
@@ -141,11 +147,15 @@ impl Ebpf {
             shared: Arc::new(Mutex::new(State {
                 up: false,
                 reason: "disabled".into(),
-                agg: Aggregator::new(
-                    opts.ebpf_granularity,
-                    opts.ebpf_rate_window,
-                    opts.ebpf_max_destinations,
-                ),
+                agg: {
+                    let mut agg = Aggregator::new(
+                        opts.ebpf_granularity,
+                        opts.ebpf_rate_window,
+                        opts.ebpf_max_destinations,
+                    );
+                    agg.set_unanswered_after(opts.ebpf_unanswered_after);
+                    agg
+                },
                 events: [0; KINDS as usize],
                 lost_base: [0; KINDS as usize],
                 lost: None,
@@ -291,8 +301,17 @@ impl Ebpf {
                     peak_connection_rate: v.peak_rate,
                     interarrival: v.interarrival,
                     first_response: v.first_response,
+                    unanswered: v.unanswered,
+                    synced: v.synced,
+                    waiting: v.waiting,
                 })
             })
+            .collect();
+        let unschedulable = st
+            .agg
+            .unschedulable()
+            .into_iter()
+            .filter_map(|(k, n)| Some((k.to_model()?, n)))
             .collect();
         EbpfSnapshot {
             up: st.up,
@@ -308,6 +327,7 @@ impl Ebpf {
             read_errors,
             overflow: st.agg.overflow,
             series,
+            unschedulable,
         }
     }
 }
@@ -443,7 +463,13 @@ mod tests {
         assert_eq!(s.mode, "auto");
         assert_eq!(
             s.lost,
-            vec![("new_connection".into(), 0), ("first_response".into(), 0)]
+            vec![
+                ("new_connection".into(), 0),
+                ("first_response".into(), 0),
+                ("unanswered".into(), 0),
+                ("unschedulable".into(), 0),
+                ("synced".into(), 0)
+            ]
         );
         let Err(f) = loader::preflight() else {
             return;

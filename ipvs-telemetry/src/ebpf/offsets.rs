@@ -26,6 +26,16 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
         dest_vport: o("ip_vs_dest", "vport")?,
         dest_vaddr: o("ip_vs_dest", "vaddr")?,
         dest_vfwmark: o("ip_vs_dest", "vfwmark")?,
+        conn_timer: o("ip_vs_conn", "timer")?,
+        conn_refcnt: o("ip_vs_conn", "refcnt")?,
+        conn_n_control: o("ip_vs_conn", "n_control")?,
+        svc_af: o("ip_vs_service", "af")?,
+        svc_protocol: o("ip_vs_service", "protocol")?,
+        svc_addr: o("ip_vs_service", "addr")?,
+        svc_port: o("ip_vs_service", "port")?,
+        svc_fwmark: o("ip_vs_service", "fwmark")?,
+        svc_ipvs: o("ip_vs_service", "ipvs")?,
+        _pad: 0,
     })
 }
 
@@ -54,7 +64,14 @@ mod tests {
 
     /// What the fixtures keep of each kernel's BTF: the structs [`from_btf`] reads (and
     /// `ns_common`, the type of `net.ns`) and the protocol state handlers.
-    const STRUCTS: [&str; 5] = ["ip_vs_conn", "netns_ipvs", "net", "ns_common", "ip_vs_dest"];
+    const STRUCTS: [&str; 6] = [
+        "ip_vs_conn",
+        "netns_ipvs",
+        "net",
+        "ns_common",
+        "ip_vs_dest",
+        "ip_vs_service",
+    ];
     const HANDLERS: [&str; 3] = [
         "tcp_state_transition",
         "udp_state_transition",
@@ -105,6 +122,17 @@ mod tests {
             dest_vport: 418,
             dest_vaddr: 420,
             dest_vfwmark: 436,
+            // Same on both kernels (read by the daemon in the lab VMs, issue 15).
+            conn_timer: 96,
+            conn_refcnt: 88,
+            conn_n_control: 176,
+            svc_af: 36,
+            svc_protocol: 38,
+            svc_addr: 40,
+            svc_port: 56,
+            svc_fwmark: 60,
+            svc_ipvs: 80,
+            _pad: 0,
         };
         assert_eq!(a, common);
         assert_eq!(

@@ -92,6 +92,7 @@ pub fn walk_head<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
 /// with the netlink labels through `index`), and the daemon's own series.
 pub fn walk_tail<S: Sink>(inputs: &Inputs, plans: &Plans, sink: &mut S) -> fmt::Result {
     context_families(inputs, plans.options(), sink)?;
+    sync_daemon_families(inputs, sink)?;
     ebpf_families(inputs, &plans.index, sink)?;
     name_families(inputs, plans, sink)?;
     daemon_families(inputs, plans.dropped, sink)
@@ -554,7 +555,7 @@ fn ebpf_families<S: Sink>(inputs: &Inputs, index: &ServiceIndex, sink: &mut S) -
         Kind::Counter,
     )?
     .counter(&NoLabels, Num::U(ebpf.overflow))?;
-    if ebpf.series.is_empty() {
+    if ebpf.series.is_empty() && ebpf.unschedulable.is_empty() {
         return Ok(());
     }
 
@@ -589,6 +590,31 @@ fn ebpf_families<S: Sink>(inputs: &Inputs, index: &ServiceIndex, sink: &mut S) -
         });
         matched.push((s, (ni, si)));
     }
+    let unschedulable: Vec<(ServiceLabels, u64)> = ebpf
+        .unschedulable
+        .iter()
+        .filter_map(|(k, n)| {
+            let &(ni, si) = index.get(&(k.netns_inode, k.family, k.service))?;
+            let ns = &namespaces[ni];
+            let svc = ns.ipvs.as_ref().ok()?.services.get(si)?;
+            let published = match svc.address {
+                ServiceAddress::Fwmark { .. } => svc.published,
+                ServiceAddress::Inet { .. } => None,
+            };
+            let l = ServiceLabels::new(&ns.netns, svc.family, &svc.address, published);
+            Some((l, *n))
+        })
+        .collect();
+    if !unschedulable.is_empty() {
+        let mut f = sink.family(
+            "ipvs_ebpf_service_unschedulable",
+            crate::ebpf::aggregate::UNSCHEDULABLE_HELP,
+            Kind::Counter,
+        )?;
+        for (l, n) in &unschedulable {
+            f.counter(l, Num::U(*n))?;
+        }
+    }
     let labelled: Vec<(EbpfLabels<'_>, &crate::model::EbpfSeries)> = matched
         .into_iter()
         .map(|(s, key)| {
@@ -613,6 +639,36 @@ fn ebpf_families<S: Sink>(inputs: &Inputs, index: &ServiceIndex, sink: &mut S) -
         )?;
         for (l, s) in &labelled {
             f.counter(l, Num::U(s.new_connections))?;
+        }
+    }
+    {
+        let mut f = sink.family(
+            "ipvs_ebpf_destination_unanswered_connections",
+            crate::ebpf::aggregate::UNANSWERED_HELP,
+            Kind::Counter,
+        )?;
+        for (l, s) in &labelled {
+            f.counter(l, Num::U(s.unanswered))?;
+        }
+    }
+    {
+        let mut f = sink.family(
+            "ipvs_ebpf_destination_synced_connections",
+            crate::ebpf::aggregate::SYNCED_HELP,
+            Kind::Counter,
+        )?;
+        for (l, s) in &labelled {
+            f.counter(l, Num::U(s.synced))?;
+        }
+    }
+    {
+        let mut f = sink.family(
+            "ipvs_ebpf_destination_waiting_connections",
+            crate::ebpf::aggregate::WAITING_HELP,
+            Kind::Gauge,
+        )?;
+        for (l, s) in &labelled {
+            f.gauge(l, Num::U(s.waiting))?;
         }
     }
     type Hist = fn(&crate::model::EbpfSeries) -> &HistogramSnapshot;
@@ -756,6 +812,35 @@ fn name_families<S: Sink>(inputs: &Inputs, plans: &Plans, sink: &mut S) -> fmt::
             Kind::Counter,
         )?
         .counter(&NoLabels, Num::U(docker.refreshes))?;
+    }
+    Ok(())
+}
+
+/// `ipvs_sync_daemon_info`: one series per sync daemon per namespace.
+fn sync_daemon_families<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
+    let namespaces = &inputs.snapshot.namespaces;
+    if namespaces
+        .iter()
+        .all(|ns| ns.context.sync_daemons.is_empty())
+    {
+        return Ok(());
+    }
+    let mut f = sink.family(
+        "ipvs_sync_daemon_info",
+        "An IPVS connection-synchronisation daemon running in the namespace (IPVS_CMD_GET_DAEMON): role master or backup, multicast interface and sync id; always 1.",
+        Kind::Gauge,
+    )?;
+    for ns in namespaces {
+        for d in &ns.context.sync_daemons {
+            let id = d.sync_id.to_string();
+            let l = [
+                ("netns", ns.netns.name.as_str()),
+                ("role", d.role.as_str()),
+                ("interface", d.interface.as_str()),
+                ("sync_id", id.as_str()),
+            ];
+            f.gauge(&StaticLabels(&l), Num::U(1))?;
+        }
     }
     Ok(())
 }

@@ -132,6 +132,11 @@ pub(crate) fn sample_inputs() -> Inputs {
                 tx_dropped: 6,
             }],
             conntrack_entries: Some(17),
+            sync_daemons: vec![SyncDaemon {
+                role: "backup".into(),
+                interface: "eth1".into(),
+                sync_id: 7,
+            }],
         },
         duration: Duration::from_micros(1500),
         timestamp: ts,
@@ -177,6 +182,9 @@ pub(crate) fn sample_inputs() -> Inputs {
                 peak_connection_rate: 40.0,
                 interarrival: hist.clone(),
                 first_response: hist.clone(),
+                unanswered: 3,
+                synced: 4,
+                waiting: 2,
             },
             // A destination netlink no longer knows: left out.
             EbpfSeries {
@@ -191,7 +199,35 @@ pub(crate) fn sample_inputs() -> Inputs {
                 peak_connection_rate: 1.0,
                 interarrival: hist.clone(),
                 first_response: hist,
+                unanswered: 0,
+                synced: 0,
+                waiting: 0,
             },
+        ],
+        unschedulable: vec![
+            (
+                EbpfKey {
+                    netns_inode: 4026531840,
+                    family: Family::Inet,
+                    service: ServiceAddress::Inet {
+                        protocol: Protocol::Tcp,
+                        address: "10.0.0.1".parse().unwrap(),
+                        port: 80,
+                    },
+                    destination: None,
+                },
+                5,
+            ),
+            // A service netlink no longer knows: left out.
+            (
+                EbpfKey {
+                    netns_inode: 4026531840,
+                    family: Family::Inet,
+                    service: ServiceAddress::Fwmark { mark: 999 },
+                    destination: None,
+                },
+                1,
+            ),
         ],
     };
     let mut errors = BTreeMap::new();
@@ -323,6 +359,11 @@ fn text_format_lines() {
         r#"ipvs_ebpf_destination_first_response_seconds_sum{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 0.5"#,
         r#"ipvs_ebpf_destination_first_response_seconds_count{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 4"#,
         r#"ipvs_ebpf_destination_new_connections_total{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 7"#,
+        r#"ipvs_ebpf_destination_unanswered_connections_total{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 3"#,
+        r#"ipvs_ebpf_destination_waiting_connections{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 2"#,
+        r#"ipvs_ebpf_destination_synced_connections_total{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark="",real_address="192.168.1.1",real_port="8080"} 4"#,
+        r#"ipvs_sync_daemon_info{netns="host",role="backup",interface="eth1",sync_id="7"} 1"#,
+        r#"ipvs_ebpf_service_unschedulable_total{netns="host",family="inet",protocol="tcp",virtual_address="10.0.0.1",virtual_port="80",fwmark=""} 5"#,
         r#"ipvs_netns_interface_receive_bytes_total{netns="host",device="eth0"} 1"#,
         r#"ipvs_netns_interface_up{netns="host",device="eth0"} 1"#,
         r#"ipvs_netns_conntrack_entries{netns="host"} 17"#,

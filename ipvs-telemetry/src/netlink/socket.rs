@@ -30,6 +30,7 @@ use crate::model::{
 };
 
 use super::ctrl;
+use super::daemon::IpvsDaemonAttribute;
 use super::error::Error;
 use super::fast;
 use super::message::{IPVS_GENL_NAME, IpvsAttribute, IpvsCmd, IpvsMessage};
@@ -103,6 +104,7 @@ enum Get<'a> {
     Destinations(&'a Service),
     Info,
     Config,
+    Daemons,
 }
 
 impl Get<'_> {
@@ -112,12 +114,13 @@ impl Get<'_> {
             Get::Destinations(_) => "IPVS_CMD_GET_DEST",
             Get::Info => "IPVS_CMD_GET_INFO",
             Get::Config => "IPVS_CMD_GET_CONFIG",
+            Get::Daemons => "IPVS_CMD_GET_DAEMON",
         }
     }
 
     fn kind(&self) -> Kind {
         match self {
-            Get::Services | Get::Destinations(_) => Kind::Dump,
+            Get::Services | Get::Destinations(_) | Get::Daemons => Kind::Dump,
             Get::Info | Get::Config => Kind::Single,
         }
     }
@@ -138,6 +141,10 @@ impl Get<'_> {
             },
             Get::Config => IpvsMessage {
                 cmd: IpvsCmd::GetConfig,
+                attributes: Vec::new(),
+            },
+            Get::Daemons => IpvsMessage {
+                cmd: IpvsCmd::GetDaemon,
                 attributes: Vec::new(),
             },
         }
@@ -396,6 +403,20 @@ impl Client {
             request: "IPVS_CMD_GET_CONFIG",
             detail: "no reply message".into(),
         })
+    }
+
+    /// `IPVS_CMD_GET_DAEMON`: the connection-synchronisation daemons, as raw attributes.
+    pub fn daemons(&mut self) -> Result<Vec<Vec<IpvsDaemonAttribute>>, Error> {
+        let mut out = Vec::new();
+        self.request(Get::Daemons, &mut out, |m| {
+            for a in m.attributes {
+                if let IpvsAttribute::Daemon(attrs) = a {
+                    return Ok(Some(attrs));
+                }
+            }
+            Ok(None)
+        })?;
+        Ok(out)
     }
 
     /// Dumps every service (with empty `destinations`).

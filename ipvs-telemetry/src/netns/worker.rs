@@ -26,7 +26,9 @@ use tracing::{debug, warn};
 use super::mangle::{self, PortMap, SaveCommand};
 use super::rtnl::LinkSocket;
 use super::select::Identity;
-use crate::model::{CollectFailure, ErrorReason, Family, IpvsState, NetnsContext, ServiceAddress};
+use crate::model::{
+    CollectFailure, ErrorReason, Family, IpvsState, NetnsContext, ServiceAddress, SyncDaemon,
+};
 
 /// Interface filter of `--netns.devices.include/exclude`; exclude wins.
 #[derive(Debug, Clone)]
@@ -353,7 +355,10 @@ impl State {
             let remaining = timeout.saturating_sub(start.elapsed());
             self.annotate(state, remaining);
         }
-        let context = self.context(timeout);
+        let mut context = self.context(timeout);
+        if ipvs.is_ok() {
+            context.sync_daemons = self.sync_daemons();
+        }
         Outcome {
             ipvs,
             context,
@@ -447,12 +452,37 @@ impl State {
         debug!(netns = %self.name, v4 = ?self.ports.v4, v6 = ?self.ports.v6, "fwmark ports refreshed");
     }
 
+    /// The sync daemons, read with the IPVS client; a failure is logged (once while it lasts)
+    /// and gives none.
+    fn sync_daemons(&mut self) -> Vec<SyncDaemon> {
+        let Some(client) = self.ipvs.as_mut() else {
+            return Vec::new();
+        };
+        match client.daemons() {
+            Ok(list) => list
+                .iter()
+                .filter_map(|a| SyncDaemon::from_attributes(a))
+                .collect(),
+            Err(e) => {
+                // Same rule as for the IPVS read: a socket after an error is not reused.
+                self.ipvs = None;
+                let text = error_chain(&e);
+                if self.last_context_error.as_ref() != Some(&text) {
+                    warn!(netns = %self.name, error = %text, "cannot read the sync daemons");
+                    self.last_context_error = Some(text);
+                }
+                Vec::new()
+            }
+        }
+    }
+
     /// Interfaces and conntrack count; a failure is logged (once while it lasts) and leaves the
     /// part empty, the IPVS series are unaffected.
     fn context(&mut self, timeout: Duration) -> NetnsContext {
         let mut context = NetnsContext {
             interfaces: Vec::new(),
             conntrack_entries: read_conntrack_count(),
+            sync_daemons: Vec::new(),
         };
         let links = match self.links.as_mut() {
             Some(socket) => socket.links(),

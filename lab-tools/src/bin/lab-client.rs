@@ -4,6 +4,7 @@
 //! ```text
 //! lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONCURRENCY] [--rate R[/s]] [--timeout DUR]
 //!                               [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors]
+//!                               [--one-flow]
 //! lab-client wait-tcp ADDR:PORT [--timeout DUR]
 //! lab-client unix-get SOCKET PATH
 //! ```
@@ -11,6 +12,8 @@
 //!   side and reads the reply to the end. `--connect-only` closes right after the handshake.
 //! - `udp`: each operation uses a fresh socket (so a fresh source port, so a new IPVS
 //!   connection), sends the payload and waits for one reply datagram (`--no-reply`: doesn't wait).
+//! - `--one-flow` (udp): each worker sends all its request/replies over one socket, so they are
+//!   the packets of one long-lived IPVS connection (packet rate rather than connection rate).
 //! - `--rate`: operation i starts at `i / rate` seconds; without it, as fast as possible.
 //! - `-c`: operations in flight at once (default 1). `-n`: total (default 1).
 //! - `wait-tcp`: retries connecting until it succeeds or the timeout (default 30s) expires.
@@ -50,13 +53,14 @@ struct Opts {
     connect_only: bool,
     no_reply: bool,
     allow_errors: bool,
+    one_flow: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("lab-client: {msg}");
     eprintln!(
         "usage: lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONC] [--rate R] [--timeout DUR] \
-         [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors]\n       \
+         [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors] [--one-flow]\n       \
          lab-client wait-tcp ADDR:PORT [--timeout DUR]\n       \
          lab-client unix-get SOCKET PATH"
     );
@@ -94,6 +98,7 @@ fn main() {
         connect_only: false,
         no_reply: false,
         allow_errors: false,
+        one_flow: false,
     };
     let mut timeout_set = false;
     while let Some(a) = args.next() {
@@ -117,6 +122,7 @@ fn main() {
                 "--connect-only" => o.connect_only = true,
                 "--no-reply" => o.no_reply = true,
                 "--allow-errors" => o.allow_errors = true,
+                "--one-flow" => o.one_flow = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
             Ok(())
@@ -217,6 +223,11 @@ fn run(o: Opts) {
                 Arc::clone(&durations),
             );
             thread::spawn(move || {
+                let flow = if o.one_flow && o.proto == Proto::Udp {
+                    Some(udp_socket(&o))
+                } else {
+                    None
+                };
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= o.count {
@@ -232,7 +243,11 @@ fn run(o: Opts) {
                     let began = Instant::now();
                     let r = match o.proto {
                         Proto::Tcp => tcp_once(&o),
-                        Proto::Udp => udp_once(&o),
+                        Proto::Udp => match &flow {
+                            Some(Ok(sock)) => udp_exchange(&o, sock),
+                            Some(Err(e)) => Err(e.clone()),
+                            None => udp_socket(&o).and_then(|sock| udp_exchange(&o, &sock)),
+                        },
                     };
                     match r {
                         Ok(()) => {
@@ -314,7 +329,8 @@ fn tcp_once(o: &Opts) -> Result<(), String> {
     Ok(())
 }
 
-fn udp_once(o: &Opts) -> Result<(), String> {
+/// A fresh UDP socket connected to the target (a fresh source port).
+fn udp_socket(o: &Opts) -> Result<UdpSocket, String> {
     let bind: SocketAddr = if o.target.is_ipv4() {
         "0.0.0.0:0".parse().map_err(|_| "bind address")?
     } else {
@@ -322,6 +338,11 @@ fn udp_once(o: &Opts) -> Result<(), String> {
     };
     let s = UdpSocket::bind(bind).map_err(|e| format!("bind: {e}"))?;
     s.connect(o.target).map_err(|e| format!("connect: {e}"))?;
+    Ok(s)
+}
+
+/// One request and (unless `--no-reply`) its reply on `s`.
+fn udp_exchange(o: &Opts, s: &UdpSocket) -> Result<(), String> {
     s.send(&o.payload).map_err(|e| format!("send: {e}"))?;
     if o.no_reply {
         return Ok(());

@@ -1,8 +1,9 @@
 //! A stand-in exporter serving every series of the metric contract (docs/metrics.md) with the
 //! contract's labels and values that move with time, so that Prometheus queries built for the
 //! daemon can be checked on the host without a kernel. It also stages one problem for each
-//! alert: an unreadable namespace, lost eBPF events, a slow real server, a starved real server
-//! and a service whose real servers all have weight 0.
+//! alert: an unreadable namespace, lost eBPF events, a slow real server, a starved real server,
+//! a service whose real servers all have weight 0 (and whose clients find no destination), a
+//! real server that answers nothing, and a backup director that receives no sync state.
 //!
 //! Include it from a test file with `#[path = "common/synthetic.rs"] mod synthetic;`.
 
@@ -42,7 +43,7 @@ pub const SERVICES: &[Service] = &[
 ];
 
 /// Real servers per service: (real_address, real_port, weight, connections per second,
-/// first-response seconds).
+/// first-response seconds, negative for a real server that never answers).
 fn destinations(service: usize) -> Vec<(&'static str, &'static str, u32, f64, f64)> {
     match service {
         // 10.1.0.3 has weight 1 but gets nothing: IpvsDestinationStarved.
@@ -51,7 +52,11 @@ fn destinations(service: usize) -> Vec<(&'static str, &'static str, u32, f64, f6
             ("10.1.0.2", "8080", 1, 20.0, 0.8),
             ("10.1.0.3", "8080", 1, 0.0, 0.0),
         ],
-        1 => vec![("2001:db8:1::1", "53", 1, 30.0, 0.0003)],
+        // 2001:db8:1::2 gets connections and answers none: IpvsDestinationUnanswered.
+        1 => vec![
+            ("2001:db8:1::1", "53", 1, 30.0, 0.0003),
+            ("2001:db8:1::2", "53", 1, 10.0, -1.0),
+        ],
         2 => vec![("10.0.1.2", "443", 1, 5.0, 0.004)],
         // All quiesced: IpvsServiceAllDestinationsQuiesced.
         _ => vec![
@@ -136,6 +141,23 @@ pub fn exposition(t: f64) -> String {
     );
     line("ipvs_ebpf_read_errors_total", "kind=\"connection\"", 0.0);
 
+    // The host namespace is the master of sync id 5; the backup director's namespace
+    // `standby` creates no connection from sync messages: IpvsSyncBackupDrift.
+    line(
+        "ipvs_sync_daemon_info",
+        "netns=\"host\",role=\"master\",interface=\"eth1\",sync_id=\"5\"",
+        1.0,
+    );
+    line(
+        "ipvs_sync_daemon_info",
+        "netns=\"standby\",role=\"backup\",interface=\"eth1\",sync_id=\"5\"",
+        1.0,
+    );
+    line(
+        "ipvs_ebpf_destination_synced_connections_total",
+        "netns=\"standby\",family=\"inet\",protocol=\"tcp\",virtual_address=\"10.0.0.1\",virtual_port=\"80\",fwmark=\"\",real_address=\"10.1.0.1\",real_port=\"8080\"",
+        100.0,
+    );
     for (i, (family, protocol, vip, vport, fwmark)) in SERVICES.iter().enumerate() {
         let s = format!(
             "netns=\"host\",family=\"{family}\",protocol=\"{protocol}\",virtual_address=\"{vip}\",virtual_port=\"{vport}\",fwmark=\"{fwmark}\""
@@ -174,6 +196,14 @@ pub fn exposition(t: f64) -> String {
             );
         }
         line("ipvs_service_destinations", &s, dests.len() as f64);
+        if dests.iter().all(|d| d.2 == 0) {
+            // Every real server quiesced: clients keep trying, nothing can be scheduled.
+            line(
+                "ipvs_ebpf_service_unschedulable_total",
+                &s,
+                (2.0 * t).floor(),
+            );
+        }
         line("ipvs_service_persistence_timeout_seconds", &s, 0.0);
         line(
             "ipvs_service_info",
@@ -222,6 +252,18 @@ pub fn exposition(t: f64) -> String {
             );
             let conns = (cps * t).floor();
             line("ipvs_ebpf_destination_new_connections_total", &d, conns);
+            let dead = first_response < 0.0;
+            line(
+                "ipvs_ebpf_destination_unanswered_connections_total",
+                &d,
+                if dead { (t / 5.0).floor() } else { 0.0 },
+            );
+            line(
+                "ipvs_ebpf_destination_waiting_connections",
+                &d,
+                if dead { 3.0 } else { 0.0 },
+            );
+            line("ipvs_ebpf_destination_synced_connections_total", &d, 0.0);
             line(
                 "ipvs_ebpf_destination_peak_connection_rate_per_second",
                 &d,
@@ -232,8 +274,8 @@ pub fn exposition(t: f64) -> String {
                 "ipvs_ebpf_destination_first_response_seconds",
                 &d,
                 FIRST_RESPONSE_BUCKETS,
-                first_response,
-                conns,
+                first_response.max(0.0),
+                if dead { 0.0 } else { conns },
             );
             histogram(
                 &mut line,
