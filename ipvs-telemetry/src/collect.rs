@@ -244,7 +244,10 @@ impl Telemetry {
         // Clear the flag before publishing, so that a scrape that finds this collection too old
         // starts the next one rather than waiting for a collection nobody runs.
         drop(running);
+        // The previous collection goes now (unless a scrape still holds it): hand its memory
+        // back rather than keep the peak.
         self.latest.send_replace(Some(collected));
+        let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
     }
 
     /// Logs when the series cap starts or stops dropping, or drops a different amount.

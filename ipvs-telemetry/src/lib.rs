@@ -13,6 +13,7 @@ pub mod collect;
 pub mod ebpf;
 pub mod http;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod names;

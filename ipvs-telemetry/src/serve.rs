@@ -31,6 +31,7 @@ pub const EXIT_USAGE: i32 = 2;
 /// Runs the daemon until SIGINT/SIGTERM; returns the process exit status.
 pub fn run(cli: ServeCommand) -> i32 {
     crate::logging::init(&cli.common);
+    crate::memory::limit_arenas();
     let format = cli.common.log_format;
     // Flag and file problems are exit status 2, before anything starts.
     for a in &cli.serve.listen_addresses {

@@ -39,7 +39,8 @@ struct Segment {
 
 struct Entry {
     plan: Arc<NsPlan>,
-    values: Vec<Num>,
+    /// The values' bits (a family's values are all of one kind: equal bits, equal values).
+    values: Vec<u64>,
     segment: Segment,
     /// The scrape that last used it.
     used: u64,
@@ -68,6 +69,15 @@ impl SegmentCache {
     /// The format it caches.
     pub fn format(&self) -> Format {
         self.format
+    }
+}
+
+/// The bits of a value.
+fn bits(v: Num) -> u64 {
+    match v {
+        Num::U(v) => v,
+        Num::I(v) => v as u64,
+        Num::F(v) => v.to_bits(),
     }
 }
 
@@ -186,9 +196,11 @@ pub fn stream_gzip(
             let end = (start + SEGMENT_SERIES).min(b.values.len());
             let key = (b.family, name.clone(), chunk);
             let values = &b.values[start..end];
-            let hit = entries
-                .get_mut(&key)
-                .filter(|e| Arc::ptr_eq(&e.plan, b.plan) && e.values.as_slice() == values);
+            let hit = entries.get_mut(&key).filter(|e| {
+                Arc::ptr_eq(&e.plan, b.plan)
+                    && e.values.len() == values.len()
+                    && e.values.iter().zip(values).all(|(a, v)| *a == bits(*v))
+            });
             let segment = match hit {
                 Some(e) => {
                     e.used = scrape;
@@ -204,7 +216,7 @@ pub fn stream_gzip(
                         key,
                         Entry {
                             plan: b.plan.clone(),
-                            values: values.to_vec(),
+                            values: values.iter().map(|v| bits(*v)).collect(),
                             segment: s.clone(),
                             used: scrape,
                         },
