@@ -35,6 +35,25 @@ pub const DELAYED_BACKEND_SH: &str = r#"backend() { # name subnet delay
 pub mod contract;
 pub mod exposition;
 
+/// The JSON `ebpf-dump` writes in the VM at `path` (see `ipvs-telemetry/examples/ebpf-dump.rs`).
+pub fn read_ebpf_dump(vm: &Vm, path: &str) -> anyhow::Result<serde_json::Value> {
+    use anyhow::Context;
+    let text = vm.sh_ok(&format!("cat {path}"))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {path}: {text}"))
+}
+
+/// The count of event `kind` in the `field` list (`events` or `lost`) of an `ebpf-dump` JSON,
+/// `u64::MAX` when absent.
+pub fn ebpf_kind_total(json: &serde_json::Value, field: &str, kind: &str) -> u64 {
+    json[field]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e[0] == kind)
+        .and_then(|e| e[1].as_u64())
+        .unwrap_or(u64::MAX)
+}
+
 /// Whether the lab can run here; when it cannot, skips `test` ([`skip::skip`]: a panic under
 /// `IPVS_LAB_REQUIRED`, else a printed and counted skip) so the test can return early.
 pub fn lab_or_skip(test: &str) -> bool {

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use ipvs_telemetry_e2e::exposition::{self, Sample};
-use ipvs_telemetry_e2e::{DELAYED_BACKEND_SH, Vm, VmConfig, for_each_kernel, kernels, lab_or_skip};
+use ipvs_telemetry_e2e::{
+    DELAYED_BACKEND_SH, Vm, VmConfig, ebpf_kind_total, for_each_kernel, kernels, lab_or_skip,
+    read_ebpf_dump,
+};
 use serde_json::Value;
 
 /// Services in a namespace (`$1` prefixes every command, e.g. `ip netns exec ns2`):
@@ -98,21 +101,6 @@ fn ebpf_counts(json: &Value, inodes: &BTreeMap<u64, String>) -> Result<BTreeMap<
         out.insert((ns.clone(), format!("{svc} -> {dest}")), n);
     }
     Ok(out)
-}
-
-fn kind_total(json: &Value, field: &str, kind: &str) -> u64 {
-    json[field]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e[0] == kind)
-        .and_then(|e| e[1].as_u64())
-        .unwrap_or(u64::MAX)
-}
-
-fn read_dump(vm: &Vm, path: &str) -> Result<Value> {
-    let text = vm.sh_ok(&format!("cat {path}"))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {path}: {text}"))
 }
 
 /// Both namespaces' destination conns per ipvsadm, after the estimator has run (2 s ticks:
@@ -209,11 +197,11 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
         // counts per service.
         start_dump(&vm, "/tmp/ebpf-1s.json", "--ebpf.rate-window 1s")?;
         start_dump(&vm, "/tmp/ebpf-svc.json", "--ebpf.granularity service")?;
-        let svc0 = ebpf_counts(&read_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
+        let svc0 = ebpf_counts(&read_ebpf_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
 
         // Exact counts over every kind of service, in two namespaces.
         let ipvs0 = settled_ipvsadm(&vm)?;
-        let ebpf0 = ebpf_counts(&read_dump(&vm, "/tmp/ebpf.json")?, &inodes)?;
+        let ebpf0 = ebpf_counts(&read_ebpf_dump(&vm, "/tmp/ebpf.json")?, &inodes)?;
         let tcp = |a: &str, n: u32| {
             format!("lab-client tcp {a} -n {n} --connect-only --allow-errors --timeout 2s")
         };
@@ -234,7 +222,7 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
             Duration::from_secs(300),
         )?;
         let ipvs1 = settled_ipvsadm(&vm)?;
-        let json = read_dump(&vm, "/tmp/ebpf.json")?;
+        let json = read_ebpf_dump(&vm, "/tmp/ebpf.json")?;
         let ebpf1 = ebpf_counts(&json, &inodes)?;
         assert_deltas((&ipvs0, &ebpf0), (&ipvs1, &ebpf1));
         // TCP connects to one address take successive source ports, so each is a new IPVS
@@ -252,9 +240,9 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
             let got = service_total(&ebpf1, ns, svc) - service_total(&ebpf0, ns, svc);
             assert_eq!(got, n, "{ns} {svc}");
         }
-        assert_eq!(kind_total(&json, "lost", "new_connection"), 0);
+        assert_eq!(ebpf_kind_total(&json, "lost", "new_connection"), 0);
         // --ebpf.granularity service: one series per service, the sum of its destinations.
-        let svc1 = ebpf_counts(&read_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
+        let svc1 = ebpf_counts(&read_ebpf_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
         for ((ns, name), n) in &svc1 {
             let svc = name.trim_end_matches(" -> *");
             assert!(name.ends_with(" -> *"), "{name}");
@@ -277,7 +265,7 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
         let mut fresh = 0;
         for _ in 0..50 {
             fresh = service_total(
-                &ebpf_counts(&read_dump(&vm, "/tmp/ebpf.json")?, &inodes)?,
+                &ebpf_counts(&read_ebpf_dump(&vm, "/tmp/ebpf.json")?, &inodes)?,
                 key.0,
                 key.1,
             ) - e0;
@@ -291,15 +279,15 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
 
         // Burst: everything accounted for (eBPF + lost == netlink delta).
         let ipvs0 = settled_ipvsadm(&vm)?;
-        let json = read_dump(&vm, "/tmp/ebpf.json")?;
+        let json = read_ebpf_dump(&vm, "/tmp/ebpf.json")?;
         let ebpf0 = ebpf_counts(&json, &inodes)?;
-        let lost0 = kind_total(&json, "lost", "new_connection");
+        let lost0 = ebpf_kind_total(&json, "lost", "new_connection");
         let out = vm.sh_ok_timeout(&tcp("10.0.0.1:80", 20000), Duration::from_secs(600))?;
         eprintln!("burst: {}", out.trim());
         let ipvs1 = settled_ipvsadm(&vm)?;
-        let json = read_dump(&vm, "/tmp/ebpf.json")?;
+        let json = read_ebpf_dump(&vm, "/tmp/ebpf.json")?;
         let ebpf1 = ebpf_counts(&json, &inodes)?;
-        let lost = kind_total(&json, "lost", "new_connection") - lost0;
+        let lost = ebpf_kind_total(&json, "lost", "new_connection") - lost0;
         let got = service_total(&ebpf1, "host", "TCP 10.0.0.1:80")
             - service_total(&ebpf0, "host", "TCP 10.0.0.1:80");
         let want = service_total(&ipvs1, "host", "TCP 10.0.0.1:80")
@@ -312,7 +300,7 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
         for _ in 0..5 {
             vm.sh_ok(&format!("{} && sleep 1.5", tcp("10.0.0.4:80", 10)))?;
         }
-        let json = read_dump(&vm, "/tmp/ebpf-1s.json")?;
+        let json = read_ebpf_dump(&vm, "/tmp/ebpf-1s.json")?;
         let s = json["series"]
             .as_array()
             .into_iter()
@@ -370,8 +358,8 @@ fn ebpf_follows_ip_vs_module_load_and_reload() -> Result<()> {
                  ip link del d0 2>/dev/null; setup ''"
             ))?;
             vm.wait_until("grep -q '\"up\":true' /tmp/e.json", Duration::from_secs(60))?;
-            let before = read_dump(&vm, "/tmp/e.json")?;
-            let before = kind_total(&before, "events", "new_connection");
+            let before = read_ebpf_dump(&vm, "/tmp/e.json")?;
+            let before = ebpf_kind_total(&before, "events", "new_connection");
             vm.sh_ok("lab-client udp 10.0.0.1:53 -n 40 --no-reply")?;
             vm.wait_until(
                 &format!(

@@ -13,14 +13,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use ipvs_telemetry_e2e::{DELAYED_BACKEND_SH, Vm, VmConfig, for_each_kernel_parallel, lab_or_skip};
+use anyhow::{Result, bail};
+use ipvs_telemetry_e2e::{
+    DELAYED_BACKEND_SH, Vm, VmConfig, ebpf_kind_total, for_each_kernel_parallel, lab_or_skip,
+    read_ebpf_dump,
+};
 use serde_json::Value;
-
-fn read_dump(vm: &Vm, path: &str) -> Result<Value> {
-    let text = vm.sh_ok(&format!("cat {path}"))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing {path}: {text}"))
-}
 
 fn start_dump(vm: &Vm, out: &str, args: &str) -> Result<String> {
     let p = vm.spawn(&format!(
@@ -89,16 +87,6 @@ fn field(s: Option<&Value>, path: &[&str]) -> u64 {
     v.as_u64().unwrap_or(0)
 }
 
-fn kind_total(json: &Value, field: &str, kind: &str) -> u64 {
-    json[field]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|e| e[0] == kind)
-        .and_then(|e| e[1].as_u64())
-        .unwrap_or(u64::MAX)
-}
-
 /// Polls the dump until `done` holds (or 150 s pass); returns the last dump.
 fn wait_dump(
     vm: &Vm,
@@ -108,7 +96,7 @@ fn wait_dump(
 ) -> Result<Value> {
     let deadline = Instant::now() + timeout;
     loop {
-        let json = read_dump(vm, path)?;
+        let json = read_ebpf_dump(vm, path)?;
         if done(&json) || Instant::now() > deadline {
             return Ok(json);
         }
@@ -198,7 +186,7 @@ fn unanswered_connections_match_ipvsadm_on_both_kernels() -> Result<()> {
         );
 
         // Before the TCP SYN_RECV entries expire: the dead destination's connections wait.
-        let json = read_dump(&vm, "/tmp/u.json")?;
+        let json = read_ebpf_dump(&vm, "/tmp/u.json")?;
         let dead = series(&json, "tcp", "10.22.0.2", 8080);
         eprintln!(
             "{k}: dead TCP destination while waiting: new {} waiting {} unanswered {}",
@@ -256,7 +244,7 @@ fn unanswered_connections_match_ipvsadm_on_both_kernels() -> Result<()> {
         }
         for kind in ["new_connection", "first_response", "unanswered"] {
             assert_eq!(
-                kind_total(&json, "lost", kind),
+                ebpf_kind_total(&json, "lost", kind),
                 0,
                 "{k}: lost {kind} events"
             );
@@ -345,7 +333,7 @@ fn unschedulable_attempts_are_counted_on_both_kernels() -> Result<()> {
             Some(3),
             "{json}"
         );
-        assert_eq!(kind_total(&json, "lost", "unschedulable"), 0);
+        assert_eq!(ebpf_kind_total(&json, "lost", "unschedulable"), 0);
         Ok(())
     })
 }
@@ -441,7 +429,7 @@ ip netns exec bk ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 9
                 "{k} {a}"
             );
         }
-        assert_eq!(kind_total(&json, "lost", "synced"), 0);
+        assert_eq!(ebpf_kind_total(&json, "lost", "synced"), 0);
         Ok(())
     })
 }

@@ -55,7 +55,7 @@ pub const FIRST_RESPONSE_BUCKETS: &[f64] = &[
 pub const UNANSWERED_HELP: &str = "Connections to the destination that IPVS released (expired, flushed or dropped) without a single packet from the real server through the director. NAT (masquerading) and local forwarding only: with direct routing and tunnels replies bypass the director and this cannot be known (always 0).";
 
 /// HELP text of `ipvs_ebpf_destination_waiting_connections`.
-pub const WAITING_HELP: &str = "Open connections to the destination that have waited longer than --ebpf.unanswered-after for their first packet from the real server. NAT (masquerading) and local forwarding only, as for the unanswered counter.";
+pub const WAITING_HELP: &str = "Open connections to the destination that have waited longer than --ebpf.unanswered-after (to within an eighth of it) for their first packet from the real server. NAT (masquerading) and local forwarding only, as for the unanswered counter.";
 
 /// HELP text of `ipvs_ebpf_destination_synced_connections_total`.
 pub const SYNCED_HELP: &str = "Connections to the destination created on this (backup) director from the master's sync messages (IP_VS_CONN_F_SYNC), as they happen; not part of the new-connection counter.";
