@@ -36,10 +36,10 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, info, warn};
 use ipvs_telemetry_common::{
-    Event, IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE,
-    IP_VS_CONN_F_ONE_PACKET, IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE, KIND_NEW_CONNECTION,
-    KIND_SYNCED, KIND_UNANSWERED, KIND_UNSCHEDULABLE, KINDS, Offsets, RING_BYTES, STARTS_ENTRIES,
-    StateArgs, WAKEUP_BYTES,
+    Event, IP_VS_CONN_F_FWD_MASK, IP_VS_CONN_F_LOCALNODE, IP_VS_CONN_F_ONE_PACKET,
+    IP_VS_CONN_F_SYNC, IP_VS_CONN_F_TEMPLATE, IP_VS_DIR_OUTPUT, KIND_FIRST_RESPONSE,
+    KIND_NEW_CONNECTION, KIND_SYNCED, KIND_UNANSWERED, KIND_UNSCHEDULABLE, KINDS, Offsets,
+    RING_BYTES, STARTS_ENTRIES, StateArgs, WAKEUP_BYTES,
 };
 
 /// Events for the daemon.
@@ -349,7 +349,10 @@ fn try_state(ctx: &ProbeContext, proto: usize) -> Result<(), i32> {
 #[kprobe]
 pub fn ip_vs_conn_expire(ctx: ProbeContext) -> u32 {
     if let Err(e) = try_expire(&ctx) {
-        warn!(&ctx, "ip_vs_conn_expire: reading the connection failed ({})", e);
+        warn!(
+            &ctx,
+            "ip_vs_conn_expire: reading the connection failed ({})", e
+        );
     }
     0
 }
@@ -417,7 +420,10 @@ fn try_expire(ctx: &ProbeContext) -> Result<(), i32> {
 #[kprobe]
 pub fn ip_vs_scheduler_err(ctx: ProbeContext) -> u32 {
     if let Err(e) = try_scheduler_err(&ctx) {
-        warn!(&ctx, "ip_vs_scheduler_err: reading the service failed ({})", e);
+        warn!(
+            &ctx,
+            "ip_vs_scheduler_err: reading the service failed ({})", e
+        );
     }
     0
 }

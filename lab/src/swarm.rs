@@ -553,7 +553,9 @@ pub fn service_tasks(json: &str) -> BTreeMap<String, (u64, u64)> {
 /// Waits until every service of `services` (name, replicas) runs its replicas, asking the
 /// Engine API (as `docker service ls` does) twice a second.
 pub fn wait_services(vm: &Vm, services: &[(&str, u32)]) -> Result<()> {
-    let timeout = Duration::from_secs(300);
+    // Under TCG on a loaded host Docker took 336 s (6.1) and 564 s (6.12) to converge (seen at
+    // load 12–17); a quiet host takes under 3 minutes. A deadline, not a sleep.
+    let timeout = Duration::from_secs(900);
     let deadline = Instant::now() + timeout;
     let names: Vec<&str> = services.iter().map(|(name, _)| *name).collect();
     loop {

@@ -22,7 +22,8 @@
 //! - IpvsFirstResponseSlow: `be2` answers after 700 ms, above the 0.5 s p99 threshold;
 //! - IpvsDestinationStarved: a source-hashing (`sh`) service with one client address sends
 //!   every connection to one of its two real servers of weight 1;
-//! - IpvsServiceAllDestinationsQuiesced: a service whose two real servers have weight 0;
+//! - IpvsServiceAllDestinationsQuiesced: a service whose two real servers have weight 0
+//!   (`ipvs_service_available_destinations` 0 from the real kernel);
 //! - IpvsServiceUnschedulable: clients keep connecting to that quiesced service;
 //! - IpvsDestinationUnanswered: `be3` drops every packet it sends (`netem loss 100%`) while it
 //!   stays in the pool of its service;

@@ -196,6 +196,11 @@ pub fn exposition(t: f64) -> String {
             );
         }
         line("ipvs_service_destinations", &s, dests.len() as f64);
+        line(
+            "ipvs_service_available_destinations",
+            &s,
+            dests.iter().filter(|d| d.2 > 0).count() as f64,
+        );
         if dests.iter().all(|d| d.2 == 0) {
             // Every real server quiesced: clients keep trying, nothing can be scheduled.
             line(
