@@ -944,3 +944,226 @@ fn any_address_listens_on_ipv4_and_ipv6() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The flags of docs/cli.md's tables, as written there (`--web.listen-address`, `--netns.host`).
+fn documented_flags() -> Vec<String> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/cli.md")).unwrap();
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `--"))
+        .flat_map(|l| {
+            // A cell may name two flags ("`--a REGEX` / `--b REGEX`"), then aliases in
+            // parentheses; `--[no-]x` is set through `--no-x`'s variable.
+            let cell = l.split(" | ").next().unwrap_or("");
+            let cell = cell.split(" (").next().unwrap_or("");
+            cell.split("`--")
+                .map(|f| {
+                    f.replace("[no-]", "no-")
+                        .split(|c: char| c == ' ' || c == '`')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|f| !f.is_empty())
+        .map(|f| format!("--{f}"))
+        .collect()
+}
+
+/// docs/cli.md: every flag has an `IPVS_TELEMETRY_<FLAG>` variable (dots and dashes become
+/// underscores); `--help` names exactly those, and the variables work: the listen address,
+/// the telemetry path, a repeatable flag as a comma list, and a bad value is a usage error
+/// naming the variable's flag.
+#[test]
+fn every_documented_flag_has_its_environment_variable() {
+    if !tools("every_documented_flag_has_its_environment_variable", false) {
+        return;
+    }
+    let flags = documented_flags();
+    assert!(flags.len() >= 19, "{flags:?}");
+    let help = |args: &[&str]| {
+        let out = Command::new(BIN).args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let help = help(&["serve", "--help"]) + &help(&["snapshot", "--help"]);
+    let documented: std::collections::BTreeSet<String> = flags
+        .iter()
+        .map(|f| {
+            format!(
+                "IPVS_TELEMETRY_{}",
+                f.trim_start_matches("--")
+                    .replace(['.', '-'], "_")
+                    .to_uppercase()
+            )
+        })
+        .collect();
+    let in_help: std::collections::BTreeSet<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|s| s.split('=').next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(documented, in_help, "docs/cli.md vs --help");
+
+    // The variables take effect.
+    let port = free_port();
+    let mut child = Command::new(BIN)
+        .env(
+            "IPVS_TELEMETRY_WEB_LISTEN_ADDRESS",
+            format!("127.0.0.1:{port}"),
+        )
+        .env("IPVS_TELEMETRY_WEB_TELEMETRY_PATH", "/m")
+        .env("IPVS_TELEMETRY_NETNS_DEVICES_EXCLUDE", "^lo$")
+        .env("IPVS_TELEMETRY_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = read_log(child.stderr.take().unwrap(), log.clone());
+    let d = Daemon {
+        child,
+        port,
+        log,
+        reader: Some(reader),
+    };
+    d.wait_port();
+    wait_metrics(&d, "/m");
+    assert_eq!(curl(&[&d.url("/metrics")]).unwrap().status, 404);
+    let first = d.wait_log("starting ipvs-telemetry");
+    assert!(first.starts_with('{'), "{first}");
+    drop(d);
+    let out = Command::new(BIN)
+        .env("IPVS_TELEMETRY_POLL_INTERVAL", "0s")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--poll.interval"), "{err}");
+}
+
+/// Waits until `path` serves the metrics (200 with `ipvs_up`).
+fn wait_metrics(d: &Daemon, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(a) = curl(&[&d.url(path)])
+            && a.status == 200
+        {
+            assert!(String::from_utf8_lossy(&a.body).contains("ipvs_up{"));
+            return;
+        }
+        assert!(Instant::now() < deadline, "{path} never served the metrics");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `--web.telemetry-path` (and its alias `--telemetry-path`) moves the metrics; the old path is
+/// 404 and the landing page links the new one.
+#[test]
+fn telemetry_path_moves_the_metrics() {
+    if !tools("telemetry_path_moves_the_metrics", false) {
+        return;
+    }
+    for flag in ["--web.telemetry-path", "--telemetry-path"] {
+        let d = Daemon::start(&[flag, "/x/metrics"]);
+        wait_metrics(&d, "/x/metrics");
+        assert_eq!(curl(&[&d.url("/metrics")]).unwrap().status, 404);
+        let landing = curl(&[&d.url("/")]).unwrap();
+        assert!(
+            String::from_utf8_lossy(&landing.body).contains("/x/metrics"),
+            "{flag}: landing page"
+        );
+    }
+}
+
+/// `--log.format json`: every line the daemon writes is one JSON object with `level`, `msg`
+/// and `ts`; logfmt lines are `key=value` pairs.
+#[test]
+fn log_formats() {
+    let d = Daemon::start(&["--log.format", "json"]);
+    d.wait_log("starting ipvs-telemetry");
+    let log = d.log.lock().unwrap().clone();
+    for line in log.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        for k in ["level", "msg", "ts"] {
+            assert!(v[k].is_string(), "{k} missing: {line}");
+        }
+    }
+    drop(d);
+    let d = Daemon::start(&["--log.format", "logfmt"]);
+    let line = d.wait_log("starting ipvs-telemetry");
+    assert!(
+        line.contains("level=info") && line.contains("msg=\"starting ipvs-telemetry\""),
+        "{line}"
+    );
+}
+
+/// `snapshot --format prometheus` prints the series in the text format 0.0.4; `snapshot`
+/// exits 1 when a namespace cannot be read (the reason on stderr, the others still printed),
+/// 2 for a bad flag.
+#[test]
+fn snapshot_command_exit_codes_and_prometheus_format() {
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("snapshot")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["--format", "prometheus", "--netns", "bad=/nonexistent/ns"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.contains("# TYPE ipvs_up gauge\n"), "{out}");
+    assert!(out.contains("ipvs_up{netns=\"bad\"} 0\n"), "{out}");
+    assert!(out.contains("ipvs_up{netns=\"host\"} "), "{out}");
+    assert!(!out.contains("# EOF"), "{out}");
+    assert!(
+        err.contains("netns \"bad\": /nonexistent/ns: namespace file does not exist"),
+        "{err}"
+    );
+    let (code, _, err) = run(&["--format", "yaml"]);
+    assert_eq!(code, Some(2), "{err}");
+}
+
+/// `--web.max-requests 0` is no limit: requests far beyond the default's 40 in flight at once
+/// are all answered, none with 503.
+#[test]
+fn max_requests_zero_is_unlimited() {
+    if !tools("max_requests_zero_is_unlimited", false) {
+        return;
+    }
+    // Cost-4 bcrypt (slow in a debug build), checked one at a time, keeps the 48 requests in
+    // flight together.
+    let dir = tempdir();
+    let hash = bcrypt::hash_with_salt("pw", 4, [3; 16])
+        .unwrap()
+        .to_string();
+    let cfg = dir.join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let d = Daemon::start(&[
+        "--web.max-requests",
+        "0",
+        "--web.config.file",
+        cfg.to_str().unwrap(),
+    ]);
+    let url = d.url("/-/healthy");
+    let handles: Vec<_> = (0..48)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let user = format!("alice:wrong{i}");
+                curl(&["-u", &user, &url]).unwrap().status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(statuses.iter().all(|&s| s == 401), "{statuses:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
