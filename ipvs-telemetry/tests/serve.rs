@@ -959,7 +959,7 @@ fn documented_flags() -> Vec<String> {
             cell.split("`--")
                 .map(|f| {
                     f.replace("[no-]", "no-")
-                        .split(|c: char| c == ' ' || c == '`')
+                        .split([' ', '`'])
                         .next()
                         .unwrap_or("")
                         .to_string()
