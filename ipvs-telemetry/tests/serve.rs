@@ -477,6 +477,11 @@ fn make_certs(dir: &Path) {
             "client",
             "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
         ),
+        // The server's next certificate, for rotation.
+        (
+            "rotated",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        ),
     ] {
         std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
         let mut a = vec!["req"];
@@ -1165,5 +1170,42 @@ fn max_requests_zero_is_unlimited() {
         .collect();
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     assert!(statuses.iter().all(|&s| s == 401), "{statuses:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// docs/web.md: SIGHUP re-reads the certificates the web config names: after the files are
+/// replaced, new connections get the new certificate without a restart.
+#[test]
+fn sighup_rotates_the_certificate() {
+    if !tools("sighup_rotates_the_certificate", true) {
+        return;
+    }
+    let dir = tempdir();
+    make_certs(&dir);
+    let cfg = dir.join("web.yml");
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    let ca = dir.join("ca.crt");
+    let ca = ca.to_str().unwrap();
+    let (ok, out) = s_client(d.port, ca, "-tls1_3");
+    assert!(ok && out.contains("Peer certificate: CN = server"), "{out}");
+    for ext in ["crt", "key"] {
+        std::fs::copy(
+            dir.join(format!("rotated.{ext}")),
+            dir.join(format!("server.{ext}")),
+        )
+        .unwrap();
+    }
+    d.signal("HUP");
+    d.wait_log("reloaded the web configuration");
+    let (ok, out) = s_client(d.port, ca, "-tls1_3");
+    assert!(
+        ok && out.contains("Peer certificate: CN = rotated"),
+        "{out}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
