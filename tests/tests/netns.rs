@@ -384,6 +384,12 @@ fn interface_counters_equal_ip_link() -> Result<()> {
                 assert_eq!(g["tx_packets"], s["tx"]["packets"], "{name}");
                 assert_eq!(g["rx_dropped"], s["rx"]["dropped"], "{name}");
                 assert_eq!(g["tx_dropped"], s["tx"]["dropped"], "{name}");
+                // Up as `ip link` shows it: state UP, or UNKNOWN with the flags UP and LOWER_UP.
+                let flags = l["flags"].as_array().context("flags")?;
+                let flag = |f: &str| flags.iter().any(|x| x == f);
+                let up = l["operstate"] == "UP"
+                    || (l["operstate"] == "UNKNOWN" && flag("UP") && flag("LOWER_UP"));
+                assert_eq!(g["up"], up, "{name}: {l}");
                 n += 1;
             }
             // Every interface (lo, n0, and the tunnel fallback devices the kernel adds),

@@ -7,21 +7,21 @@ use netlink_packet_core::{
 
 use super::stats::{IpvsStatsAttribute, parse_stats};
 
-const IPVS_DEST_ATTR_ADDR: u16 = 1;
-const IPVS_DEST_ATTR_PORT: u16 = 2;
-const IPVS_DEST_ATTR_FWD_METHOD: u16 = 3;
-const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
-const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
-const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
-const IPVS_DEST_ATTR_ACTIVE_CONNS: u16 = 7;
-const IPVS_DEST_ATTR_INACT_CONNS: u16 = 8;
-const IPVS_DEST_ATTR_PERSIST_CONNS: u16 = 9;
-const IPVS_DEST_ATTR_STATS: u16 = 10;
-const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
-const IPVS_DEST_ATTR_STATS64: u16 = 12;
-const IPVS_DEST_ATTR_TUN_TYPE: u16 = 13;
-const IPVS_DEST_ATTR_TUN_PORT: u16 = 14;
-const IPVS_DEST_ATTR_TUN_FLAGS: u16 = 15;
+pub(super) const IPVS_DEST_ATTR_ADDR: u16 = 1;
+pub(super) const IPVS_DEST_ATTR_PORT: u16 = 2;
+pub(super) const IPVS_DEST_ATTR_FWD_METHOD: u16 = 3;
+pub(super) const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
+pub(super) const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
+pub(super) const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
+pub(super) const IPVS_DEST_ATTR_ACTIVE_CONNS: u16 = 7;
+pub(super) const IPVS_DEST_ATTR_INACT_CONNS: u16 = 8;
+pub(super) const IPVS_DEST_ATTR_PERSIST_CONNS: u16 = 9;
+pub(super) const IPVS_DEST_ATTR_STATS: u16 = 10;
+pub(super) const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
+pub(super) const IPVS_DEST_ATTR_STATS64: u16 = 12;
+pub(super) const IPVS_DEST_ATTR_TUN_TYPE: u16 = 13;
+pub(super) const IPVS_DEST_ATTR_TUN_PORT: u16 = 14;
+pub(super) const IPVS_DEST_ATTR_TUN_FLAGS: u16 = 15;
 
 /// One attribute of a real server.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,10 +11,20 @@ use netlink_packet_core::NLA_TYPE_MASK;
 
 use crate::model::{Destination, Family, Stats};
 
-use super::message::IpvsCmd;
+use super::dest::{
+    IPVS_DEST_ATTR_ACTIVE_CONNS, IPVS_DEST_ATTR_ADDR, IPVS_DEST_ATTR_ADDR_FAMILY,
+    IPVS_DEST_ATTR_FWD_METHOD, IPVS_DEST_ATTR_INACT_CONNS, IPVS_DEST_ATTR_L_THRESH,
+    IPVS_DEST_ATTR_PERSIST_CONNS, IPVS_DEST_ATTR_PORT, IPVS_DEST_ATTR_STATS,
+    IPVS_DEST_ATTR_STATS64, IPVS_DEST_ATTR_TUN_FLAGS, IPVS_DEST_ATTR_TUN_PORT,
+    IPVS_DEST_ATTR_TUN_TYPE, IPVS_DEST_ATTR_U_THRESH, IPVS_DEST_ATTR_WEIGHT,
+};
+use super::message::{IPVS_CMD_ATTR_DEST, IpvsCmd};
+use super::stats::{
+    IPVS_STATS_ATTR_CONNS, IPVS_STATS_ATTR_CPS, IPVS_STATS_ATTR_INBPS, IPVS_STATS_ATTR_INBYTES,
+    IPVS_STATS_ATTR_INPKTS, IPVS_STATS_ATTR_INPPS, IPVS_STATS_ATTR_OUTBPS,
+    IPVS_STATS_ATTR_OUTBYTES, IPVS_STATS_ATTR_OUTPKTS, IPVS_STATS_ATTR_OUTPPS,
+};
 use super::typed::DestFields;
-
-const IPVS_CMD_ATTR_DEST: u16 = 2;
 
 /// The attributes of `buf`, `(kind, value)`, with the codec's length checks; an attribute that
 /// fails them is `None` (and ends the walk).
@@ -60,26 +70,24 @@ fn stats(value: &[u8]) -> Option<Stats> {
     let mut s = Stats::default();
     for attribute in attributes(value) {
         let (kind, v) = attribute?;
-        if !(1..=10).contains(&kind) {
-            continue; // PAD and unknown attributes
-        }
-        let x = match v.len() {
+        let slot = match kind {
+            IPVS_STATS_ATTR_CONNS => &mut s.conns,
+            IPVS_STATS_ATTR_INPKTS => &mut s.inpkts,
+            IPVS_STATS_ATTR_OUTPKTS => &mut s.outpkts,
+            IPVS_STATS_ATTR_INBYTES => &mut s.inbytes,
+            IPVS_STATS_ATTR_OUTBYTES => &mut s.outbytes,
+            IPVS_STATS_ATTR_CPS => &mut s.cps,
+            IPVS_STATS_ATTR_INPPS => &mut s.inpps,
+            IPVS_STATS_ATTR_OUTPPS => &mut s.outpps,
+            IPVS_STATS_ATTR_INBPS => &mut s.inbps,
+            IPVS_STATS_ATTR_OUTBPS => &mut s.outbps,
+            _ => continue, // PAD and unknown attributes
+        };
+        *slot = match v.len() {
             4 => u32_ne(v)? as u64,
             8 => u64::from_ne_bytes(v.try_into().ok()?),
             _ => return None,
         };
-        *match kind {
-            1 => &mut s.conns,
-            2 => &mut s.inpkts,
-            3 => &mut s.outpkts,
-            4 => &mut s.inbytes,
-            5 => &mut s.outbytes,
-            6 => &mut s.cps,
-            7 => &mut s.inpps,
-            8 => &mut s.outpps,
-            9 => &mut s.inbps,
-            _ => &mut s.outbps,
-        } = x;
     }
     Some(s)
 }
@@ -103,21 +111,21 @@ pub(crate) fn destination(payload: &[u8], service_family: Family) -> Option<Dest
     for attribute in attributes(dest?) {
         let (kind, v) = attribute?;
         match kind {
-            1 => f.addr = Some(v),
-            2 => f.port = Some(u16_be(v)?),
-            3 => f.fwd = Some(u32_ne(v)?),
-            4 => f.weight = Some(u32_ne(v)?),
-            5 => f.upper = u32_ne(v)?,
-            6 => f.lower = u32_ne(v)?,
-            7 => f.active = u32_ne(v)?,
-            8 => f.inactive = u32_ne(v)?,
-            9 => f.persist = u32_ne(v)?,
-            10 => f.stats32 = Some(stats(v)?),
-            11 => f.af = Some(u16_ne(v)?),
-            12 => f.stats64 = Some(stats(v)?),
-            13 => f.tun_type = Some(*<&[u8; 1]>::try_from(v).ok()?.first()?),
-            14 => f.tun_port = Some(u16_be(v)?),
-            15 => f.tun_flags = Some(u16_ne(v)?),
+            IPVS_DEST_ATTR_ADDR => f.addr = Some(v),
+            IPVS_DEST_ATTR_PORT => f.port = Some(u16_be(v)?),
+            IPVS_DEST_ATTR_FWD_METHOD => f.fwd = Some(u32_ne(v)?),
+            IPVS_DEST_ATTR_WEIGHT => f.weight = Some(u32_ne(v)?),
+            IPVS_DEST_ATTR_U_THRESH => f.upper = u32_ne(v)?,
+            IPVS_DEST_ATTR_L_THRESH => f.lower = u32_ne(v)?,
+            IPVS_DEST_ATTR_ACTIVE_CONNS => f.active = u32_ne(v)?,
+            IPVS_DEST_ATTR_INACT_CONNS => f.inactive = u32_ne(v)?,
+            IPVS_DEST_ATTR_PERSIST_CONNS => f.persist = u32_ne(v)?,
+            IPVS_DEST_ATTR_STATS => f.stats32 = Some(stats(v)?),
+            IPVS_DEST_ATTR_ADDR_FAMILY => f.af = Some(u16_ne(v)?),
+            IPVS_DEST_ATTR_STATS64 => f.stats64 = Some(stats(v)?),
+            IPVS_DEST_ATTR_TUN_TYPE => f.tun_type = Some(*<&[u8; 1]>::try_from(v).ok()?.first()?),
+            IPVS_DEST_ATTR_TUN_PORT => f.tun_port = Some(u16_be(v)?),
+            IPVS_DEST_ATTR_TUN_FLAGS => f.tun_flags = Some(u16_ne(v)?),
             _ => {}
         }
     }

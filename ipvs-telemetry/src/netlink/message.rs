@@ -18,7 +18,7 @@ pub const IPVS_GENL_NAME: &str = "IPVS";
 const IPVS_GENL_VERSION: u8 = 1;
 
 const IPVS_CMD_ATTR_SERVICE: u16 = 1;
-const IPVS_CMD_ATTR_DEST: u16 = 2;
+pub(super) const IPVS_CMD_ATTR_DEST: u16 = 2;
 const IPVS_CMD_ATTR_DAEMON: u16 = 3;
 const IPVS_CMD_ATTR_TIMEOUT_TCP: u16 = 4;
 const IPVS_CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;

@@ -1,17 +1,20 @@
-//! The IPVS generic-netlink codec and a read-only client bound to one socket.
+//! The IPVS generic-netlink codec, the rtnetlink interface dump, and read-only clients bound to
+//! one socket each, sharing one request path.
 //!
 //! The codec (`message`, `service`, `dest`, `stats`, `daemon`) is faithful to the wire of the
 //! kernel's `include/uapi/linux/ip_vs.h`: every attribute has a variant, unknown ones are kept as
 //! `Other`. `typed` builds [`model`](crate::model) values from it; `fast` decodes destination replies
-//! straight into the model on the client's hot path (falling back to the codec). `socket` is the only file that
-//! does I/O: a [`Client`] in the namespace it was opened in, that never loads ip_vs and can only
-//! send GET requests.
+//! straight into the model on the client's hot path (falling back to the codec). `link` encodes the `RTM_GETLINK` dump
+//! and decodes its replies with netlink-packet-route. `socket` is the only file that does I/O:
+//! a [`Client`] (IPVS) or [`LinkClient`] (interfaces) in the namespace it was opened in, that
+//! never loads ip_vs and can only send GET requests.
 
 mod ctrl;
 mod daemon;
 mod dest;
 mod error;
 mod fast;
+mod link;
 mod message;
 mod service;
 mod socket;
@@ -26,7 +29,7 @@ pub use dest::IpvsDestAttribute;
 pub use error::Error;
 pub use message::{IPVS_GENL_NAME, IpvsAttribute, IpvsCmd, IpvsInfoAttribute, IpvsMessage};
 pub use service::{IpvsServiceAttribute, IpvsServiceFlags};
-pub use socket::Client;
+pub use socket::{Client, LinkClient};
 pub use stats::{IpvsStatsAttribute, StatsValue};
 pub use typed::MalformedAttribute;
 

@@ -1,7 +1,7 @@
-//! The client: one netlink socket in the namespace it was opened in, and every system call of
-//! this module.
+//! The clients: one netlink socket each in the namespace it was opened in (generic netlink for
+//! IPVS, `NETLINK_ROUTE` for interfaces), and every system call of this module.
 //!
-//! Each request has a hard deadline (non-blocking socket + `poll`), checks the sequence number
+//! Both go through one request path ([`Transport`]). Each request has a hard deadline (non-blocking socket + `poll`), checks the sequence number
 //! and port id of every reply (replies to an earlier, timed-out request are dropped), restarts a
 //! dump the kernel marks `NLM_F_DUMP_INTR`, and grows the receive buffer (≥ 32 KiB) and restarts
 //! when a datagram did not fit (`MSG_TRUNC`). Only GET requests exist in this API.
@@ -23,16 +23,21 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::NLM_F_DUMP_INTR;
-use netlink_sys::{Socket, protocols::NETLINK_GENERIC};
+use netlink_sys::{
+    Socket,
+    protocols::{NETLINK_GENERIC, NETLINK_ROUTE},
+};
 
 use crate::model::{
-    Destination, Family, Info, IpvsState, Protocol, Service, ServiceAddress, Timeouts,
+    Destination, Family, Info, InterfaceStats, IpvsState, Protocol, Service, ServiceAddress,
+    Timeouts,
 };
 
 use super::ctrl;
 use super::daemon::IpvsDaemonAttribute;
 use super::error::Error;
 use super::fast;
+use super::link;
 use super::message::{IPVS_GENL_NAME, IpvsAttribute, IpvsCmd, IpvsMessage};
 use super::service::IpvsServiceAttribute;
 use super::wire::{self, Kind, Part};
@@ -185,13 +190,14 @@ enum Outcome {
     Restart,
 }
 
-/// A read-only IPVS client bound to one generic-netlink socket.
+/// One netlink socket and the request path every request takes, whatever the protocol: a
+/// deadline, the sequence and port check, `MSG_TRUNC` growth and restart, `NLM_F_DUMP_INTR`
+/// reported to the caller, and leftovers of an abandoned request drained.
 #[derive(Debug)]
-pub struct Client {
+struct Transport {
     socket: Socket,
     port: u32,
     sequence: u32,
-    family: Option<u16>,
     timeout: Duration,
     /// `BATCH` slots of `slot` bytes each.
     recv_buf: Vec<u8>,
@@ -200,10 +206,23 @@ pub struct Client {
     dump_dir: Option<PathBuf>,
     dumped: u64,
     dirty: bool,
+}
+
+/// A read-only IPVS client bound to one generic-netlink socket.
+#[derive(Debug)]
+pub struct Client {
+    transport: Transport,
+    family: Option<u16>,
     /// Most sockets for the destination dumps, this one included.
     max_sockets: usize,
     /// Extra sockets of the same namespace, opened on first use and kept.
     helpers: Vec<Client>,
+}
+
+/// A read-only rtnetlink client bound to one `NETLINK_ROUTE` socket: interface counters.
+#[derive(Debug)]
+pub struct LinkClient {
+    transport: Transport,
 }
 
 /// The destinations read by one thread: (service index, destinations), or the first failure
@@ -213,24 +232,9 @@ type Share = Result<Vec<(usize, Vec<Destination>)>, (usize, Error)>;
 impl Client {
     /// Opens a socket in the calling thread's current network namespace. Sends nothing.
     pub fn open(timeout: Duration) -> Result<Self, Error> {
-        let mut socket = Socket::new(NETLINK_GENERIC)
-            .map_err(|e| Error::socket("socket(NETLINK_GENERIC)", e))?;
-        let addr = socket.bind_auto().map_err(|e| Error::socket("bind", e))?;
-        socket
-            .set_non_blocking(true)
-            .map_err(|e| Error::socket("fcntl(O_NONBLOCK)", e))?;
         Ok(Client {
-            socket,
-            port: addr.port_number(),
-            sequence: 0,
+            transport: Transport::open(NETLINK_GENERIC, "socket(NETLINK_GENERIC)", timeout)?,
             family: None,
-            timeout,
-            recv_buf: vec![0; MIN_RECV_BUFFER * BATCH],
-            slot: MIN_RECV_BUFFER,
-            send_buf: Vec::with_capacity(256),
-            dump_dir: std::env::var_os(DUMP_DIR_ENV).map(PathBuf::from),
-            dumped: 0,
-            dirty: false,
             max_sockets: 1,
             helpers: Vec::new(),
         })
@@ -267,7 +271,7 @@ impl Client {
 
     /// Dumps the destinations of every service, over several sockets when there are many.
     fn fill_destinations(&mut self, services: &mut [Service]) -> Result<(), Error> {
-        let want = if services.len() >= PARALLEL_MIN_SERVICES && self.dump_dir.is_none() {
+        let want = if services.len() >= PARALLEL_MIN_SERVICES && self.transport.dump_dir.is_none() {
             self.max_sockets - 1
         } else {
             0
@@ -276,10 +280,10 @@ impl Client {
         // Extra sockets are opened here, on the calling thread: a socket belongs to the
         // namespace of the thread that creates it, and this one is inside the right one.
         while self.helpers.len() < lease.0 {
-            match Client::open(self.timeout) {
+            match Client::open(self.transport.timeout) {
                 Ok(mut helper) => {
                     helper.family = self.family;
-                    helper.dump_dir = None;
+                    helper.transport.dump_dir = None;
                     helper.max_sockets = 1;
                     self.helpers.push(helper);
                 }
@@ -475,7 +479,7 @@ impl Client {
         convert: &mut dyn FnMut(IpvsMessage) -> Result<Option<T>, super::MalformedAttribute>,
     ) -> Result<(), Error> {
         let name = get.name();
-        let deadline = Instant::now() + self.timeout;
+        let deadline = Instant::now() + self.transport.timeout;
         let mut resolved_again = false;
         let mut attempts = 0;
         loop {
@@ -489,9 +493,9 @@ impl Client {
                 }
             };
             out.clear();
-            let sequence = self.next_sequence();
+            let sequence = self.transport.next_sequence();
             wire::emit_request(
-                &mut self.send_buf,
+                &mut self.transport.send_buf,
                 get.message(),
                 family,
                 sequence,
@@ -514,7 +518,10 @@ impl Client {
                 }
                 Ok(flags & NLM_F_DUMP_INTR != 0)
             };
-            match self.exchange(name, family, sequence, deadline, &mut on_data) {
+            match self
+                .transport
+                .exchange(name, family, sequence, deadline, &mut on_data)
+            {
                 Ok(Outcome::Complete) => return Ok(()),
                 Ok(Outcome::Restart) if attempts < MAX_ATTEMPTS => continue,
                 Ok(Outcome::Restart) => {
@@ -539,9 +546,9 @@ impl Client {
     fn resolve_family(&mut self, deadline: Instant) -> Result<u16, Error> {
         const NAME: &str = "CTRL_CMD_GETFAMILY";
         for _ in 0..MAX_ATTEMPTS {
-            let sequence = self.next_sequence();
+            let sequence = self.transport.next_sequence();
             wire::emit_request(
-                &mut self.send_buf,
+                &mut self.transport.send_buf,
                 ctrl::list_families(),
                 ctrl::GENL_ID_CTRL,
                 sequence,
@@ -561,7 +568,13 @@ impl Client {
                 }
                 Ok(flags & NLM_F_DUMP_INTR != 0)
             };
-            match self.exchange(NAME, ctrl::GENL_ID_CTRL, sequence, deadline, &mut on_data)? {
+            match self.transport.exchange(
+                NAME,
+                ctrl::GENL_ID_CTRL,
+                sequence,
+                deadline,
+                &mut on_data,
+            )? {
                 Outcome::Complete => return found.ok_or(Error::ModuleNotLoaded),
                 Outcome::Restart => continue,
             }
@@ -571,6 +584,70 @@ impl Client {
             detail: format!("family dump still inconsistent after {MAX_ATTEMPTS} attempts"),
         })
     }
+}
+
+impl LinkClient {
+    /// Opens a `NETLINK_ROUTE` socket in the calling thread's current network namespace; each
+    /// dump must complete within `timeout`. Sends nothing.
+    pub fn open(timeout: Duration) -> Result<Self, Error> {
+        Ok(LinkClient {
+            transport: Transport::open(NETLINK_ROUTE, "socket(NETLINK_ROUTE)", timeout)?,
+        })
+    }
+
+    /// `RTM_GETLINK`: dumps every interface of the socket's namespace.
+    pub fn links(&mut self) -> Result<Vec<InterfaceStats>, Error> {
+        let deadline = Instant::now() + self.transport.timeout;
+        let reply = link::reply_type();
+        for _ in 0..MAX_ATTEMPTS {
+            let sequence = self.transport.next_sequence();
+            link::emit_dump_request(&mut self.transport.send_buf, sequence);
+            let mut links = Vec::new();
+            let mut on_data = |flags: u16, payload: &[u8]| -> Result<bool, Error> {
+                let decoded = link::decode_link(payload).map_err(|e| Error::Malformed {
+                    request: link::REQUEST,
+                    detail: e.to_string(),
+                })?;
+                links.extend(decoded);
+                Ok(flags & NLM_F_DUMP_INTR != 0)
+            };
+            match self
+                .transport
+                .exchange(link::REQUEST, reply, sequence, deadline, &mut on_data)?
+            {
+                Outcome::Complete => return Ok(links),
+                Outcome::Restart => continue,
+            }
+        }
+        Err(Error::Malformed {
+            request: link::REQUEST,
+            detail: format!("dump still inconsistent after {MAX_ATTEMPTS} attempts"),
+        })
+    }
+}
+
+impl Transport {
+    /// Opens and binds a non-blocking netlink socket of `protocol` in the calling thread's
+    /// namespace.
+    fn open(protocol: isize, call: &'static str, timeout: Duration) -> Result<Self, Error> {
+        let mut socket = Socket::new(protocol).map_err(|e| Error::socket(call, e))?;
+        let addr = socket.bind_auto().map_err(|e| Error::socket("bind", e))?;
+        socket
+            .set_non_blocking(true)
+            .map_err(|e| Error::socket("fcntl(O_NONBLOCK)", e))?;
+        Ok(Transport {
+            socket,
+            port: addr.port_number(),
+            sequence: 0,
+            timeout,
+            recv_buf: vec![0; MIN_RECV_BUFFER * BATCH],
+            slot: MIN_RECV_BUFFER,
+            send_buf: Vec::with_capacity(256),
+            dump_dir: std::env::var_os(DUMP_DIR_ENV).map(PathBuf::from),
+            dumped: 0,
+            dirty: false,
+        })
+    }
 
     fn next_sequence(&mut self) -> u32 {
         self.sequence = self.sequence.wrapping_add(1);
@@ -578,11 +655,12 @@ impl Client {
     }
 
     /// Sends `send_buf` and reads replies of `sequence` until the dump's `NLMSG_DONE` or the
-    /// ACK. `on_data` gets each data message and says whether it was marked interrupted.
+    /// ACK. `on_data` gets each data message (netlink type `data_type`) and says whether it was
+    /// marked interrupted.
     fn exchange(
         &mut self,
         name: &'static str,
-        family: u16,
+        data_type: u16,
         sequence: u32,
         deadline: Instant,
         on_data: &mut OnData<'_>,
@@ -611,7 +689,7 @@ impl Client {
             for (i, &n) in lengths[..count].iter().enumerate() {
                 let start = i * self.slot;
                 self.dump_datagram(name, start, n);
-                for item in wire::messages(&self.recv_buf[start..start + n], family) {
+                for item in wire::messages(&self.recv_buf[start..start + n], data_type) {
                     let item = item.map_err(|e| Error::Malformed {
                         request: name,
                         detail: e.to_string(),

@@ -10,16 +10,16 @@ use netlink_packet_core::{
     parse_u32, parse_u64,
 };
 
-const IPVS_STATS_ATTR_CONNS: u16 = 1;
-const IPVS_STATS_ATTR_INPKTS: u16 = 2;
-const IPVS_STATS_ATTR_OUTPKTS: u16 = 3;
-const IPVS_STATS_ATTR_INBYTES: u16 = 4;
-const IPVS_STATS_ATTR_OUTBYTES: u16 = 5;
-const IPVS_STATS_ATTR_CPS: u16 = 6;
-const IPVS_STATS_ATTR_INPPS: u16 = 7;
-const IPVS_STATS_ATTR_OUTPPS: u16 = 8;
-const IPVS_STATS_ATTR_INBPS: u16 = 9;
-const IPVS_STATS_ATTR_OUTBPS: u16 = 10;
+pub(super) const IPVS_STATS_ATTR_CONNS: u16 = 1;
+pub(super) const IPVS_STATS_ATTR_INPKTS: u16 = 2;
+pub(super) const IPVS_STATS_ATTR_OUTPKTS: u16 = 3;
+pub(super) const IPVS_STATS_ATTR_INBYTES: u16 = 4;
+pub(super) const IPVS_STATS_ATTR_OUTBYTES: u16 = 5;
+pub(super) const IPVS_STATS_ATTR_CPS: u16 = 6;
+pub(super) const IPVS_STATS_ATTR_INPPS: u16 = 7;
+pub(super) const IPVS_STATS_ATTR_OUTPPS: u16 = 8;
+pub(super) const IPVS_STATS_ATTR_INBPS: u16 = 9;
+pub(super) const IPVS_STATS_ATTR_OUTBPS: u16 = 10;
 const IPVS_STATS_ATTR_PAD: u16 = 11;
 
 /// A counter as sent: 32 bits in the legacy `STATS` block, 64 bits otherwise.

@@ -13,7 +13,8 @@ use super::message::IpvsMessage;
 /// What one netlink message of a reply is.
 #[derive(Debug)]
 pub(crate) enum Part<'a> {
-    /// A message of the requested family: its header flags and generic-netlink payload.
+    /// A message of the requested type (a generic-netlink family id, or `RTM_NEWLINK`): its
+    /// header flags and payload.
     Data { flags: u16, payload: &'a [u8] },
     /// `NLMSG_DONE` with the dump's final status (0 or a negative errno).
     Done(i32),
@@ -33,10 +34,11 @@ pub(crate) struct Received<'a> {
     pub(crate) part: Part<'a>,
 }
 
-/// Iterates over the netlink messages of one datagram, checking every length.
+/// Iterates over the netlink messages of one datagram, checking every length; messages of type
+/// `data_type` are [`Part::Data`].
 pub(crate) fn messages(
     mut buf: &[u8],
-    family_id: u16,
+    data_type: u16,
 ) -> impl Iterator<Item = Result<Received<'_>, DecodeError>> {
     std::iter::from_fn(move || {
         if buf.is_empty() {
@@ -62,7 +64,7 @@ pub(crate) fn messages(
             },
             NLMSG_OVERRUN => Part::Overrun,
             NLMSG_NOOP => Part::Ignore,
-            t if t == family_id => Part::Data {
+            t if t == data_type => Part::Data {
                 flags: nl.flags(),
                 payload,
             },

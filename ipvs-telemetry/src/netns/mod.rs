@@ -15,7 +15,6 @@
 //! This module is the only place that calls `setns` (in [`worker`]).
 
 mod mangle;
-mod rtnl;
 mod select;
 mod worker;
 

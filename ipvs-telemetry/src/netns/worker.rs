@@ -24,7 +24,6 @@ use regex::Regex;
 use tracing::{debug, warn};
 
 use super::mangle::{self, PortMap, SaveCommand};
-use super::rtnl::LinkSocket;
 use super::select::Identity;
 use crate::model::{
     CollectFailure, ErrorReason, Family, IpvsState, NetnsContext, ServiceAddress, SyncDaemon,
@@ -258,7 +257,7 @@ struct State {
     config: Arc<WorkerConfig>,
     /// The namespace's IPVS client, kept open between polls (one socket per namespace).
     ipvs: Option<crate::netlink::Client>,
-    links: Option<LinkSocket>,
+    links: Option<crate::netlink::LinkClient>,
     /// Published ports of fwmark services, by family, and the fwmark set they were read for.
     ports: Ports,
     /// Last context error logged, to log a persisting problem once.
@@ -486,7 +485,7 @@ impl State {
         };
         let links = match self.links.as_mut() {
             Some(socket) => socket.links(),
-            None => LinkSocket::open(timeout).and_then(|mut s| {
+            None => crate::netlink::LinkClient::open(timeout).and_then(|mut s| {
                 let links = s.links();
                 self.links = Some(s);
                 links
