@@ -1,36 +1,26 @@
-//! Loading and attaching the probes, classifying failures into the `ipvs_ebpf_info` reasons,
-//! and the consumer task that drains the ring buffer.
-//!
-//! The ring buffer ([`ipvs_telemetry_common::RING_BYTES`], 4 MiB = 43,690 events) is read with
-//! tokio's `AsyncFd`: on each wake-up the consumer drains it completely (in chunks of
-//! [`CHUNK`] events per lock hold, so [`super::Ebpf::snapshot`] never waits long) before
-//! clearing readiness, so no wake-up is missed.
+//! Loading and attaching the probes and classifying failures into the `ipvs_ebpf_info` reasons;
+//! the ring buffer is read by [`super::consumer`].
 
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::KProbe;
 use aya::{EbpfLoader, include_bytes_aligned};
 use aya_log::EbpfLogger;
 use ipvs_telemetry_common::{
-    CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, DRAIN_INTERVAL_MS, EVENTS_MAP, EXPIRE_FUNCTION,
-    EXPIRE_PROGRAM, Event, KINDS, LOST_MAP, OFFSETS_GLOBAL, READ_ERRORS_MAP,
-    SCHEDULER_ERR_FUNCTION, SCHEDULER_ERR_PROGRAM, STATE_ARGS_GLOBAL, STATE_PROBES,
+    CONN_NEW_FUNCTION, CONN_NEW_PROGRAM, EVENTS_MAP, EXPIRE_FUNCTION, EXPIRE_PROGRAM, KINDS,
+    LOST_MAP, OFFSETS_GLOBAL, READ_ERRORS_MAP, SCHEDULER_ERR_FUNCTION, SCHEDULER_ERR_PROGRAM,
+    STATE_ARGS_GLOBAL, STATE_PROBES,
 };
 use tokio::io::unix::AsyncFd;
 use tokio::task::JoinHandle;
 
-use super::{Drains, Shared, lock, logbridge::TracingLog, offsets, state_args};
+use super::{Shared, consumer, lock, logbridge::TracingLog, offsets, state_args};
 use crate::caps::{self, CapSet};
 
 /// The probe object, built by `cargo xtask build-ebpf`.
 static OBJECT: &[u8] = include_bytes_aligned!(env!("IPVS_TELEMETRY_EBPF_OBJECT"));
-
-/// Events handled per lock hold.
-const CHUNK: usize = 4096;
 
 /// Per-CPU counters of one loaded instance, indexed by event kind (lost events, failed reads).
 pub type LostMap = PerCpuArray<MapData, u64>;
@@ -230,7 +220,7 @@ pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
     let drains = lock(shared).drains.clone();
     Ok(Attached {
         _ebpf: ebpf,
-        consumer: tokio::spawn(consume(shared.clone(), fd, drains)),
+        consumer: tokio::spawn(consumer::consume(shared.clone(), fd, drains)),
         logger,
     })
 }
@@ -327,66 +317,6 @@ pub fn read_lost(map: &LostMap) -> [u64; KINDS as usize] {
         }
     }
     out
-}
-
-/// Drains the ring buffer into the aggregator every [`DRAIN_INTERVAL_MS`], whenever the
-/// probes wake it (they do once [`ipvs_telemetry_common::WAKEUP_BYTES`] are waiting), and when a
-/// scrape asks.
-async fn consume(shared: Shared, mut fd: AsyncFd<RingBuf<MapData>>, drains: Arc<Drains>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(DRAIN_INTERVAL_MS));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            ready = fd.readable_mut() => {
-                let mut guard = match ready {
-                    Ok(g) => g,
-                    Err(e) => {
-                        tracing::error!("ebpf: polling the event ring failed: {e}");
-                        return;
-                    }
-                };
-                drain(&shared, guard.get_inner_mut());
-                guard.clear_ready();
-            }
-            _ = tick.tick() => drain(&shared, fd.get_mut()),
-            _ = drains.requested() => {
-                let begun = drains.begin();
-                drain(&shared, fd.get_mut());
-                drains.end(begun);
-            }
-        }
-    }
-}
-
-/// Reads every waiting event into the aggregator, [`CHUNK`] per lock hold.
-fn drain(shared: &Shared, ring: &mut RingBuf<MapData>) {
-    loop {
-        let mut st = lock(shared);
-        let mut n = 0;
-        while n < CHUNK {
-            let Some(item) = ring.next() else { break };
-            if let Some(e) = parse(&item) {
-                st.events[(e.kind as usize).min(KINDS as usize - 1)] += 1;
-                st.agg.record_event(&e);
-            }
-            n += 1;
-        }
-        drop(st);
-        if n < CHUNK {
-            return;
-        }
-    }
-}
-
-/// Copies an event out of a ring-buffer record (records are not guaranteed to be aligned).
-#[inline]
-fn parse(bytes: &[u8]) -> Option<Event> {
-    if bytes.len() < size_of::<Event>() {
-        return None;
-    }
-    // SAFETY: the length is checked; Event is plain integers (any bit pattern is valid) and the
-    // unaligned read does not assume alignment.
-    Some(unsafe { bytes.as_ptr().cast::<Event>().read_unaligned() })
 }
 
 /// Forwards probe log records (aya-log) to the daemon's log.

@@ -10,6 +10,7 @@
 pub mod aggregate;
 pub mod bench;
 pub mod btf;
+mod consumer;
 mod loader;
 mod logbridge;
 pub mod offsets;

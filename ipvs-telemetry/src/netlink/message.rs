@@ -9,9 +9,9 @@ use netlink_packet_core::{
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader};
 
-use super::daemon::IpvsDaemonAttribute;
 use super::dest::IpvsDestAttribute;
 use super::service::IpvsServiceAttribute;
+use super::sync_daemon::IpvsDaemonAttribute;
 
 /// Name of the generic-netlink family.
 pub const IPVS_GENL_NAME: &str = "IPVS";

@@ -1,7 +1,7 @@
 //! The IPVS generic-netlink codec, the rtnetlink interface dump, and read-only clients bound to
 //! one socket each, sharing one request path.
 //!
-//! The codec (`message`, `service`, `dest`, `stats`, `daemon`) is faithful to the wire of the
+//! The codec (`message`, `service`, `dest`, `stats`, `sync_daemon`) is faithful to the wire of the
 //! kernel's `include/uapi/linux/ip_vs.h`: every attribute has a variant, unknown ones are kept as
 //! `Other`. `typed` builds [`model`](crate::model) values from it; `fast` decodes destination replies
 //! straight into the model on the client's hot path (falling back to the codec). `link` encodes the `RTM_GETLINK` dump
@@ -10,7 +10,6 @@
 //! never loads ip_vs and can only send GET requests.
 
 mod ctrl;
-mod daemon;
 mod dest;
 mod error;
 mod fast;
@@ -19,18 +18,19 @@ mod message;
 mod service;
 mod socket;
 mod stats;
+mod sync_daemon;
 mod typed;
 mod wire;
 
 use netlink_packet_core::{DecodeError, NlaBuffer, NlasIterator};
 
-pub use daemon::IpvsDaemonAttribute;
 pub use dest::IpvsDestAttribute;
 pub use error::Error;
 pub use message::{IPVS_GENL_NAME, IpvsAttribute, IpvsCmd, IpvsInfoAttribute, IpvsMessage};
 pub use service::{IpvsServiceAttribute, IpvsServiceFlags};
 pub use socket::{Client, LinkClient};
 pub use stats::{IpvsStatsAttribute, StatsValue};
+pub use sync_daemon::IpvsDaemonAttribute;
 pub use typed::MalformedAttribute;
 
 /// Decodes every IPVS message of a received datagram (any family id but the controller's):

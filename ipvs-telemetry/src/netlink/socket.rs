@@ -34,12 +34,12 @@ use crate::model::{
 };
 
 use super::ctrl;
-use super::daemon::IpvsDaemonAttribute;
 use super::error::Error;
 use super::fast;
 use super::link;
 use super::message::{IPVS_GENL_NAME, IpvsAttribute, IpvsCmd, IpvsMessage};
 use super::service::IpvsServiceAttribute;
+use super::sync_daemon::IpvsDaemonAttribute;
 use super::wire::{self, Kind, Part};
 
 /// Smallest receive buffer: the kernel fills dump datagrams up to 32 KiB.
