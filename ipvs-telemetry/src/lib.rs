@@ -11,6 +11,7 @@ pub mod caps;
 pub mod cli;
 pub mod collect;
 pub mod ebpf;
+pub mod error;
 pub mod http;
 pub mod logging;
 pub mod memory;

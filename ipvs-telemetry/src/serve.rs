@@ -18,62 +18,38 @@ use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::ServeCommand;
+use crate::error::Error;
 use crate::http::{self, Shared, WebConfig};
-use crate::logging::print_error;
 
-/// Exit status: clean shutdown.
-pub const EXIT_OK: i32 = 0;
-/// Exit status: a runtime failure prevents serving.
-pub const EXIT_RUNTIME: i32 = 1;
-/// Exit status: bad flags or configuration file.
-pub const EXIT_USAGE: i32 = 2;
-
-/// Runs the daemon until SIGINT/SIGTERM; returns the process exit status.
-pub fn run(cli: ServeCommand) -> i32 {
+/// Runs the daemon until SIGINT/SIGTERM. `Err` when it could not start (bad flags or files,
+/// the listen address taken, `--ebpf on` without probes): `main.rs` prints it and picks the exit
+/// status ([`Error::exit_code`](crate::error::Error::exit_code)).
+pub fn run(cli: ServeCommand) -> Result<(), Error> {
     crate::logging::init(&cli.common);
     crate::memory::limit_arenas();
-    let format = cli.common.log_format;
-    // Flag and file problems are exit status 2, before anything starts.
+    // Flag and file problems come first, before anything starts.
     for a in &cli.serve.listen_addresses {
-        if let Err(e) = crate::cli::parse_listen_address(a) {
-            print_error(format, &format!("--web.listen-address: {e}"));
-            return EXIT_USAGE;
-        }
+        crate::cli::parse_listen_address(a)
+            .map_err(|e| Error::Flags(format!("--web.listen-address: {e}")))?;
     }
     let web = match &cli.serve.web_config_file {
-        Some(path) => match WebConfig::load(path) {
-            Ok(w) => w,
-            Err(e) => {
-                print_error(format, &format!("--web.config.file: {e}"));
-                return EXIT_USAGE;
-            }
-        },
+        Some(path) => WebConfig::load(path).map_err(Error::WebConfig)?,
         None => WebConfig::default(),
     };
     let names_file = match &cli.serve.names_file {
-        Some(path) => match crate::names::file::FileSource::open(path) {
-            Ok(f) => Some(Arc::new(Mutex::new(f))),
-            Err(e) => {
-                print_error(format, &format!("--names.file: {e}"));
-                return EXIT_USAGE;
-            }
-        },
+        Some(path) => Some(Arc::new(Mutex::new(
+            crate::names::file::FileSource::open(path).map_err(Error::NamesFile)?,
+        ))),
         None => None,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ipvs-telemetry")
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            print_error(format, &format!("cannot start the async runtime: {e}"));
-            return EXIT_RUNTIME;
-        }
-    };
-    let code = runtime.block_on(daemon(cli, web, names_file));
+        .map_err(Error::Runtime)?;
+    let result = runtime.block_on(daemon(cli, web, names_file));
     runtime.shutdown_timeout(Duration::from_secs(1));
-    code
+    result
 }
 
 /// Deadline of one namespace's collection: at least 10 s, so that a large table (10,000
@@ -86,49 +62,22 @@ fn netlink_timeout(max_age: Duration) -> Duration {
 /// The names file shared by the collections (reload on change) and the SIGHUP handler.
 type SharedFile = Arc<Mutex<crate::names::file::FileSource>>;
 
-async fn daemon(cli: ServeCommand, web: WebConfig, names_file: Option<SharedFile>) -> i32 {
-    let format = cli.common.log_format;
+async fn daemon(
+    cli: ServeCommand,
+    web: WebConfig,
+    names_file: Option<SharedFile>,
+) -> Result<(), Error> {
     log_capabilities();
     let max_age = cli.serve.max_age();
-    let options = match cli.metrics.export_options() {
-        Ok(o) => o,
-        Err(e) => {
-            print_error(format, &e);
-            return EXIT_USAGE;
-        }
-    };
-    let collector = match crate::netns::Collector::new(&cli.common, netlink_timeout(max_age)) {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(format, &e.to_string());
-            return EXIT_USAGE;
-        }
-    };
-    let listeners = match http::bind(&cli.serve.listen_addresses) {
-        Ok(l) => l,
-        Err(e) => {
-            print_error(format, &e.to_string());
-            return EXIT_RUNTIME;
-        }
-    };
-    let ebpf = match crate::ebpf::Ebpf::start(&cli.serve).await {
-        Ok(e) => e,
-        Err(e) => {
-            print_error(format, &format!("--ebpf on: {e}"));
-            return EXIT_RUNTIME;
-        }
-    };
-    let (mut sigterm, mut sigint, mut sighup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        _ => {
-            print_error(format, "cannot install signal handlers");
-            return EXIT_RUNTIME;
-        }
-    };
+    let options = cli.metrics.export_options().map_err(Error::Flags)?;
+    let collector = crate::netns::Collector::new(&cli.common, netlink_timeout(max_age))?;
+    let listeners = http::bind(&cli.serve.listen_addresses)?;
+    let ebpf = crate::ebpf::Ebpf::start(&cli.serve)
+        .await
+        .map_err(Error::Ebpf)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
     if cli.serve.poll_interval.is_some() {
         tracing::warn!(
             "--poll.interval (IPVS_TELEMETRY_POLL_INTERVAL) is deprecated: collections now follow \
@@ -182,7 +131,7 @@ async fn daemon(cli: ServeCommand, web: WebConfig, names_file: Option<SharedFile
     };
     http::serve(listeners, shared, shutdown).await;
     tracing::info!("stopped");
-    EXIT_OK
+    Ok(())
 }
 
 fn reload(shared: &Shared, path: Option<&std::path::Path>) {

@@ -12,6 +12,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use crate::cli::{SnapshotCommand, SnapshotFormat};
+use crate::error::Error;
 use crate::logging::print_error;
 use crate::metrics::Format;
 use crate::model::{Destination, Family, IpvsState, Protocol, Service, ServiceAddress, Snapshot};
@@ -20,36 +21,20 @@ use crate::model::{Destination, Family, IpvsState, Protocol, Service, ServiceAdd
 /// 10,000s of services on a slow machine, and still never hang on a stuck socket.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Runs the snapshot command; returns the process exit status.
-pub fn run(cli: &SnapshotCommand) -> i32 {
+/// Runs the snapshot command. `Ok(false)` when a namespace could not be read (each printed on
+/// stderr) or stdout was closed; `Err` when the command could not run (`main.rs` prints it and
+/// picks the exit status).
+pub fn run(cli: &SnapshotCommand) -> Result<bool, Error> {
     crate::logging::init(&cli.common);
     let format = cli.common.log_format;
     let opts = &cli.snapshot;
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            print_error(format, &format!("cannot start the runtime: {e}"));
-            return 1;
-        }
-    };
-    let mut collector = match crate::netns::Collector::new(&cli.common, REQUEST_TIMEOUT) {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(format, &e.to_string());
-            return 2;
-        }
-    };
-    let export = match cli.metrics.export_options() {
-        Ok(o) => o,
-        Err(e) => {
-            print_error(format, &e);
-            return 2;
-        }
-    };
-    let mut status = 0;
+        .map_err(Error::Runtime)?;
+    let mut collector = crate::netns::Collector::new(&cli.common, REQUEST_TIMEOUT)?;
+    let export = cli.metrics.export_options().map_err(Error::Flags)?;
+    let mut all_read = true;
     for i in 0..opts.repeat.max(1) {
         if i > 0 {
             std::thread::sleep(opts.interval);
@@ -66,9 +51,9 @@ pub fn run(cli: &SnapshotCommand) -> i32 {
                 .ok()
                 .and_then(|_| out.0.flush().ok());
             if written.is_none() {
-                return 1; // stdout closed (e.g. `| head`): nothing more to say
+                return Ok(false); // stdout closed (e.g. `| head`): nothing more to say
             }
-            status = namespace_status(format, &snapshot);
+            all_read = every_namespace_read(format, &snapshot);
             continue;
         }
         let text = match opts.format {
@@ -90,23 +75,23 @@ pub fn run(cli: &SnapshotCommand) -> i32 {
             .and_then(|_| out.flush())
             .is_err()
         {
-            return 1; // stdout closed (e.g. `| head`): nothing more to say
+            return Ok(false); // stdout closed (e.g. `| head`): nothing more to say
         }
-        status = namespace_status(format, &snapshot);
+        all_read = every_namespace_read(format, &snapshot);
     }
-    status
+    Ok(all_read)
 }
 
-/// Prints each namespace that could not be read; 1 when there was one.
-fn namespace_status(format: crate::cli::LogFormat, snapshot: &Snapshot) -> i32 {
-    let mut status = 0;
+/// Prints each namespace that could not be read; `false` when there was one.
+fn every_namespace_read(format: crate::cli::LogFormat, snapshot: &Snapshot) -> bool {
+    let mut all = true;
     for ns in &snapshot.namespaces {
         if let Err(f) = &ns.ipvs {
             print_error(format, &format!("netns {:?}: {}", ns.netns.name, f.message));
-            status = 1;
+            all = false;
         }
     }
-    status
+    all
 }
 
 /// `fmt::Write` over an `io::Write`.

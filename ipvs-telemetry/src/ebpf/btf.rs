@@ -34,6 +34,30 @@ pub enum BtfError {
     NoFunction(String),
 }
 
+/// Why the running kernel's BTF (`/sys/kernel/btf/*`) could not be loaded.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A BTF file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not BTF this reader understands, or lacks a type the probes need.
+    #[error(transparent)]
+    Btf(#[from] BtfError),
+}
+
+/// Reads the BTF file `dir/name` (`vmlinux`, or a module name for its split BTF).
+pub fn read_file(dir: &std::path::Path, name: &str) -> Result<Vec<u8>, LoadError> {
+    let path = dir.join(name);
+    std::fs::read(&path).map_err(|source| LoadError::Read { path, source })
+}
+
 const MAGIC: u16 = 0xeb9f;
 const KIND_INT: u32 = 1;
 const KIND_PTR: u32 = 2;

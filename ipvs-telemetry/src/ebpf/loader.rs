@@ -26,7 +26,8 @@ static OBJECT: &[u8] = include_bytes_aligned!(env!("IPVS_TELEMETRY_EBPF_OBJECT")
 pub type LostMap = PerCpuArray<MapData, u64>;
 
 /// Why the probes are not attached: the `reason` label and a one-line message.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Failure {
     /// `ipvs_ebpf_info` reason.
     pub reason: &'static str,

@@ -25,7 +25,8 @@ use ipvs_telemetry_common::KINDS;
 use crate::cli::{EbpfMode, Granularity, ServeOpts};
 use crate::model::{EbpfSeries, EbpfSnapshot, Snapshot};
 use aggregate::{Aggregator, RawKey, Seen};
-use loader::{Attached, Failure};
+use loader::Attached;
+pub use loader::Failure;
 
 /// Label values of the `kind` label of the event counters, indexed by event kind.
 pub const KIND_LABELS: [&str; KINDS as usize] = [
@@ -136,12 +137,12 @@ fn module_identity() -> Option<u64> {
 }
 
 impl Ebpf {
-    /// Loads and attaches the probes per `--ebpf`. `Err` (a one-line cause) only with
-    /// `--ebpf on`; with `auto` a failure is reported through [`Ebpf::snapshot`].
+    /// Loads and attaches the probes per `--ebpf`. `Err` only with `--ebpf on`; with `auto` a
+    /// failure is reported through [`Ebpf::snapshot`].
     ///
     /// With `--ebpf on`, `ip_vs` not being loaded yet is not an error: the probes attach when it
     /// appears (the kernel's kprobe, BTF and permission checks are done at start).
-    pub async fn start(opts: &ServeOpts) -> Result<Ebpf, String> {
+    pub async fn start(opts: &ServeOpts) -> Result<Ebpf, Failure> {
         let mut ebpf = Ebpf {
             mode: opts.ebpf,
             granularity: opts.ebpf_granularity,
@@ -178,7 +179,7 @@ impl Ebpf {
         if let Err(f) = loader::preflight() {
             let f = fail(f, &ebpf);
             return match opts.ebpf {
-                EbpfMode::On => Err(f.message),
+                EbpfMode::On => Err(f),
                 _ => Ok(ebpf),
             };
         }
@@ -194,7 +195,7 @@ impl Ebpf {
                 Err(f) => {
                     let f = fail(f, &ebpf);
                     if opts.ebpf == EbpfMode::On {
-                        return Err(f.message);
+                        return Err(f);
                     }
                 }
             },

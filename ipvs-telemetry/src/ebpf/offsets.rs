@@ -6,7 +6,7 @@ use std::path::Path;
 
 use ipvs_telemetry_common::Offsets;
 
-use super::btf::{Btf, BtfError};
+use super::btf::{self, Btf, BtfError, LoadError};
 
 /// Computes [`Offsets`] from a kernel's BTF (vmlinux with the ip_vs module on top).
 pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
@@ -40,17 +40,12 @@ pub fn from_btf(btf: &Btf) -> Result<Offsets, BtfError> {
 }
 
 /// Reads the BTF under `dir` (normally `/sys/kernel/btf`) and computes the offsets.
-pub fn from_sysfs(dir: &Path) -> Result<Offsets, String> {
-    let vmlinux = std::fs::read(dir.join("vmlinux"))
-        .map_err(|e| format!("reading {}: {e}", dir.join("vmlinux").display()))?;
-    let mut btf = Btf::parse(vmlinux).map_err(|e| e.to_string())?;
+pub fn from_sysfs(dir: &Path) -> Result<Offsets, LoadError> {
+    let mut btf = Btf::parse(btf::read_file(dir, "vmlinux")?)?;
     if btf.struct_id("ip_vs_conn").is_err() {
-        let module = dir.join("ip_vs");
-        let data =
-            std::fs::read(&module).map_err(|e| format!("reading {}: {e}", module.display()))?;
-        btf.add_split(data).map_err(|e| e.to_string())?;
+        btf.add_split(btf::read_file(dir, "ip_vs")?)?;
     }
-    from_btf(&btf).map_err(|e| e.to_string())
+    Ok(from_btf(&btf)?)
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ipvs_telemetry_common::{STATE_PROBES, StateArgs};
 
-use super::btf::Btf;
+use super::btf::{self, Btf, LoadError};
 
 /// The handlers found: the symbol to attach to (or why not) and the argument positions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,27 +41,44 @@ pub fn find_symbol(kallsyms: &str, function: &str) -> Option<String> {
     suffixed
 }
 
+/// Why a handler's prototype does not give the argument positions.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PositionError {
+    /// No parameter of that name.
+    #[error("its prototype ({params}) has no parameter {name}")]
+    Missing {
+        /// The prototype's parameter names, comma-separated.
+        params: String,
+        /// The parameter looked for.
+        name: &'static str,
+    },
+    /// The parameter is passed on the stack, which a kprobe cannot read.
+    #[error("arguments beyond the sixth ({params})")]
+    BeyondSixth {
+        /// The prototype's parameter names, comma-separated.
+        params: String,
+    },
+}
+
 /// Positions of the parameters named `cp` and `direction`.
-pub fn positions(params: &[String]) -> Result<(u32, u32), String> {
-    let at = |name: &str| {
+pub fn positions(params: &[String]) -> Result<(u32, u32), PositionError> {
+    let at = |name: &'static str| {
         params
             .iter()
             .position(|p| p == name)
             .map(|i| i as u32)
-            .ok_or_else(|| {
-                format!(
-                    "its prototype ({}) has no parameter {name}",
-                    params.join(", ")
-                )
+            .ok_or_else(|| PositionError::Missing {
+                params: params.join(", "),
+                name,
             })
     };
     let (cp, direction) = (at("cp")?, at("direction")?);
     // x86-64 passes the first six arguments in registers, which is all a kprobe can read.
     if cp > 5 || direction > 5 {
-        return Err(format!(
-            "arguments beyond the sixth ({})",
-            params.join(", ")
-        ));
+        return Err(PositionError::BeyondSixth {
+            params: params.join(", "),
+        });
     }
     Ok((cp, direction))
 }
@@ -70,7 +87,7 @@ pub fn positions(params: &[String]) -> Result<(u32, u32), String> {
 pub fn resolve(btf_dir: &Path, kallsyms: &Path) -> Handlers {
     let symbols_text = std::fs::read_to_string(kallsyms)
         .map_err(|e| format!("reading {}: {e}", kallsyms.display()));
-    let btf = load_btf(btf_dir);
+    let btf = load_btf(btf_dir).map_err(|e| e.to_string());
     let mut args = StateArgs::default();
     let symbols = std::array::from_fn(|i| {
         let function = STATE_PROBES[i].0;
@@ -93,14 +110,10 @@ pub fn resolve(btf_dir: &Path, kallsyms: &Path) -> Handlers {
     Handlers { args, symbols }
 }
 
-fn load_btf(dir: &Path) -> Result<Btf, String> {
-    let read = |name: &str| {
-        std::fs::read(dir.join(name))
-            .map_err(|e| format!("reading {}: {e}", dir.join(name).display()))
-    };
-    let mut btf = Btf::parse(read("vmlinux")?).map_err(|e| e.to_string())?;
-    if let Ok(module) = read("ip_vs") {
-        btf.add_split(module).map_err(|e| e.to_string())?;
+fn load_btf(dir: &Path) -> Result<Btf, LoadError> {
+    let mut btf = Btf::parse(btf::read_file(dir, "vmlinux")?)?;
+    if let Ok(module) = btf::read_file(dir, "ip_vs") {
+        btf.add_split(module)?;
     }
     Ok(btf)
 }
@@ -170,6 +183,7 @@ mod tests {
         assert!(
             positions(&p(&["c", "direction"]))
                 .unwrap_err()
+                .to_string()
                 .contains("no parameter cp")
         );
     }

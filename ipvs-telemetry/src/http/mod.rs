@@ -18,7 +18,7 @@ pub mod webconfig;
 
 use std::time::Duration;
 
-pub use server::{Listeners, Shared, bind, serve};
+pub use server::{BindError, Listeners, Shared, bind, serve};
 pub use webconfig::{WebConfig, WebConfigError};
 
 /// Most simultaneous connections.

@@ -121,12 +121,32 @@ impl Shared {
 /// Bound listening sockets.
 pub type Listeners = Vec<(SocketAddr, TcpListener)>;
 
+/// Why [`bind`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The `--web.listen-address` value does not parse.
+    #[error("--web.listen-address: {0}")]
+    Address(String),
+    /// The socket could not be bound (address in use, no permission, no such address).
+    #[error("cannot listen on {addr} ({flag}): {source}")]
+    Listen {
+        /// The socket address.
+        addr: SocketAddr,
+        /// The `--web.listen-address` value it came from.
+        flag: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Binds every `--web.listen-address`; `:PORT` is every IPv6 and IPv4 address (one dual-stack
-/// socket where the system allows, else one socket per family). `Err` is one line.
-pub fn bind(addresses: &[String]) -> Result<Listeners, String> {
+/// socket where the system allows, else one socket per family).
+pub fn bind(addresses: &[String]) -> Result<Listeners, BindError> {
     let mut out = Vec::new();
     for a in addresses {
-        let addrs = crate::cli::parse_listen_address(a)?;
+        let addrs = crate::cli::parse_listen_address(a).map_err(BindError::Address)?;
         let any = addrs.len() == 2 && addrs.iter().all(|s| s.ip().is_unspecified());
         let mut v6_ok = false;
         for addr in addrs {
@@ -149,7 +169,13 @@ pub fn bind(addresses: &[String]) -> Result<Listeners, String> {
                             e.raw_os_error(),
                             Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
                         ) => {}
-                Err(e) => return Err(format!("cannot listen on {addr} ({a}): {e}")),
+                Err(source) => {
+                    return Err(BindError::Listen {
+                        addr,
+                        flag: a.clone(),
+                        source,
+                    });
+                }
             }
         }
     }

@@ -47,6 +47,21 @@ pub fn concurrency() -> usize {
     (cpus * 2).clamp(4, 16)
 }
 
+/// Why the [`Collector`] could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CollectorError {
+    /// The daemon's own network namespace (`/proc/thread-self/ns/net`, else
+    /// `/proc/self/ns/net`) could not be identified, so the host namespace cannot be told apart
+    /// from the others.
+    #[error("cannot stat the daemon's network namespace: {source}")]
+    HostNamespace {
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Collects every selected namespace.
 pub struct Collector {
     scan: Arc<ScanConfig>,
@@ -60,11 +75,11 @@ pub struct Collector {
 }
 
 impl Collector {
-    /// Builds the collector from the namespace flags; `Err` is a one-line message (exit 2).
-    pub fn new(opts: &CommonOpts, timeout: Duration) -> Result<Self, String> {
+    /// Builds the collector from the namespace flags.
+    pub fn new(opts: &CommonOpts, timeout: Duration) -> Result<Self, CollectorError> {
         let host = Identity::of(std::path::Path::new("/proc/thread-self/ns/net"))
             .or_else(|_| Identity::of(std::path::Path::new("/proc/self/ns/net")))
-            .map_err(|e| format!("cannot stat the daemon's network namespace: {e}"))?;
+            .map_err(|source| CollectorError::HostNamespace { source })?;
         let scan = ScanConfig {
             explicit: opts
                 .netns
