@@ -3,9 +3,9 @@
 //! same services, in rounds of four (A, A1, S, B), and prints wall and CPU time (min / median /
 //! max) as BENCHMARKS.md table rows.
 //!
-//! - A: one collection by the client (`netlink_collect` example: a fresh `Client`, `read_state`,
-//!   no output), destination dumps spread over up to 4 sockets (`Client::set_max_sockets`, off
-//!   in the daemon); wall and CPU time measured in the process around the collection itself.
+//! - A: one collection by the client (`netlink_collect` example: a fresh `Client`, no output),
+//!   destination dumps spread over up to 4 sockets by the example itself (the daemon uses one);
+//!   wall and CPU time measured in the process around the collection itself.
 //! - A1: the same on one socket (`--sockets 1`): the daemon's collection.
 //! - S: the whole `ipvs-telemetry snapshot --format table` process (ipvsadm's output, printed).
 //! - B: the whole `ipvsadm -Ln --stats --exact` process.
@@ -28,7 +28,7 @@ const DESTS: usize = 5;
 const COMMANDS: [(&str, &str); 4] = [
     (
         "A",
-        "A: collection, `read_state`, dumps over up to 4 sockets (opt-in)",
+        "A: collection, dumps over up to 4 sockets (the example's experiment)",
     ),
     (
         "A1",

@@ -10,7 +10,7 @@ use crate::cli::Granularity;
 
 /// A new-connection event at `ts` (ns) from TCP 10.0.0.1:80 to 10.0.1.1:`dport` in the
 /// initial namespace: the benchmark's and the aggregator tests' input.
-pub(crate) fn synthetic_event(ts: u64, dport: u16) -> Event {
+pub(super) fn synthetic_event(ts: u64, dport: u16) -> Event {
     let mut vaddr = [0; 16];
     vaddr[..4].copy_from_slice(&[10, 0, 0, 1]);
     let mut daddr = [0; 16];
@@ -39,7 +39,7 @@ pub(crate) fn synthetic_event(ts: u64, dport: u16) -> Event {
 
 /// Microbenchmark of [`Aggregator::record`]: `events` synthetic events spread over
 /// `destinations` destinations, 1 µs apart. Returns a one-line report with events/s.
-pub fn bench_events_per_second(destinations: u16, events: u64) -> String {
+fn bench_events_per_second(destinations: u16, events: u64) -> String {
     let mut a = Aggregator::new(
         Granularity::Destination,
         Duration::from_millis(100),

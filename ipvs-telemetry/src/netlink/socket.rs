@@ -9,17 +9,14 @@
 //! Per request the happy path costs two system calls: `send`, then one `recvmmsg` that takes the
 //! reply and the dump's `NLMSG_DONE` together (the kernel builds the next part of a dump while
 //! the previous one is being read, so both are queued by then); `poll` only runs when nothing is
-//! queued yet. On request ([`Client::set_max_sockets`]), a namespace with many services has its
-//! destination dumps spread over a few extra sockets of the same namespace, each read on its
-//! own short-lived thread. It is off by default: the kernel runs every IPVS generic-netlink
-//! request under one global lock (the family is not `parallel_ops`), so in the lab the extra
-//! threads gained no wall time and doubled the CPU time (BENCHMARKS.md).
+//! queued yet. One socket per namespace: the kernel runs every IPVS generic-netlink request under
+//! one global lock (the family is not `parallel_ops`), so dumps spread over extra sockets and
+//! threads gained no wall time in the lab and doubled the CPU time (BENCHMARKS.md; the
+//! experiment lives on in `examples/netlink_collect.rs --sockets N`).
 
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use netlink_packet_core::NLM_F_DUMP_INTR;
@@ -50,58 +47,6 @@ const MAX_ATTEMPTS: usize = 4;
 const DUMP_DIR_ENV: &str = "IPVS_TELEMETRY_NETLINK_DUMP_DIR";
 /// Datagrams one receive call takes: a dump part and the next one (often `NLMSG_DONE`).
 const BATCH: usize = 2;
-/// Fewer services than this have their destinations dumped on the client's own socket only
-/// (when more sockets are allowed at all).
-pub const PARALLEL_MIN_SERVICES: usize = 128;
-/// Most sockets (threads) one collection dumps destinations with.
-const MAX_SOCKETS: usize = 4;
-
-/// Extra dump threads running now in the whole process, against [`helper_limit`]: namespaces
-/// collected at the same time share it, so the process never runs more than
-/// `min(CPUs, 4) - 1` of them.
-static HELPERS_RUNNING: AtomicUsize = AtomicUsize::new(0);
-
-/// Most extra dump threads in the process: `min(available CPUs, 4) - 1`.
-fn helper_limit() -> usize {
-    static LIMIT: OnceLock<usize> = OnceLock::new();
-    *LIMIT.get_or_init(|| {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-        cpus.min(MAX_SOCKETS) - 1
-    })
-}
-
-/// Extra dump threads taken from the process-wide budget; given back on drop.
-struct HelperLease(usize);
-
-impl HelperLease {
-    /// Takes up to `want` threads, fewer (maybe none) when others hold the budget.
-    fn take(want: usize) -> HelperLease {
-        let limit = helper_limit();
-        let mut current = HELPERS_RUNNING.load(Ordering::Relaxed);
-        loop {
-            let granted = want.min(limit.saturating_sub(current));
-            if granted == 0 {
-                return HelperLease(0);
-            }
-            match HELPERS_RUNNING.compare_exchange_weak(
-                current,
-                current + granted,
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return HelperLease(granted),
-                Err(now) => current = now,
-            }
-        }
-    }
-}
-
-impl Drop for HelperLease {
-    fn drop(&mut self) {
-        HELPERS_RUNNING.fetch_sub(self.0, Ordering::AcqRel);
-    }
-}
-
 /// The GET requests the client can send; nothing else is representable.
 #[derive(Debug, Clone, Copy)]
 enum Get<'a> {
@@ -213,10 +158,6 @@ struct Transport {
 pub struct Client {
     transport: Transport,
     family: Option<u16>,
-    /// Most sockets for the destination dumps, this one included.
-    max_sockets: usize,
-    /// Extra sockets of the same namespace, opened on first use and kept.
-    helpers: Vec<Client>,
 }
 
 /// A read-only rtnetlink client bound to one `NETLINK_ROUTE` socket: interface counters.
@@ -225,38 +166,16 @@ pub struct LinkClient {
     transport: Transport,
 }
 
-/// The destinations read by one thread: (service index, destinations), or the first failure
-/// (service index, error).
-type Share = Result<Vec<(usize, Vec<Destination>)>, (usize, Error)>;
-
 impl Client {
     /// Opens a socket in the calling thread's current network namespace. Sends nothing.
     pub fn open(timeout: Duration) -> Result<Self, Error> {
         Ok(Client {
             transport: Transport::open(NETLINK_GENERIC, "socket(NETLINK_GENERIC)", timeout)?,
             family: None,
-            max_sockets: 1,
-            helpers: Vec::new(),
         })
     }
 
-    /// Sets the most sockets the destination dumps may use (at most 4). The default, 1, dumps
-    /// on this socket only; with more, a namespace of [`PARALLEL_MIN_SERVICES`] services or more
-    /// spreads its dumps over extra sockets, and the process never runs more than
-    /// `min(CPUs, 4) - 1` extra dump threads in total. Measured in the lab: no faster, twice
-    /// the CPU time (the kernel serialises IPVS requests), so only for experiments.
-    pub fn set_max_sockets(&mut self, sockets: usize) {
-        self.max_sockets = sockets.clamp(1, MAX_SOCKETS);
-        self.helpers.truncate(self.max_sockets - 1);
-    }
-
     /// Reads version, timeouts, services and their destinations.
-    ///
-    /// With [`set_max_sockets`](Self::set_max_sockets) above 1 and from
-    /// [`PARALLEL_MIN_SERVICES`] services on, the destination dumps are shared by this socket and
-    /// extra sockets opened in the calling thread's namespace, each read on a short-lived
-    /// thread; the result is the same as one socket's: the services in dump order, each with its
-    /// destinations, or the error of the first service (in dump order) that failed.
     pub fn read_state(&mut self) -> Result<IpvsState, Error> {
         let info = self.info()?;
         let timeouts = self.timeouts()?;
@@ -269,120 +188,12 @@ impl Client {
         })
     }
 
-    /// Dumps the destinations of every service, over several sockets when there are many.
+    /// Dumps the destinations of every service.
     fn fill_destinations(&mut self, services: &mut [Service]) -> Result<(), Error> {
-        let want = if services.len() >= PARALLEL_MIN_SERVICES && self.transport.dump_dir.is_none() {
-            self.max_sockets - 1
-        } else {
-            0
-        };
-        let lease = HelperLease::take(want);
-        // Extra sockets are opened here, on the calling thread: a socket belongs to the
-        // namespace of the thread that creates it, and this one is inside the right one.
-        while self.helpers.len() < lease.0 {
-            match Client::open(self.transport.timeout) {
-                Ok(mut helper) => {
-                    helper.family = self.family;
-                    helper.transport.dump_dir = None;
-                    helper.max_sockets = 1;
-                    self.helpers.push(helper);
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot open an extra IPVS socket; dumping with fewer");
-                    break;
-                }
-            }
-        }
-        // The id this socket used a moment ago (the family may have been re-resolved since the
-        // helpers last used theirs).
-        for helper in &mut self.helpers {
-            helper.family = self.family;
-        }
-        let extra = lease.0.min(self.helpers.len());
-        if extra == 0 {
-            for service in services.iter_mut() {
-                service.destinations = self.destinations(service)?;
-            }
-            return Ok(());
-        }
-        let mut helpers = std::mem::take(&mut self.helpers);
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        let shared: &[Service] = services;
-        let shares: Vec<Share> = std::thread::scope(|scope| {
-            let mut handles = Vec::with_capacity(extra);
-            for helper in helpers.iter_mut().take(extra) {
-                let (next, stop) = (&next, &stop);
-                let spawned = std::thread::Builder::new()
-                    .name("ipvs-dump".into())
-                    .stack_size(256 * 1024)
-                    .spawn_scoped(scope, move || helper.dump_share(shared, next, stop));
-                match spawned {
-                    Ok(handle) => handles.push(handle),
-                    // The others (this thread included) take its share.
-                    Err(e) => tracing::debug!(error = %e, "cannot start a dump thread"),
-                }
-            }
-            let mut shares = vec![self.dump_share(shared, &next, &stop)];
-            for handle in handles {
-                // A dump thread does not panic (no unwrap on kernel data); if one did, its
-                // services would be missing: report it rather than return a partial state.
-                shares.push(handle.join().unwrap_or_else(|_| {
-                    Err((
-                        0,
-                        Error::Malformed {
-                            request: "IPVS_CMD_GET_DEST",
-                            detail: "a dump thread panicked".into(),
-                        },
-                    ))
-                }));
-            }
-            shares
-        });
-        self.helpers = helpers;
-        drop(lease);
-        let mut first_failure: Option<(usize, Error)> = None;
-        for share in shares {
-            match share {
-                Ok(read) => {
-                    for (index, destinations) in read {
-                        services[index].destinations = destinations;
-                    }
-                }
-                Err((index, e)) => {
-                    if first_failure.as_ref().is_none_or(|(i, _)| index < *i) {
-                        first_failure = Some((index, e));
-                    }
-                }
-            }
-        }
-        if let Some((_, e)) = first_failure {
-            // Sockets that saw a failure may hold leftovers or a stale family: start afresh.
-            self.helpers.clear();
-            return Err(e);
+        for service in services.iter_mut() {
+            service.destinations = self.destinations(service)?;
         }
         Ok(())
-    }
-
-    /// Takes service indices from `next` and dumps their destinations until none are left or
-    /// another thread failed (`stop`). Indices are taken in increasing order, so every service
-    /// before a failed one was read by some thread.
-    fn dump_share(&mut self, services: &[Service], next: &AtomicUsize, stop: &AtomicBool) -> Share {
-        let mut read = Vec::new();
-        while !stop.load(Ordering::Acquire) {
-            let index = next.fetch_add(1, Ordering::AcqRel);
-            let Some(service) = services.get(index) else {
-                break;
-            };
-            match self.destinations(service) {
-                Ok(destinations) => read.push((index, destinations)),
-                Err(e) => {
-                    stop.store(true, Ordering::Release);
-                    return Err((index, e));
-                }
-            }
-        }
-        Ok(read)
     }
 
     /// `IPVS_CMD_GET_INFO`: version and connection table size.
