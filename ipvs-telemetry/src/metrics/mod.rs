@@ -277,4 +277,6 @@ impl fmt::Write for GzipChunks<'_> {
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;
