@@ -547,7 +547,8 @@ fn module_unload_and_reload_under_a_running_loop() -> Result<()> {
 }
 
 /// Refreshes the byte fixtures of the codec's unit tests from every lab kernel: runs the
-/// scenario with `IPVS_TELEMETRY_NETLINK_DUMP_DIR` set and writes each received datagram to
+/// scenario with a daemon built with the `netlink-capture` feature and
+/// `IPVS_TELEMETRY_NETLINK_DUMP_DIR` set, and writes each received datagram to
 /// `ipvs-telemetry/src/netlink/fixtures/<kernel>/`, with the JSON snapshot of the same reading.
 /// Run explicitly: `cargo test -p ipvs-telemetry-e2e --test netlink -- --ignored capture`.
 #[test]
@@ -558,8 +559,16 @@ fn capture_fixtures() -> Result<()> {
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../ipvs-telemetry/src/netlink/fixtures");
+    // The shipped daemon cannot capture: a debug build with the feature.
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .current_dir(ipvs_lab::paths::repo_root())
+        .args(["build", "-p", "ipvs-telemetry", "--bin", "ipvs-telemetry"])
+        .args(["--features", "netlink-capture"])
+        .status()?;
+    ensure!(status.success(), "building the capturing daemon failed");
+    let capture = ipvs_lab::paths::target_dir().join("debug/ipvs-telemetry");
     for_each_kernel(|k| {
-        let vm = Vm::boot(VmConfig::new(k).with_daemon())?;
+        let vm = Vm::boot(VmConfig::new(k).file(&capture, "/usr/local/bin/ipvs-telemetry"))?;
         vm.sh_ok(SETUP)?;
         vm.sh(SETUP_GUE)?;
         start_backends(&vm)?;

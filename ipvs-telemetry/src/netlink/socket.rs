@@ -43,8 +43,19 @@ use super::wire::{self, Kind, Part};
 const MIN_RECV_BUFFER: usize = 32 * 1024;
 /// Times a request is restarted (interrupted dump, truncated datagram, family re-resolved).
 const MAX_ATTEMPTS: usize = 4;
-/// Hidden: a directory where every received datagram is written (fixture capture).
+/// With the `netlink-capture` feature only (never in the shipped binary): a directory where
+/// every received datagram is written, for the codec's byte fixtures (the lab's
+/// `capture_fixtures` test).
+#[cfg(feature = "netlink-capture")]
 const DUMP_DIR_ENV: &str = "IPVS_TELEMETRY_NETLINK_DUMP_DIR";
+
+/// The fixture-capture directory: [`DUMP_DIR_ENV`] with the `netlink-capture` feature, else none.
+fn capture_dir() -> Option<PathBuf> {
+    #[cfg(feature = "netlink-capture")]
+    return std::env::var_os(DUMP_DIR_ENV).map(PathBuf::from);
+    #[cfg(not(feature = "netlink-capture"))]
+    None
+}
 /// Datagrams one receive call takes: a dump part and the next one (often `NLMSG_DONE`).
 const BATCH: usize = 2;
 /// The GET requests the client can send; nothing else is representable.
@@ -401,9 +412,10 @@ impl LinkClient {
     /// Opens a `NETLINK_ROUTE` socket in the calling thread's current network namespace; each
     /// dump must complete within `timeout`. Sends nothing.
     pub fn open(timeout: Duration) -> Result<Self, Error> {
-        Ok(LinkClient {
-            transport: Transport::open(NETLINK_ROUTE, "socket(NETLINK_ROUTE)", timeout)?,
-        })
+        let mut transport = Transport::open(NETLINK_ROUTE, "socket(NETLINK_ROUTE)", timeout)?;
+        // The captured fixtures are the IPVS codec's (netlink-packet-route has its own tests).
+        transport.dump_dir = None;
+        Ok(LinkClient { transport })
     }
 
     /// `RTM_GETLINK`: dumps every interface of the socket's namespace.
@@ -454,7 +466,7 @@ impl Transport {
             recv_buf: vec![0; MIN_RECV_BUFFER * BATCH],
             slot: MIN_RECV_BUFFER,
             send_buf: Vec::with_capacity(256),
-            dump_dir: std::env::var_os(DUMP_DIR_ENV).map(PathBuf::from),
+            dump_dir: capture_dir(),
             dumped: 0,
             dirty: false,
         })
