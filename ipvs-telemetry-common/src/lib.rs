@@ -2,6 +2,8 @@
 //! layout and the struct offsets the daemon computes from BTF. `#![no_std]`, `#[repr(C)]`,
 //! explicit padding, sizes pinned at compile time.
 
+// Every dependency of the package is used by this crate (see the workspace lints).
+#![warn(unused_crate_dependencies)]
 #![no_std]
 
 /// Name of the ring buffer carrying [`Event`]s.

@@ -6,6 +6,8 @@
 //! [`serve`] wires the daemon together, [`snapshot`] the one-shot command.
 
 #![warn(missing_docs)]
+// Every dependency of the package is used by this crate (see the workspace lints).
+#![warn(unused_crate_dependencies)]
 
 pub mod caps;
 pub mod cli;

@@ -19,7 +19,7 @@ use ipvs_lab_tools::proto::{self, Reply, Request};
 
 /// Why a request got no reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChannelError {
+pub(crate) enum ChannelError {
     /// No reply within the deadline.
     Timeout,
     /// The channel closed (the VM is gone), with the reason.
@@ -29,7 +29,7 @@ pub enum ChannelError {
 type Waiters = Arc<Mutex<HashMap<u64, Sender<Result<Reply, ChannelError>>>>>;
 
 /// A connected channel.
-pub struct Channel {
+pub(crate) struct Channel {
     writer: Mutex<UnixStream>,
     waiters: Waiters,
     next_id: AtomicU64,
@@ -38,7 +38,7 @@ pub struct Channel {
 
 impl Channel {
     /// Wraps a connected socket and starts the reader thread.
-    pub fn new(stream: UnixStream) -> std::io::Result<Channel> {
+    pub(crate) fn new(stream: UnixStream) -> std::io::Result<Channel> {
         let reader = stream.try_clone()?;
         let waiters: Waiters = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
@@ -81,7 +81,7 @@ impl Channel {
     }
 
     /// The next request id.
-    pub fn next_id(&self) -> u64 {
+    pub(crate) fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
@@ -119,7 +119,7 @@ impl Channel {
 
     /// Sends a request and waits for its reply until `deadline`; `abort` is polled every 100 ms
     /// and ends the wait early with its reason (e.g. a kernel panic seen on the console).
-    pub fn call(
+    pub(crate) fn call(
         &self,
         req: Request,
         deadline: Instant,

@@ -15,7 +15,7 @@ const KEEP: usize = 1 << 20;
 const PANIC_MARKERS: &[&str] = &["Kernel panic - not syncing", "---[ end Kernel panic"];
 
 /// The console of one VM.
-pub struct Console {
+pub(crate) struct Console {
     buf: Mutex<Vec<u8>>,
     panicked: AtomicBool,
     ended: AtomicBool,
@@ -24,7 +24,10 @@ pub struct Console {
 
 impl Console {
     /// Starts copying `from` (QEMU's stdout) into `log`.
-    pub fn start(from: impl Read + Send + 'static, log: &Path) -> std::io::Result<Arc<Console>> {
+    pub(crate) fn start(
+        from: impl Read + Send + 'static,
+        log: &Path,
+    ) -> std::io::Result<Arc<Console>> {
         let mut file = File::create(log)?;
         let console = Arc::new(Console {
             buf: Mutex::new(Vec::new()),
@@ -64,23 +67,23 @@ impl Console {
     }
 
     /// Whether the kernel printed a panic.
-    pub fn panicked(&self) -> bool {
+    pub(crate) fn panicked(&self) -> bool {
         self.panicked.load(Ordering::SeqCst)
     }
 
     /// Whether QEMU closed the console (it exited).
-    pub fn ended(&self) -> bool {
+    pub(crate) fn ended(&self) -> bool {
         self.ended.load(Ordering::SeqCst)
     }
 
     /// The log file.
-    pub fn log(&self) -> &Path {
+    pub(crate) fn log(&self) -> &Path {
         &self.log
     }
 
     /// The lines worth showing in an error: after a panic, from a few lines before the first
     /// oops/panic line (up to 120 lines), otherwise the last `lines` lines.
-    pub fn report(&self, lines: usize) -> String {
+    pub(crate) fn report(&self, lines: usize) -> String {
         if !self.panicked() {
             return self.tail(lines);
         }
@@ -101,7 +104,7 @@ impl Console {
 
     /// Waits up to `max` for QEMU to close the console (after a panic or exit), so that errors
     /// carry everything it printed.
-    pub fn settle(&self, max: std::time::Duration) {
+    pub(crate) fn settle(&self, max: std::time::Duration) {
         let deadline = std::time::Instant::now() + max;
         while !self.ended() && std::time::Instant::now() < deadline {
             thread::sleep(std::time::Duration::from_millis(50));
@@ -109,7 +112,7 @@ impl Console {
     }
 
     /// The last `lines` lines, carriage returns removed.
-    pub fn tail(&self, lines: usize) -> String {
+    pub(crate) fn tail(&self, lines: usize) -> String {
         let b = self.buf.lock().map(|b| b.clone()).unwrap_or_default();
         let text = String::from_utf8_lossy(&b).replace('\r', "");
         let all: Vec<&str> = text.trim_end().lines().collect();

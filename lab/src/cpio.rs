@@ -24,7 +24,7 @@ const MERGED: &[(&str, &str)] = &[
 ];
 
 /// An archive being written.
-pub struct CpioWriter<W: Write> {
+pub(crate) struct CpioWriter<W: Write> {
     out: W,
     ino: u32,
     dirs: BTreeSet<String>,
@@ -32,7 +32,7 @@ pub struct CpioWriter<W: Write> {
 }
 
 /// Maps a guest path to its place in the merged-/usr layout, without leading slash.
-pub fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     let p = path.trim_start_matches('/');
     for (link, target) in MERGED {
         if p == *link {
@@ -47,7 +47,7 @@ pub fn normalize(path: &str) -> String {
 
 impl CpioWriter<BufWriter<File>> {
     /// Creates `path` and starts an archive in it.
-    pub fn create(path: &Path) -> io::Result<Self> {
+    pub(crate) fn create(path: &Path) -> io::Result<Self> {
         Ok(Self::new(BufWriter::with_capacity(
             1 << 20,
             File::create(path)?,
@@ -57,7 +57,7 @@ impl CpioWriter<BufWriter<File>> {
 
 impl<W: Write> CpioWriter<W> {
     /// Starts an archive on `out` with the merged-/usr symlinks.
-    pub fn new(out: W) -> Self {
+    pub(crate) fn new(out: W) -> Self {
         let mut w = Self {
             out,
             ino: 1000,
@@ -69,7 +69,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Writes the top-level merged-/usr symlinks (only the first archive of an initrd needs them).
-    pub fn merged_usr(&mut self) -> io::Result<()> {
+    pub(crate) fn merged_usr(&mut self) -> io::Result<()> {
         for (link, target) in MERGED {
             self.dir(&format!("/{target}"))?;
             self.entry(link, S_IFLNK | 0o777, 0, 0, target.len() as u64)?;
@@ -95,7 +95,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Adds a directory (and its parents).
-    pub fn dir(&mut self, path: &str) -> io::Result<()> {
+    pub(crate) fn dir(&mut self, path: &str) -> io::Result<()> {
         let p = normalize(path);
         self.parents(&p)?;
         if self.dirs.insert(p.clone()) {
@@ -105,7 +105,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Adds a regular file with the given contents.
-    pub fn file(&mut self, path: &str, mode: u32, contents: &[u8]) -> io::Result<()> {
+    pub(crate) fn file(&mut self, path: &str, mode: u32, contents: &[u8]) -> io::Result<()> {
         let p = normalize(path);
         self.parents(&p)?;
         self.entry(&p, S_IFREG | (mode & 0o7777), 0, 0, contents.len() as u64)?;
@@ -113,7 +113,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Adds a copy of a host file (following symlinks), keeping its permission bits.
-    pub fn host_file(&mut self, path: &str, host: &Path) -> io::Result<()> {
+    pub(crate) fn host_file(&mut self, path: &str, host: &Path) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let mut f = File::open(host)?;
         let meta = f.metadata()?;
@@ -146,7 +146,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Adds a symlink.
-    pub fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
+    pub(crate) fn symlink(&mut self, path: &str, target: &str) -> io::Result<()> {
         let p = normalize(path);
         self.parents(&p)?;
         self.entry(&p, S_IFLNK | 0o777, 0, 0, target.len() as u64)?;
@@ -154,14 +154,20 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Adds a character device node.
-    pub fn char_dev(&mut self, path: &str, mode: u32, major: u32, minor: u32) -> io::Result<()> {
+    pub(crate) fn char_dev(
+        &mut self,
+        path: &str,
+        mode: u32,
+        major: u32,
+        minor: u32,
+    ) -> io::Result<()> {
         let p = normalize(path);
         self.parents(&p)?;
         self.entry(&p, S_IFCHR | (mode & 0o7777), major, minor, 0)
     }
 
     /// Writes the trailer and returns the sink.
-    pub fn finish(mut self) -> io::Result<W> {
+    pub(crate) fn finish(mut self) -> io::Result<W> {
         self.entry("TRAILER!!!", 0, 0, 0, 0)?;
         self.out.flush()?;
         Ok(self.out)

@@ -40,6 +40,9 @@
 //!
 //! The Swarm profile ([`VmConfig::swarm`], [`swarm`]) adds Docker 20.10 in swarm mode.
 
+// Every dependency of the package is used by this crate (see the workspace lints).
+#![warn(unused_crate_dependencies)]
+
 pub mod binaries;
 mod channel;
 mod console;

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 
 /// An exclusive lock held until drop (the kernel releases it when the file is closed).
 #[derive(Debug)]
-pub struct FileLock {
+pub(crate) struct FileLock {
     _file: File,
 }
 
@@ -28,7 +28,7 @@ fn open(path: &Path) -> Result<File> {
 }
 
 /// Blocks until the exclusive lock on `path` is ours.
-pub fn lock(path: &Path) -> Result<FileLock> {
+pub(crate) fn lock(path: &Path) -> Result<FileLock> {
     let file = open(path)?;
     loop {
         // SAFETY: flock(2) on a file descriptor we own.
@@ -44,7 +44,7 @@ pub fn lock(path: &Path) -> Result<FileLock> {
 }
 
 /// Takes the exclusive lock on `path` if nobody holds it.
-pub fn try_lock(path: &Path) -> Result<Option<FileLock>> {
+pub(crate) fn try_lock(path: &Path) -> Result<Option<FileLock>> {
     let file = open(path)?;
     // SAFETY: flock(2) on a file descriptor we own.
     let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -57,7 +57,7 @@ pub fn try_lock(path: &Path) -> Result<Option<FileLock>> {
 
 /// Takes one of `slots` lock files `<dir>/slot-N.lock`, waiting (and saying so once on stderr)
 /// while all are held.
-pub fn take_slot(dir: &Path, slots: usize) -> Result<FileLock> {
+pub(crate) fn take_slot(dir: &Path, slots: usize) -> Result<FileLock> {
     let mut said = false;
     loop {
         for n in 0..slots.max(1) {

@@ -15,6 +15,9 @@
 //! # }
 //! ```
 
+// Every dependency of the package is used by this crate (see the workspace lints).
+#![warn(unused_crate_dependencies)]
+
 use std::time::Duration;
 
 pub use ipvs_lab::{CmdOutput, Kernel, Spawned, Vm, VmConfig, skip};

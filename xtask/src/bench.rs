@@ -11,7 +11,7 @@ use ipvs_lab::paths;
 
 /// Options of `cargo xtask bench`.
 #[derive(Debug, Args)]
-pub struct Opts {
+pub(crate) struct Opts {
     /// The scenario (`netlink`, `netns`, `scrape`, `scale`, `ebpf`) and its options.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
@@ -20,7 +20,7 @@ pub struct Opts {
 const KNOWN: &str = "netlink, netns, scrape, scale, ebpf";
 
 /// Runs `cargo xtask bench`.
-pub fn run(opts: &Opts) -> Result<()> {
+pub(crate) fn run(opts: &Opts) -> Result<()> {
     let rest = opts.args.get(1..).unwrap_or_default();
     match opts.args.first().map(String::as_str) {
         Some("netlink") => crate::bench_netlink::run(rest),

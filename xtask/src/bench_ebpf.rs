@@ -14,7 +14,7 @@ use crate::build::{self, EbpfOpts, ebpf_object, root};
 
 /// Runs both parts; `--host-only` skips the VM part, `--pairs N` sets the A/B pairs of (a),
 /// `--baseline PATH` names an older `ebpf-dump` build measured next to this one in (a).
-pub fn run(args: &[String]) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut host_only = false;
     let mut pairs = "10".to_string();
     let mut baseline = None;

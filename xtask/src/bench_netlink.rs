@@ -50,7 +50,7 @@ const SETTLE: &str = "for i in $(seq 1 45); do a=$(head -1 /proc/stat); sleep 2;
     [ \"$busy\" -lt 10 ] && break; done; echo \"$busy% after $((i * 2)) s\"";
 
 /// Options of `bench netlink`: `[--pairs N] [--kernel K]...`.
-pub fn run(args: &[String]) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut rounds = 10usize;
     let mut kernels = Vec::new();
     let mut it = args.iter();

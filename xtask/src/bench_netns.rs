@@ -19,7 +19,7 @@ const SERVICES: usize = 10;
 const SETTLE: u64 = 15;
 
 /// Options: `[--kernel K]...`.
-pub fn run(args: &[String]) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
     let mut kernels = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {

@@ -25,7 +25,7 @@ use ipvs_lab::{Kernel, Vm, VmConfig};
 /// Options of `cargo xtask bench scale`.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask bench scale")]
-pub struct Opts {
+pub(crate) struct Opts {
     /// Lab kernel.
     #[arg(long, default_value = "6.1")]
     pub kernel: Kernel,
@@ -107,7 +107,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Runs the benchmark with `args` (after `scale`) and prints the figures as Markdown tables.
-pub fn run(args: &[String]) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
     let opts =
         &Opts::try_parse_from(std::iter::once("scale".to_string()).chain(args.iter().cloned()))
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -17,7 +17,7 @@ use ipvs_lab::{Kernel, Vm, VmConfig};
 /// Options of `cargo xtask bench scrape`.
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask bench scrape")]
-pub struct Opts {
+pub(crate) struct Opts {
     /// Lab kernel.
     #[arg(long, default_value = "6.12")]
     pub kernel: Kernel,
@@ -39,7 +39,7 @@ const DAEMON_PORT: u16 = 10054;
 const NODE_PORT: u16 = 9100;
 
 /// Runs the benchmark with `args` (after `scrape`) and prints the figures as a Markdown table.
-pub fn run(args: &[String]) -> Result<()> {
+pub(crate) fn run(args: &[String]) -> Result<()> {
     let opts =
         &Opts::try_parse_from(std::iter::once("scrape".to_string()).chain(args.iter().cloned()))
             .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -8,7 +8,7 @@ use clap::Args;
 
 /// Options of `cargo xtask build-ebpf`.
 #[derive(Debug, Args)]
-pub struct EbpfOpts {
+pub(crate) struct EbpfOpts {
     /// Build the release profile.
     #[arg(long)]
     pub release: bool,
@@ -16,14 +16,14 @@ pub struct EbpfOpts {
 
 /// Options of `cargo xtask build`.
 #[derive(Debug, Args)]
-pub struct BuildOpts {
+pub(crate) struct BuildOpts {
     /// Build the release profile.
     #[arg(long)]
     pub release: bool,
 }
 
 /// The repository root (the parent of `xtask/`).
-pub fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -31,7 +31,7 @@ pub fn root() -> PathBuf {
 }
 
 /// Path of the probe object for a profile.
-pub fn ebpf_object(release: bool) -> PathBuf {
+pub(crate) fn ebpf_object(release: bool) -> PathBuf {
     root()
         .join("ipvs-telemetry-ebpf/target/bpfel-unknown-none")
         .join(if release { "release" } else { "debug" })
@@ -39,7 +39,7 @@ pub fn ebpf_object(release: bool) -> PathBuf {
 }
 
 /// Runs a command; on failure the error names the whole command line.
-pub fn run(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(cmd: &mut Command) -> Result<()> {
     let line = format!("{cmd:?}");
     let status = cmd
         .status()
@@ -51,7 +51,7 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 /// Builds the probes for `bpfel-unknown-none` with the nightly toolchain and bpf-linker.
-pub fn build_ebpf(opts: &EbpfOpts) -> Result<()> {
+pub(crate) fn build_ebpf(opts: &EbpfOpts) -> Result<()> {
     let dir = root().join("ipvs-telemetry-ebpf");
     let mut cmd = Command::new("rustup");
     cmd.current_dir(&dir)
@@ -81,7 +81,7 @@ pub fn build_ebpf(opts: &EbpfOpts) -> Result<()> {
 }
 
 /// Builds the probes, then the daemon, with the same profile.
-pub fn build(opts: &BuildOpts) -> Result<()> {
+pub(crate) fn build(opts: &BuildOpts) -> Result<()> {
     build_ebpf(&EbpfOpts {
         release: opts.release,
     })?;

@@ -11,7 +11,7 @@ use clap::Args;
 use crate::build;
 
 /// Debian packages the build, the lab and the tests need.
-pub const DEBIAN_PACKAGES: &[&str] = &[
+pub(crate) const DEBIAN_PACKAGES: &[&str] = &[
     // bpf-linker links against LLVM 22.
     "llvm-22-dev",
     "libclang-22-dev",
@@ -41,16 +41,16 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The LLVM major version bpf-linker is built against (`--features llvm-22`). The nightly
 /// rustc that compiles the probes must emit bitcode of this LLVM: a newer one makes bpf-linker
 /// fail with `Invalid record`.
-pub const LLVM_MAJOR: u32 = 22;
+pub(crate) const LLVM_MAJOR: u32 = 22;
 
 /// A nightly whose rustc is on LLVM 22 (rustc 1.97.0-nightly of 2026-05-19). Installed and
 /// used when the machine's `nightly` is missing or on another LLVM; `rustup toolchain install
 /// nightly` would fetch the newest nightly, which may not be.
-pub const PINNED_NIGHTLY: &str = "nightly-2026-05-20";
+pub(crate) const PINNED_NIGHTLY: &str = "nightly-2026-05-20";
 
 /// The toolchain the probes are built with: `IPVS_TELEMETRY_NIGHTLY` when set, else `nightly`
 /// when its rustc is on LLVM 22, else [`PINNED_NIGHTLY`].
-pub fn nightly() -> String {
+pub(crate) fn nightly() -> String {
     static NIGHTLY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NIGHTLY
         .get_or_init(|| {
@@ -91,7 +91,7 @@ fn parse_llvm_major(vv: &str) -> Option<u32> {
 
 /// Options of `cargo xtask deps`.
 #[derive(Debug, Args)]
-pub struct Opts {
+pub(crate) struct Opts {
     /// Only check; exit 2 when something is missing.
     #[arg(long)]
     pub check: bool,
@@ -214,7 +214,7 @@ fn sh(cmdline: &str) -> Result<()> {
 }
 
 /// Checks and installs the host prerequisites and the lab kernels.
-pub fn run(opts: &Opts) -> Result<()> {
+pub(crate) fn run(opts: &Opts) -> Result<()> {
     ensure(opts.check)?;
     if opts.check {
         if let Some(k) = ipvs_lab::Kernel::all()
@@ -232,7 +232,7 @@ pub fn run(opts: &Opts) -> Result<()> {
 }
 
 /// Downloads and unpacks the lab kernels that are not cached yet (fast when they are).
-pub fn ensure_lab_kernels() -> Result<()> {
+pub(crate) fn ensure_lab_kernels() -> Result<()> {
     for k in ipvs_lab::Kernel::all() {
         if ipvs_lab::cached_kernel(k).is_none() {
             eprintln!("xtask: fetching lab kernel {k}");
@@ -244,7 +244,7 @@ pub fn ensure_lab_kernels() -> Result<()> {
 
 /// Installs missing host prerequisites (not the lab kernels). With `check_only`, or when not
 /// root, prints the commands and exits 2.
-pub fn ensure(check_only: bool) -> Result<()> {
+pub(crate) fn ensure(check_only: bool) -> Result<()> {
     let missing = find_missing();
     if missing.is_empty() {
         return Ok(());

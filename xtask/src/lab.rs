@@ -24,7 +24,7 @@ use crate::build;
 
 /// Options of `cargo xtask lab`.
 #[derive(Debug, Args)]
-pub struct Opts {
+pub(crate) struct Opts {
     /// Lab kernel: 6.1 or 6.12.
     #[arg(long, default_value = "6.12")]
     pub kernel: Kernel,
@@ -67,7 +67,7 @@ fn port_free(port: u16) -> bool {
 }
 
 /// Runs `cargo xtask lab`.
-pub fn run(opts: &Opts) -> Result<()> {
+pub(crate) fn run(opts: &Opts) -> Result<()> {
     catch_interrupts();
     // Installs what is missing (as root), like `run` and `test`; then the kernels.
     crate::deps::ensure(false)?;

@@ -1,5 +1,8 @@
 //! `cargo xtask`: the project's automation. Each subcommand lives in its own module.
 
+// Every dependency of the package is used by this crate (see the workspace lints).
+#![warn(unused_crate_dependencies)]
+
 use clap::{Parser, Subcommand};
 
 mod bench;

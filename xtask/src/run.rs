@@ -11,7 +11,7 @@ use crate::build::{BuildOpts, build, root};
 
 /// Options of `cargo xtask run`.
 #[derive(Debug, Args)]
-pub struct Opts {
+pub(crate) struct Opts {
     /// Run the release build.
     #[arg(long)]
     pub release: bool,
@@ -21,7 +21,7 @@ pub struct Opts {
 }
 
 /// Builds and runs the daemon; returns when it exits, with its status.
-pub fn run(opts: &Opts) -> Result<()> {
+pub(crate) fn run(opts: &Opts) -> Result<()> {
     crate::deps::ensure(false)?;
     build(&BuildOpts {
         release: opts.release,

@@ -22,7 +22,7 @@ use crate::build::{self, EbpfOpts, ebpf_object, root};
 
 /// Options of `cargo xtask test`.
 #[derive(Debug, Args)]
-pub struct Opts {
+pub(crate) struct Opts {
     /// Skip the lab end-to-end tests (no VM is booted).
     #[arg(long)]
     pub no_lab: bool,
@@ -334,7 +334,7 @@ fn parse_result_line(line: &str) -> Option<(u64, u64)> {
 }
 
 /// Runs every check and prints the summary line; fails when anything failed.
-pub fn run(opts: &Opts) -> Result<()> {
+pub(crate) fn run(opts: &Opts) -> Result<()> {
     let started = Instant::now();
     crate::deps::ensure(false)?;
     if !opts.no_lab {

@@ -23,7 +23,7 @@ use crate::caps::{self, CapSet};
 static OBJECT: &[u8] = include_bytes_aligned!(env!("IPVS_TELEMETRY_EBPF_OBJECT"));
 
 /// Per-CPU counters of one loaded instance, indexed by event kind (lost events, failed reads).
-pub type LostMap = PerCpuArray<MapData, u64>;
+pub(super) type LostMap = PerCpuArray<MapData, u64>;
 
 /// Why the probes are not attached: the `reason` label and a one-line message.
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +43,7 @@ fn failure(reason: &'static str, message: impl Into<String>) -> Failure {
 }
 
 /// A loaded and attached probe instance with its tasks.
-pub struct Attached {
+pub(super) struct Attached {
     /// Keeps programs and links alive; dropping it detaches.
     _ebpf: aya::Ebpf,
     consumer: JoinHandle<()>,
@@ -60,7 +60,7 @@ impl Drop for Attached {
 }
 
 /// Checks what does not depend on `ip_vs`: kprobe support, lockdown, vmlinux BTF.
-pub fn preflight() -> Result<(), Failure> {
+pub(super) fn preflight() -> Result<(), Failure> {
     if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
         return Err(failure(
             "kprobes unavailable",
@@ -88,13 +88,13 @@ pub fn preflight() -> Result<(), Failure> {
 
 /// The reason when `kernel.perf_event_paranoid` is above 2: Debian's and Ubuntu's kernels then
 /// let only `CAP_SYS_ADMIN` open perf events, `CAP_PERFMON` is not enough.
-pub const PARANOID_REASON: &str = "missing CAP_SYS_ADMIN (perf_event_paranoid 3)";
+pub(super) const PARANOID_REASON: &str = "missing CAP_SYS_ADMIN (perf_event_paranoid 3)";
 
 /// The capability reason for a permission error, given the effective set (`CapEff` of
 /// `/proc/self/status`) and whether the refused operation opened a perf event while
 /// `kernel.perf_event_paranoid` is above 2 (`paranoid_attach`): names the one missing when it
 /// can tell (`CAP_SYS_ADMIN` stands in for both on kernels before 5.8), else both.
-pub fn missing_capability(cap_eff: Option<u64>, paranoid_attach: bool) -> &'static str {
+pub(super) fn missing_capability(cap_eff: Option<u64>, paranoid_attach: bool) -> &'static str {
     let Some(eff) = cap_eff.map(CapSet) else {
         return "missing CAP_BPF/CAP_PERFMON";
     };
@@ -149,7 +149,7 @@ fn classify(what: &str, e: &(dyn std::error::Error + 'static)) -> Failure {
 }
 
 /// Computes the offsets, loads the probes, attaches them and starts the consumer.
-pub fn attach(shared: &Shared) -> Result<Attached, Failure> {
+pub(super) fn attach(shared: &Shared) -> Result<Attached, Failure> {
     let offsets = offsets::from_sysfs(Path::new("/sys/kernel/btf"))
         .map_err(|e| failure("btf unavailable", format!("btf unavailable: {e}")))?;
     tracing::debug!(?offsets, "ebpf: struct offsets from btf");
@@ -290,7 +290,7 @@ fn attach_kprobe(ebpf: &mut aya::Ebpf, program: &str, symbol: &str) -> Result<()
 }
 
 /// Stops the consumer, unloads the probes and keeps their lost counts.
-pub fn detach(shared: &Shared, a: Attached) {
+pub(super) fn detach(shared: &Shared, a: Attached) {
     drop(a);
     let mut st = lock(shared);
     st.agg.clear_pending();
@@ -310,7 +310,7 @@ pub fn detach(shared: &Shared, a: Attached) {
 }
 
 /// Sums a per-CPU lost-event array, by kind.
-pub fn read_lost(map: &LostMap) -> [u64; KINDS as usize] {
+pub(super) fn read_lost(map: &LostMap) -> [u64; KINDS as usize] {
     let mut out = [0; KINDS as usize];
     for (kind, slot) in out.iter_mut().enumerate() {
         if let Ok(values) = map.get(&(kind as u32), 0) {

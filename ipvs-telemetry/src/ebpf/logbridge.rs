@@ -2,7 +2,7 @@
 //! in the daemon's log with its format and level filter.
 
 /// A `log::Log` that re-emits records as `tracing` events (target `ipvs_telemetry::probe`).
-pub struct TracingLog;
+pub(super) struct TracingLog;
 
 impl log::Log for TracingLog {
     fn enabled(&self, _metadata: &log::Metadata<'_>) -> bool {

@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 /// A response body.
 #[derive(Debug)]
-pub enum Body {
+pub(super) enum Body {
     /// All of it at once.
     Whole(Option<Bytes>),
     /// Chunks as an encoder produces them; the body ends when the encoder drops its sender.
@@ -19,7 +19,7 @@ pub enum Body {
 
 impl Body {
     /// A whole body.
-    pub fn whole(b: impl Into<Bytes>) -> Body {
+    pub(super) fn whole(b: impl Into<Bytes>) -> Body {
         Body::Whole(Some(b.into()))
     }
 }

@@ -11,12 +11,12 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// Longest wait for the next byte from a client, including between keep-alive requests.
-pub const READ_IDLE: Duration = Duration::from_secs(120);
+pub(super) const READ_IDLE: Duration = Duration::from_secs(120);
 /// Longest time a write may stay blocked on a client that does not read.
-pub const WRITE_STALL: Duration = Duration::from_secs(30);
+pub(super) const WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// `T` with read-idle and write-stall deadlines.
-pub struct TimeoutIo<T> {
+pub(super) struct TimeoutIo<T> {
     inner: T,
     read: Pin<Box<Sleep>>,
     read_armed: bool,
@@ -26,7 +26,7 @@ pub struct TimeoutIo<T> {
 
 impl<T> TimeoutIo<T> {
     /// Wraps `inner`.
-    pub fn new(inner: T) -> Self {
+    pub(super) fn new(inner: T) -> Self {
         TimeoutIo {
             inner,
             read: Box::pin(tokio::time::sleep(READ_IDLE)),

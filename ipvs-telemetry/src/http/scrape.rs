@@ -60,7 +60,7 @@ impl Flights {
 
 /// Why a scrape got no body.
 #[derive(Debug)]
-pub enum Refused {
+pub(super) enum Refused {
     /// Every `--web.max-requests` slot is encoding.
     Busy,
     /// The encoder failed (a bug: writing to memory cannot fail).
@@ -69,7 +69,7 @@ pub enum Refused {
 
 impl Refused {
     /// Status and one-line message.
-    pub fn answer(&self) -> (StatusCode, &'static str) {
+    pub(super) fn answer(&self) -> (StatusCode, &'static str) {
         match self {
             Refused::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -95,7 +95,7 @@ fn slot(limiter: &Option<Arc<Semaphore>>) -> Result<Option<OwnedSemaphorePermit>
 }
 
 /// The body of one scrape.
-pub async fn body(
+pub(super) async fn body(
     telemetry: &Arc<Telemetry>,
     flights: &Arc<Flights>,
     limiter: &Option<Arc<Semaphore>>,

@@ -26,12 +26,12 @@ use crate::model::{HistogramSnapshot, NamespaceSnapshot, ServiceAddress};
 use crate::model::{IpvsState, Stats};
 
 /// A label set both encoders can write.
-pub trait LabelSet: LabelPairs + EncodeLabelSet {}
+pub(super) trait LabelSet: LabelPairs + EncodeLabelSet {}
 impl<T: LabelPairs + EncodeLabelSet> LabelSet for T {}
 
 /// The type of a family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     /// A counter; the name is given without `_total`.
     Counter,
     /// A gauge.
@@ -52,7 +52,7 @@ pub enum Num {
 }
 
 /// Receives the families, one after the other.
-pub trait Sink {
+pub(super) trait Sink {
     /// Writes the samples of one family.
     type Family<'s>: Samples
     where
@@ -67,7 +67,7 @@ pub trait Sink {
 }
 
 /// Receives the samples of one family.
-pub trait Samples {
+pub(super) trait Samples {
     /// One counter sample.
     fn counter<L: LabelSet>(&mut self, labels: &L, v: Num) -> fmt::Result;
     /// One gauge sample.
@@ -84,13 +84,13 @@ struct NsLabels<'a> {
 }
 
 /// The families before the service and destination ones: the namespace series.
-pub fn walk_head<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
+pub(super) fn walk_head<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
     namespace_families(inputs, sink)
 }
 
 /// The families after the service and destination ones: interfaces and conntrack, eBPF (joined
 /// with the netlink labels through `index`), and the daemon's own series.
-pub fn walk_tail<S: Sink>(inputs: &Inputs, plans: &Plans, sink: &mut S) -> fmt::Result {
+pub(super) fn walk_tail<S: Sink>(inputs: &Inputs, plans: &Plans, sink: &mut S) -> fmt::Result {
     context_families(inputs, plans.options(), sink)?;
     sync_daemon_families(inputs, sink)?;
     ebpf_families(inputs, &plans.index, sink)?;
@@ -101,7 +101,7 @@ pub fn walk_tail<S: Sink>(inputs: &Inputs, plans: &Plans, sink: &mut S) -> fmt::
 /// The service and destination families written the straightforward way, through the sink:
 /// the reference the pre-rendered encoder is compared with.
 #[cfg(test)]
-pub fn walk_reference<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
+pub(super) fn walk_reference<S: Sink>(inputs: &Inputs, sink: &mut S) -> fmt::Result {
     let namespaces = &inputs.snapshot.namespaces;
     let ns_labels: Vec<NsLabels<'_>> = namespaces
         .iter()

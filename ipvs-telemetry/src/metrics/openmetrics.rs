@@ -126,12 +126,12 @@ fn encode_part(inputs: Arc<Inputs>, part: Part, out: &mut dyn fmt::Write) -> fmt
 }
 
 /// Writes the OpenMetrics namespace families of `inputs` into `out`.
-pub fn encode_head(inputs: Arc<Inputs>, out: &mut dyn fmt::Write) -> fmt::Result {
+pub(super) fn encode_head(inputs: Arc<Inputs>, out: &mut dyn fmt::Write) -> fmt::Result {
     encode_part(inputs, Part::Head, out)
 }
 
 /// Writes the OpenMetrics context, eBPF and daemon families of `inputs`, then `# EOF`.
-pub fn encode_tail(
+pub(super) fn encode_tail(
     inputs: Arc<Inputs>,
     plans: Arc<Plans>,
     out: &mut dyn fmt::Write,
@@ -142,7 +142,7 @@ pub fn encode_tail(
 
 /// Writes the service and destination families the straightforward way (test reference).
 #[cfg(test)]
-pub fn encode_reference(inputs: Arc<Inputs>, out: &mut dyn fmt::Write) -> fmt::Result {
+pub(super) fn encode_reference(inputs: Arc<Inputs>, out: &mut dyn fmt::Write) -> fmt::Result {
     encode_part(inputs, Part::Reference, out)
 }
 

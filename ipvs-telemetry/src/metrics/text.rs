@@ -12,18 +12,18 @@ use super::{Inputs, Plans};
 use crate::model::HistogramSnapshot;
 
 /// Writes the 0.0.4 namespace families of `inputs` into `out`.
-pub fn encode_head(inputs: &Inputs, out: &mut dyn Write) -> fmt::Result {
+pub(super) fn encode_head(inputs: &Inputs, out: &mut dyn Write) -> fmt::Result {
     walk_head(inputs, &mut TextSink { out })
 }
 
 /// Writes the 0.0.4 context, eBPF and daemon families of `inputs` into `out`.
-pub fn encode_tail(inputs: &Inputs, plans: &Plans, out: &mut dyn Write) -> fmt::Result {
+pub(super) fn encode_tail(inputs: &Inputs, plans: &Plans, out: &mut dyn Write) -> fmt::Result {
     walk_tail(inputs, plans, &mut TextSink { out })
 }
 
 /// Writes the service and destination families the straightforward way (test reference).
 #[cfg(test)]
-pub fn encode_reference(inputs: &Inputs, out: &mut dyn Write) -> fmt::Result {
+pub(super) fn encode_reference(inputs: &Inputs, out: &mut dyn Write) -> fmt::Result {
     super::families::walk_reference(inputs, &mut TextSink { out })
 }
 
@@ -32,7 +32,7 @@ struct TextSink<'a> {
 }
 
 /// The samples of one family being written.
-pub struct TextFamily<'a> {
+pub(super) struct TextFamily<'a> {
     out: &'a mut dyn Write,
     name: &'static str,
 }
@@ -105,7 +105,7 @@ pub(super) fn write_labels(
 }
 
 /// Formats a float the way Go's strconv does for Prometheus (`+Inf`, `-Inf`, `NaN`).
-pub fn format_f64(v: f64, out: &mut dyn Write) -> fmt::Result {
+pub(super) fn format_f64(v: f64, out: &mut dyn Write) -> fmt::Result {
     if v.is_nan() {
         out.write_str("NaN")
     } else if v == f64::INFINITY {

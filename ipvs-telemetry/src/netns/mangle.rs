@@ -18,11 +18,11 @@ use std::time::{Duration, Instant};
 use crate::model::Protocol;
 
 /// `mark -> (protocol, destination port)` for the marks with exactly one of them.
-pub type PortMap = BTreeMap<u32, (Protocol, u16)>;
+pub(super) type PortMap = BTreeMap<u32, (Protocol, u16)>;
 
 /// Errors of running `iptables-save`.
 #[derive(Debug, thiserror::Error)]
-pub enum MangleError {
+pub(super) enum MangleError {
     /// The command is not installed (or not in `PATH`).
     #[error("{program} not found in PATH")]
     Missing {
@@ -73,7 +73,7 @@ struct Rule {
 /// changes bits (`--or-mark` ...), cannot tell which mark a packet ends with and is ignored.
 /// Rules that match a port range, several ports (`multiport`), a negated port or protocol make
 /// their mark ambiguous; rules without a destination port (a VIP rule) are ignored.
-pub fn parse_marks(text: &str) -> PortMap {
+pub(super) fn parse_marks(text: &str) -> PortMap {
     let mut table = "mangle".to_string();
     let mut uses: BTreeMap<u32, Use> = BTreeMap::new();
     for line in text.lines() {
@@ -221,7 +221,7 @@ fn parse_rule(words: &[String]) -> Rule {
 
 /// The save commands of one address family.
 #[derive(Debug, Clone, Copy)]
-pub enum SaveCommand {
+pub(super) enum SaveCommand {
     /// `iptables-save` (IPv4 rules), with `iptables-legacy-save` when the output says legacy
     /// tables are present as well.
     V4,
@@ -240,7 +240,7 @@ impl SaveCommand {
 
 /// The mangle rules read, and a problem that left part of them unread.
 #[derive(Debug, Default)]
-pub struct Rules {
+pub(super) struct Rules {
     /// `iptables-save` output (both backends' when both were read).
     pub text: String,
     /// Why the legacy tables, present next to the nft ones, could not be read.
@@ -255,7 +255,7 @@ pub struct Rules {
 /// image), `iptables-legacy-save` runs as well and both outputs are returned. The legacy tables
 /// are read through a raw socket, which needs `CAP_NET_RAW`: its failure is returned in
 /// [`Rules::legacy_error`] with the nft rules that were read.
-pub fn read_rules(command: SaveCommand, timeout: Duration) -> Result<Rules, MangleError> {
+pub(super) fn read_rules(command: SaveCommand, timeout: Duration) -> Result<Rules, MangleError> {
     let deadline = Instant::now() + timeout;
     let (main, legacy) = command.programs();
     let (mut text, err) = run(main, deadline, timeout)?;

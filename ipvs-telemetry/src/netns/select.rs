@@ -33,7 +33,7 @@ impl Identity {
 
 /// Where a candidate namespace came from; explicit `--netns` names beat discovered ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Origin {
+pub(super) enum Origin {
     /// The daemon's own namespace (`--netns.host`).
     Host,
     /// A `--netns [NAME=]PATH` flag.
@@ -44,7 +44,7 @@ pub enum Origin {
 
 /// What a candidate path turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub(super) enum Kind {
     /// A network-namespace file (nsfs), with its identity.
     Namespace(Identity),
     /// Something that cannot be entered: the path is missing or is not a namespace file. The
@@ -54,7 +54,7 @@ pub enum Kind {
 
 /// One path found by the scan, before naming rules, filters and de-duplication.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
+pub(super) struct Candidate {
     /// The name the path gives (`NAME` of `NAME=PATH`, else the file name).
     pub name: String,
     /// The namespace file.
@@ -67,7 +67,7 @@ pub struct Candidate {
 
 /// A namespace a collection reads (or reports as broken), with its final name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
+pub(super) struct Target {
     /// The `netns` label.
     pub name: String,
     /// The file entered (`None` for the daemon's own namespace, which is never entered).
@@ -98,7 +98,7 @@ impl NameFilter {
 /// The result of choosing targets: what to read, and names dropped because a different
 /// namespace already has them (reported in the log).
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Selection {
+pub(super) struct Selection {
     /// Sorted by name, names unique.
     pub targets: Vec<Target>,
     /// `(name, path)` of candidates left out because another namespace has the same name.
@@ -106,7 +106,7 @@ pub struct Selection {
 }
 
 /// The `netns` label of the daemon's own namespace.
-pub const HOST: &str = "host";
+pub(super) const HOST: &str = "host";
 
 /// Chooses the namespaces to read from the scanned candidates.
 ///
@@ -115,7 +115,7 @@ pub const HOST: &str = "host";
 /// candidates with the same identity are read once under one name — the host's, else an explicit
 /// `--netns` name, else the lexicographically smallest; two different namespaces claiming the
 /// same name keep the one chosen by the same order (the other is reported as a conflict).
-pub fn select(
+pub(super) fn select(
     candidates: Vec<Candidate>,
     host: Identity,
     include_host: bool,
@@ -171,14 +171,14 @@ pub fn select(
 }
 
 /// The name a path gives when no `NAME=` is set: its file name (`/run/netns/NAME` is `NAME`).
-pub fn name_of(path: &Path) -> String {
+pub(super) fn name_of(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.to_string_lossy().into_owned())
 }
 
 /// What a path is: a namespace file (by statfs type), or broken with a reason.
-pub fn inspect(path: &Path) -> Kind {
+pub(super) fn inspect(path: &Path) -> Kind {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -210,7 +210,7 @@ pub fn inspect(path: &Path) -> Kind {
 /// regular files (a namespace file left behind after its namespace was unmounted) are returned.
 /// A missing directory is an error of kind `NotFound`, which [`scan`] reports apart: Docker
 /// creates its directory on first use, a typing mistake never.
-pub fn discover(dir: &Path) -> std::io::Result<Vec<Candidate>> {
+pub(super) fn discover(dir: &Path) -> std::io::Result<Vec<Candidate>> {
     let entries = std::fs::read_dir(dir)?;
     let mut out = Vec::new();
     for entry in entries {
@@ -243,7 +243,7 @@ pub fn discover(dir: &Path) -> std::io::Result<Vec<Candidate>> {
 
 /// The inputs of one scan, copied out of the flags so the scan can run on a blocking thread.
 #[derive(Debug, Clone)]
-pub struct ScanConfig {
+pub(super) struct ScanConfig {
     /// `--netns` values: optional name and path.
     pub explicit: Vec<(Option<String>, PathBuf)>,
     /// `--netns.discover` directories.
@@ -258,7 +258,7 @@ pub struct ScanConfig {
 
 /// What [`scan`] found, plus the problems worth a log line.
 #[derive(Debug, Default)]
-pub struct ScanResult {
+pub(super) struct ScanResult {
     /// The chosen namespaces.
     pub selection: Selection,
     /// Discovered paths that were not namespace files at this scan (see [`scan`]).
@@ -276,7 +276,7 @@ pub struct ScanResult {
 /// file a moment before mounting the namespace on it, and unmount it a moment before removing
 /// it, and a collection that falls into that gap must not report an error. Explicit `--netns`
 /// paths are always reported: the operator asked for them.
-pub fn scan(config: &ScanConfig, previous_suspects: &HashSet<PathBuf>) -> ScanResult {
+pub(super) fn scan(config: &ScanConfig, previous_suspects: &HashSet<PathBuf>) -> ScanResult {
     let mut result = ScanResult::default();
     let mut candidates = Vec::new();
     if config.include_host {

@@ -31,7 +31,7 @@ use crate::model::{
 
 /// Interface filter of `--netns.devices.include/exclude`; exclude wins.
 #[derive(Debug, Clone)]
-pub struct DeviceFilter {
+pub(super) struct DeviceFilter {
     /// Only devices that match, when set.
     pub include: Option<Regex>,
     /// Never devices that match.
@@ -40,18 +40,18 @@ pub struct DeviceFilter {
 
 impl DeviceFilter {
     /// Whether the interface appears in the series.
-    pub fn allows(&self, device: &str) -> bool {
+    pub(super) fn allows(&self, device: &str) -> bool {
         !self.exclude.is_match(device) && self.include.as_ref().is_none_or(|r| r.is_match(device))
     }
 }
 
 /// A stand-in for the IPVS read of the calling thread's namespace (host tests use one: the test
 /// host has no IPVS).
-pub type IpvsReader = fn(Duration) -> Result<IpvsState, CollectFailure>;
+pub(super) type IpvsReader = fn(Duration) -> Result<IpvsState, CollectFailure>;
 
 /// Settings shared by every worker.
 #[derive(Debug, Clone)]
-pub struct WorkerConfig {
+pub(super) struct WorkerConfig {
     /// Time one namespace's collection may take.
     pub timeout: Duration,
     /// Interface filter.
@@ -64,7 +64,7 @@ pub struct WorkerConfig {
 
 /// What one collection of one namespace produced.
 #[derive(Debug)]
-pub struct Outcome {
+pub(super) struct Outcome {
     /// IPVS state (fwmark services' `published` filled) or why not.
     pub ipvs: Result<IpvsState, CollectFailure>,
     /// Interfaces and conntrack.
@@ -78,14 +78,14 @@ pub struct Outcome {
 type Reply = tokio::sync::oneshot::Sender<Outcome>;
 
 /// Handle on a namespace's thread; dropping it ends the thread after its current job.
-pub struct Worker {
+pub(super) struct Worker {
     jobs: mpsc::Sender<Reply>,
     busy: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 /// Why a worker cannot take a job now.
-pub enum Unavailable {
+pub(super) enum Unavailable {
     /// The previous job is still running (the namespace is stuck beyond its timeout).
     Busy,
     /// The thread is gone.
@@ -93,7 +93,7 @@ pub enum Unavailable {
 }
 
 /// The right to hand a worker one job, taken while it is idle; dropping it unused gives it back.
-pub struct Ticket {
+pub(super) struct Ticket {
     jobs: mpsc::Sender<Reply>,
     busy: Arc<AtomicBool>,
     sent: bool,
@@ -101,7 +101,7 @@ pub struct Ticket {
 
 impl Ticket {
     /// Hands the thread its job; `None` when the thread is gone.
-    pub fn send(mut self) -> Option<tokio::sync::oneshot::Receiver<Outcome>> {
+    pub(super) fn send(mut self) -> Option<tokio::sync::oneshot::Receiver<Outcome>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.sent = self.jobs.send(tx).is_ok();
         self.sent.then_some(rx)
@@ -122,7 +122,7 @@ impl Worker {
     ///
     /// The file is opened here and checked against `identity`, so a path replaced between the
     /// scan and now is not entered by mistake.
-    pub fn spawn(
+    pub(super) fn spawn(
         name: &str,
         path: Option<&Path>,
         identity: Identity,
@@ -182,7 +182,7 @@ impl Worker {
     }
 
     /// Reserves the thread for one collection, unless it is still busy with the previous one.
-    pub fn reserve(&self) -> Result<Ticket, Unavailable> {
+    pub(super) fn reserve(&self) -> Result<Ticket, Unavailable> {
         if self.thread.is_finished() {
             return Err(Unavailable::Dead);
         }
@@ -197,7 +197,7 @@ impl Worker {
     }
 
     /// Whether the thread has ended (it panicked); the collector then starts a new one.
-    pub fn is_finished(&self) -> bool {
+    pub(super) fn is_finished(&self) -> bool {
         self.thread.is_finished()
     }
 }

@@ -16,11 +16,11 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// A temporary directory removed on drop.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
     /// Creates a fresh directory under the system temporary directory.
-    pub fn new(prefix: &str) -> Result<Self> {
+    pub(crate) fn new(prefix: &str) -> Result<Self> {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -31,7 +31,7 @@ impl TempDir {
     }
 
     /// The directory.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -44,7 +44,7 @@ impl Drop for TempDir {
 
 /// A Prometheus configuration that loads `rule_files` (absolute paths) and scrapes `targets`
 /// (`host:port`) every `scrape_interval` (e.g. `"1s"`).
-pub fn config(rule_files: &[PathBuf], targets: &[String], scrape_interval: &str) -> String {
+pub(crate) fn config(rule_files: &[PathBuf], targets: &[String], scrape_interval: &str) -> String {
     let mut yaml = format!(
         "global:\n  scrape_interval: {scrape_interval}\n  evaluation_interval: {scrape_interval}\n"
     );
@@ -68,7 +68,7 @@ pub fn config(rule_files: &[PathBuf], targets: &[String], scrape_interval: &str)
 }
 
 /// A running Prometheus, killed on drop.
-pub struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     addr: SocketAddr,
     dir: TempDir,
@@ -77,7 +77,7 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts `prometheus` with `config` (YAML text) and waits until it is ready. The port is
     /// picked free just before; if another process takes it in between, a new one is tried.
-    pub fn start(config: &str) -> Result<Self> {
+    pub(crate) fn start(config: &str) -> Result<Self> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -114,12 +114,12 @@ impl Prometheus {
     }
 
     /// Address of the HTTP API.
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Prometheus' own log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
@@ -140,7 +140,7 @@ impl Prometheus {
     }
 
     /// `GET path_and_query`: the status code and the body.
-    pub fn get(&self, path_and_query: &str) -> Result<(u16, String)> {
+    pub(crate) fn get(&self, path_and_query: &str) -> Result<(u16, String)> {
         let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
         stream.set_read_timeout(Some(Duration::from_secs(60)))?;
         write!(
@@ -164,7 +164,7 @@ impl Prometheus {
 
     /// Runs an instant query: the HTTP status and the parsed JSON answer (`status`, `data` or
     /// `errorType` and `error`).
-    pub fn query(&self, expr: &str) -> Result<(u16, Value)> {
+    pub(crate) fn query(&self, expr: &str) -> Result<(u16, Value)> {
         let (status, body) = self.get(&format!("/api/v1/query?query={}", urlencode(expr)))?;
         let json = serde_json::from_str(&body)
             .with_context(|| format!("HTTP {status} with a body that is not JSON: {body}"))?;
@@ -172,7 +172,7 @@ impl Prometheus {
     }
 
     /// `GET` a JSON API path such as `/api/v1/rules`.
-    pub fn api(&self, path: &str) -> Result<Value> {
+    pub(crate) fn api(&self, path: &str) -> Result<Value> {
         let (status, body) = self.get(path)?;
         if status != 200 {
             bail!("GET {path}: HTTP {status}: {body}");
@@ -182,7 +182,7 @@ impl Prometheus {
     /// Queries each expression until it returns data (a non-empty vector or matrix, or a
     /// scalar) or `deadline` passes; returns one line per expression that never did, with the
     /// last answer.
-    pub fn wait_for_data(
+    pub(crate) fn wait_for_data(
         &self,
         expressions: &[(String, String)],
         deadline: Duration,
@@ -218,7 +218,7 @@ impl Prometheus {
 }
 
 /// Whether a query answer holds data.
-pub fn has_data(json: &Value) -> bool {
+pub(crate) fn has_data(json: &Value) -> bool {
     json["status"] == "success"
         && match json["data"]["resultType"].as_str() {
             Some("scalar") | Some("string") => true,
@@ -231,7 +231,7 @@ pub fn has_data(json: &Value) -> bool {
 /// Whether a query answer holds at least one finite sample value (not NaN or ±Inf): data a
 /// panel can draw, where [`has_data`] also accepts a vector of NaN (e.g. `histogram_quantile`
 /// over buckets that did not move).
-pub fn has_finite_value(json: &Value) -> bool {
+pub(crate) fn has_finite_value(json: &Value) -> bool {
     let finite = |v: &Value| {
         v[1].as_str()
             .and_then(|s| s.parse::<f64>().ok())
@@ -252,7 +252,7 @@ pub fn has_finite_value(json: &Value) -> bool {
 }
 
 /// The number of series (or 1 for a scalar) in a query answer.
-pub fn series_count(json: &Value) -> usize {
+pub(crate) fn series_count(json: &Value) -> usize {
     match json["data"]["resultType"].as_str() {
         Some("scalar") | Some("string") => 1,
         _ => json["data"]["result"].as_array().map_or(0, Vec::len),
@@ -273,7 +273,7 @@ fn free_port() -> Result<u16> {
 }
 
 /// Percent-encodes a query-string value.
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     let mut out = String::with_capacity(s.len() * 3);
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

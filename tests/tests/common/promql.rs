@@ -12,15 +12,15 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 /// Repository-relative path of the Grafana dashboard.
-pub const DASHBOARD: &str = "dashboards/ipvs-telemetry.json";
+pub(crate) const DASHBOARD: &str = "dashboards/ipvs-telemetry.json";
 /// Repository-relative path of the Prometheus rules.
-pub const RULES: &str = "rules/ipvs-telemetry.rules.yml";
+pub(crate) const RULES: &str = "rules/ipvs-telemetry.rules.yml";
 
 /// What each template variable becomes when an expression runs outside Grafana: every
 /// non-empty value (`.+`, so that a misspelt label name selects nothing, where `.*` would also
 /// match the absent label), and for `service`, whose value is a list of label matchers, a
 /// matcher every service series satisfies. Grafana's interval variables become one minute.
-pub const SUBSTITUTIONS: &[(&str, &str)] = &[
+pub(crate) const SUBSTITUTIONS: &[(&str, &str)] = &[
     ("instance", ".+"),
     ("netns", ".+"),
     ("destination", ".+"),
@@ -33,7 +33,7 @@ pub const SUBSTITUTIONS: &[(&str, &str)] = &[
 ];
 
 /// Variables Grafana defines itself.
-pub const GRAFANA_BUILTINS: &[&str] = &[
+pub(crate) const GRAFANA_BUILTINS: &[&str] = &[
     "__rate_interval",
     "__interval",
     "__interval_ms",
@@ -49,7 +49,7 @@ pub const GRAFANA_BUILTINS: &[&str] = &[
 ];
 
 /// The repository root (the parent of the `tests` crate).
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate lives inside the repository")
@@ -58,7 +58,7 @@ pub fn repo_root() -> PathBuf {
 
 /// Every expression of the dashboard and the rules, variables substituted, as
 /// `(where it comes from, expression)`.
-pub fn all_expressions() -> Result<Vec<(String, String)>> {
+pub(crate) fn all_expressions() -> Result<Vec<(String, String)>> {
     let mut raw = dashboard_expressions(&load_dashboard()?);
     raw.extend(rule_expressions(&load_rules()?));
     raw.into_iter()
@@ -71,7 +71,7 @@ pub fn all_expressions() -> Result<Vec<(String, String)>> {
 
 /// [`all_expressions`] without the alerts' expressions: those return data only while the alert
 /// fires, so against a healthy system (the lab) only these must all return data.
-pub fn non_alert_expressions() -> Result<Vec<(String, String)>> {
+pub(crate) fn non_alert_expressions() -> Result<Vec<(String, String)>> {
     Ok(all_expressions()?
         .into_iter()
         .filter(|(source, _)| !is_alert(source))
@@ -79,13 +79,13 @@ pub fn non_alert_expressions() -> Result<Vec<(String, String)>> {
 }
 
 /// Whether an expression's source (as returned by [`all_expressions`]) is an alerting rule.
-pub fn is_alert(source: &str) -> bool {
+pub(crate) fn is_alert(source: &str) -> bool {
     source.starts_with(RULES) && source.contains(" alert ")
 }
 
 /// The alert's name, when an expression's source (as returned by [`all_expressions`]) is an
 /// alerting rule.
-pub fn alert_name(source: &str) -> Option<&str> {
+pub(crate) fn alert_name(source: &str) -> Option<&str> {
     source.strip_prefix(RULES)?.strip_prefix(" alert ")
 }
 
@@ -93,7 +93,7 @@ pub fn alert_name(source: &str) -> Option<&str> {
 /// also with `bool` or with the number on the left), so that an alert's condition can be
 /// evaluated while the alert does not fire; `None` when the expression does not end in such a
 /// comparison at the top level.
-pub fn without_threshold(expr: &str) -> Option<String> {
+pub(crate) fn without_threshold(expr: &str) -> Option<String> {
     let bytes = expr.as_bytes();
     let (mut depth, mut in_string) = (0i32, false);
     let mut last = None;
@@ -142,7 +142,7 @@ pub fn without_threshold(expr: &str) -> Option<String> {
 
 /// Writes a copy of the rules file into `dir` whose groups are evaluated every `interval`
 /// (the shipped recording group runs every 30 s) and returns its path.
-pub fn rules_evaluated_every(dir: &Path, interval: &str) -> Result<PathBuf> {
+pub(crate) fn rules_evaluated_every(dir: &Path, interval: &str) -> Result<PathBuf> {
     let text = load_rules()?;
     if !text.contains("interval: 30s") {
         bail!("{RULES} has no `interval: 30s` to replace");
@@ -158,7 +158,7 @@ pub fn rules_evaluated_every(dir: &Path, interval: &str) -> Result<PathBuf> {
 
 /// `promtool check rules` on the shipped rules file: an error with promtool's output unless it
 /// succeeds and counts as many rules as [`rule_expressions`] reads. Returns promtool's output.
-pub fn promtool_check_rules() -> Result<String> {
+pub(crate) fn promtool_check_rules() -> Result<String> {
     let out = std::process::Command::new("promtool")
         .args(["check", "rules", RULES])
         .current_dir(repo_root())
@@ -184,7 +184,7 @@ pub fn promtool_check_rules() -> Result<String> {
 /// Compares the answer of Prometheus' `/api/v1/rules` with the rules file: one line per rule
 /// Prometheus loaded that the expression reader did not find (or the reverse), and per rule
 /// whose last evaluation failed.
-pub fn loaded_rule_problems(api_rules: &Value) -> Result<Vec<String>> {
+pub(crate) fn loaded_rule_problems(api_rules: &Value) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut loaded = Vec::new();
     for group in api_rules["data"]["groups"].as_array().into_iter().flatten() {
@@ -216,7 +216,7 @@ pub fn loaded_rule_problems(api_rules: &Value) -> Result<Vec<String>> {
 }
 
 /// Reads and parses the dashboard JSON.
-pub fn load_dashboard() -> Result<Value> {
+pub(crate) fn load_dashboard() -> Result<Value> {
     let path = repo_root().join(DASHBOARD);
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -224,13 +224,13 @@ pub fn load_dashboard() -> Result<Value> {
 }
 
 /// Reads the rules file.
-pub fn load_rules() -> Result<String> {
+pub(crate) fn load_rules() -> Result<String> {
     let path = repo_root().join(RULES);
     std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Every panel of the dashboard, rows' nested panels included.
-pub fn panels(dashboard: &Value) -> Vec<&Value> {
+pub(crate) fn panels(dashboard: &Value) -> Vec<&Value> {
     fn walk<'a>(list: &'a Value, out: &mut Vec<&'a Value>) {
         for panel in list.as_array().into_iter().flatten() {
             out.push(panel);
@@ -245,7 +245,7 @@ pub fn panels(dashboard: &Value) -> Vec<&Value> {
 }
 
 /// The template variables of the dashboard.
-pub fn variables(dashboard: &Value) -> Vec<&Value> {
+pub(crate) fn variables(dashboard: &Value) -> Vec<&Value> {
     dashboard["templating"]["list"]
         .as_array()
         .into_iter()
@@ -254,7 +254,7 @@ pub fn variables(dashboard: &Value) -> Vec<&Value> {
 }
 
 /// The text of a query variable's query (Grafana stores either a string or an object).
-pub fn variable_query(variable: &Value) -> Option<&str> {
+pub(crate) fn variable_query(variable: &Value) -> Option<&str> {
     let query = &variable["query"];
     query
         .as_str()
@@ -264,7 +264,7 @@ pub fn variable_query(variable: &Value) -> Option<&str> {
 /// The PromQL expressions of the dashboard, variables not yet substituted: every panel
 /// target's `expr`, and the PromQL inside `label_values(SELECTOR, label)` and
 /// `query_result(EXPR)` variable queries.
-pub fn dashboard_expressions(dashboard: &Value) -> Vec<(String, String)> {
+pub(crate) fn dashboard_expressions(dashboard: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for variable in variables(dashboard) {
         if variable["type"] != "query" {
@@ -326,7 +326,7 @@ fn variable_promql(query: &str) -> Option<String> {
 /// items whose `expr:` is a plain or quoted scalar on the same line or a block scalar (`|`, `>`,
 /// with chomping indicators). The test that uses it also compares the rule names with what
 /// Prometheus itself loaded, so a rule this reader missed fails the test.
-pub fn rule_expressions(yaml: &str) -> Vec<(String, String)> {
+pub(crate) fn rule_expressions(yaml: &str) -> Vec<(String, String)> {
     let lines: Vec<&str> = yaml.lines().collect();
     let mut out = Vec::new();
     let mut current = String::from("?");
@@ -380,7 +380,7 @@ fn unquote(s: &str) -> String {
 
 /// Grafana template variables referenced in a text: `$name`, `${name}`, `${name:format}` and
 /// `[[name]]`. `$1`-style references (label_replace) are not variables and are skipped.
-pub fn referenced_variables(text: &str) -> Vec<String> {
+pub(crate) fn referenced_variables(text: &str) -> Vec<String> {
     references(text).into_iter().map(|r| r.name).collect()
 }
 
@@ -445,7 +445,7 @@ fn references(text: &str) -> Vec<Reference> {
 
 /// Replaces every template variable with its value from [`SUBSTITUTIONS`]; an unknown variable
 /// is an error naming it.
-pub fn substitute(expr: &str) -> Result<String> {
+pub(crate) fn substitute(expr: &str) -> Result<String> {
     let mut out = String::with_capacity(expr.len());
     let mut last = 0;
     for reference in references(expr) {
@@ -462,7 +462,7 @@ pub fn substitute(expr: &str) -> Result<String> {
 
 /// Metric names an expression reads: identifiers of the project's prefixes `ipvs_` and `ipvs:`
 /// (label names and strings excluded by looking only outside `{...}` and quotes).
-pub fn metric_names(expr: &str) -> Vec<String> {
+pub(crate) fn metric_names(expr: &str) -> Vec<String> {
     let mut names = Vec::new();
     let mut depth = 0;
     let mut in_string = false;

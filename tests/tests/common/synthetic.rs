@@ -35,7 +35,7 @@ type Service = (
 
 /// The services served: a plain IPv4 one, an IPv6 one, a Swarm-like fwmark service with a
 /// published port, and a fwmark service whose real servers are all quiesced.
-pub const SERVICES: &[Service] = &[
+pub(crate) const SERVICES: &[Service] = &[
     ("inet", "tcp", "10.0.0.1", "80", ""),
     ("inet6", "udp", "2001:db8::1", "53", ""),
     ("inet", "tcp", "", "443", "256"),
@@ -67,7 +67,7 @@ fn destinations(service: usize) -> Vec<(&'static str, &'static str, u32, f64, f6
 }
 
 /// The exposition (text format 0.0.4) `t` seconds after the start.
-pub fn exposition(t: f64) -> String {
+pub(crate) fn exposition(t: f64) -> String {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -330,7 +330,7 @@ fn histogram(
 }
 
 /// The stand-in exporter: serves [`exposition`] on every request until dropped.
-pub struct Exporter {
+pub(crate) struct Exporter {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -338,7 +338,7 @@ pub struct Exporter {
 
 impl Exporter {
     /// Listens on a free port of 127.0.0.1.
-    pub fn start() -> std::io::Result<Self> {
+    pub(crate) fn start() -> std::io::Result<Self> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
@@ -381,7 +381,7 @@ impl Exporter {
     }
 
     /// `host:port` to scrape.
-    pub fn target(&self) -> String {
+    pub(crate) fn target(&self) -> String {
         self.addr.to_string()
     }
 }
