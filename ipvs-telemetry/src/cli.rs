@@ -323,6 +323,13 @@ pub struct ServeOpts {
     #[arg(long = "collection.max-age", value_name = "DURATION", default_value = "1s",
           value_parser = parse_max_age, env = "IPVS_TELEMETRY_COLLECTION_MAX_AGE")]
     pub collection_max_age: Duration,
+    /// Learn each steady scraper's interval and start a collection ahead of its next scrape,
+    /// so that the scrape does not wait for it (`false`: every scrape past max-age waits).
+    #[arg(long = "collection.ahead", value_name = "BOOL", default_value_t = true,
+          action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new(),
+          env = "IPVS_TELEMETRY_COLLECTION_AHEAD")]
+    pub collection_ahead: bool,
     /// Deprecated: read as `--collection.max-age`.
     #[arg(long = "poll.interval", value_name = "DURATION", hide = true,
           value_parser = parse_max_age, env = "IPVS_TELEMETRY_POLL_INTERVAL")]

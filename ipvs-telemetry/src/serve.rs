@@ -151,7 +151,14 @@ async fn daemon(cli: ServeCommand, web: WebConfig, names_file: Option<SharedFile
             crate::cli::DockerHost::Off => None,
         },
     };
-    let telemetry = crate::collect::Telemetry::new(collector, ebpf, names, max_age, options);
+    let telemetry = crate::collect::Telemetry::new(
+        collector,
+        ebpf,
+        names,
+        max_age,
+        cli.serve.collection_ahead,
+        options,
+    );
     telemetry.start();
     let shared = Arc::new(
         Shared::new(

@@ -12,6 +12,7 @@
 //! holds it until its body is written or its reader goes away.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -101,8 +102,9 @@ pub async fn body(
     limiter: &Option<Arc<Semaphore>>,
     format: Format,
     gzip: bool,
+    client: IpAddr,
 ) -> Result<Body, Refused> {
-    let collected = telemetry.collected().await;
+    let collected = telemetry.collected(Some(client)).await;
     if gzip {
         return shared_gzip(telemetry, flights, limiter, collected, format).await;
     }

@@ -264,6 +264,7 @@ pub(crate) fn sample_inputs() -> Inputs {
             max_fds: Some(1024),
             start_time_seconds: Some(1_763_700_000.5),
         },
+        precollected: 0,
         build: BuildInfo {
             version: "0.1.0",
             revision: "abc\"def",
@@ -669,6 +670,7 @@ fn empty_collection_still_valid() {
         }),
         errors: BTreeMap::new(),
         process: ProcessStats::default(),
+        precollected: 0,
         build: BuildInfo::current(),
         names: Default::default(),
     };
