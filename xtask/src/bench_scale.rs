@@ -96,6 +96,8 @@ struct Window {
     series: u64,
     gzip_bytes: u64,
     hwm_kib: u64,
+    /// The daemon's `ipvs_telemetry_scrapes_precollected` after the window.
+    precollected: Option<u64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -157,7 +159,7 @@ pub fn run(args: &[String]) -> Result<()> {
     for round in 1..=opts.rounds {
         for (side, windows) in &mut results {
             let w = match side.command() {
-                Some(cmd) => measure_server(&vm, &cmd, opts, hz)?,
+                Some(cmd) => measure_server(&vm, &cmd, *side != Side::NodeExporter, opts, hz)?,
                 None => measure_floor(&vm, opts)?,
             };
             eprintln!("bench: round {round} {}: {w:?}", side.name());
@@ -206,6 +208,20 @@ pub fn run(args: &[String]) -> Result<()> {
                 "—".into()
             },
         );
+    }
+    for (side, ws) in &results {
+        let pre: Vec<String> = ws
+            .iter()
+            .filter_map(|w| w.precollected.map(|p| p.to_string()))
+            .collect();
+        if !pre.is_empty() {
+            println!(
+                "{}: scrapes served from a collection begun ahead of them, by the end of each \
+                 round's window ({LEARN} learning + the window's): {}",
+                side.name(),
+                pre.join(", ")
+            );
+        }
     }
     let get = |s: Side| cpu.get(s.name()).copied().unwrap_or(f64::NAN);
     println!(
@@ -278,26 +294,47 @@ fn scrape(vm: &Vm) -> Result<f64> {
         .with_context(|| format!("no elapsed= in {out:?}"))
 }
 
-fn measure_server(vm: &Vm, cmd: &str, opts: &Opts, hz: f64) -> Result<Window> {
+/// Scrapes at the interval before the daemon's window: enough for it to learn the cadence.
+const LEARN: u64 = 4;
+
+fn measure_server(vm: &Vm, cmd: &str, learns: bool, opts: &Opts, hz: f64) -> Result<Window> {
     let p = vm.spawn(cmd)?;
     vm.wait_until(
         &format!("lab-client wait-tcp 127.0.0.1:{PORT} --timeout 1s"),
         Duration::from_secs(300),
     )?;
-    // Warm-up: the first scrape (the daemon's start-up collection, node_exporter's first parse).
-    scrape(vm)?;
+    // Warm-up: the first scrape (the daemon's start-up collection, node_exporter's first parse),
+    // then, for the daemon, three more at the interval: a scraper that has been scraping steadily
+    // (as Prometheus does), whose cadence the daemon has learned (--collection.ahead).
+    let learn = if learns { LEARN } else { 1 };
+    let base = std::time::Instant::now();
+    for i in 0..learn {
+        let due = Duration::from_secs(i * opts.interval);
+        if let Some(wait) = due.checked_sub(base.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        scrape(vm)?;
+    }
+    let start = if learns {
+        Duration::from_secs(learn * opts.interval)
+    } else {
+        base.elapsed()
+    };
+    if let Some(wait) = start.checked_sub(base.elapsed()) {
+        std::thread::sleep(wait.saturating_sub(Duration::from_millis(300)));
+    }
     let cpu0 = cpu_ticks(vm, p.pid)?;
     let t0 = std::time::Instant::now();
     let mut w = Window::default();
     let scrapes = (opts.window / opts.interval).max(1);
     for i in 0..scrapes {
-        let due = Duration::from_secs(i * opts.interval);
-        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+        let due = start + Duration::from_secs(i * opts.interval);
+        if let Some(wait) = due.checked_sub(base.elapsed()) {
             std::thread::sleep(wait);
         }
         w.latency_ms.push(scrape(vm)?);
     }
-    if let Some(wait) = Duration::from_secs(opts.window).checked_sub(t0.elapsed()) {
+    if let Some(wait) = (start + Duration::from_secs(opts.window)).checked_sub(base.elapsed()) {
         std::thread::sleep(wait);
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -308,13 +345,18 @@ fn measure_server(vm: &Vm, cmd: &str, opts: &Opts, hz: f64) -> Result<Window> {
         &format!(
             "wget -q -O /tmp/gz --header 'Accept: {ACCEPT}' --header 'Accept-Encoding: gzip' \
                http://127.0.0.1:{PORT}/metrics && wc -c < /tmp/gz && \
-             zcat /tmp/gz | grep -vc '^#'"
+             zcat /tmp/gz | grep -vc '^#'; \
+             zcat /tmp/gz | grep '^ipvs_telemetry_scrapes_precollected_total ' | cut -d' ' -f2"
         ),
         Duration::from_secs(600),
     )?;
     let mut it = sizes.split_whitespace();
     w.gzip_bytes = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     w.series = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    w.precollected = it
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64);
     vm.sh_ok_timeout(
         &format!(
             "wget -q -O /dev/null --header 'Accept: {ACCEPT}' http://127.0.0.1:{PORT}/metrics & \
