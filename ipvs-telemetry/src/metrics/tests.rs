@@ -881,3 +881,31 @@ fn segmented_gzip_reuses_unchanged_segments() {
         assert!(cache.last.1 > 20);
     }
 }
+
+/// Memory profile of the scrape path at 10,000 × 5 (run under heaptrack; ignored).
+#[test]
+#[ignore]
+fn memory_profile_10k_x5() {
+    let inputs = Arc::new(large_inputs(10_000, 5));
+    let options = Arc::new(ExportOptions::default());
+    let plans = Arc::new(Plans::new(inputs.snapshot.clone(), options.clone(), None));
+    let plans2 = Arc::new(Plans::new(inputs.snapshot.clone(), options, Some(&plans)));
+    let mut cache = SegmentCache::new(Format::OpenMetrics);
+    for _ in 0..2 {
+        let mut all = Vec::new();
+        segments::stream_gzip(&inputs, &plans2, &mut cache, &mut |b| {
+            all.extend_from_slice(&b);
+            true
+        })
+        .unwrap();
+        eprintln!("gzip body {}", all.len());
+    }
+    let mut n = 0;
+    stream(&inputs, &plans2, Format::OpenMetrics, false, &mut |b| {
+        n += b.len();
+        true
+    })
+    .unwrap();
+    eprintln!("plain {n}, label bytes {}", plans2.bytes());
+    drop(plans);
+}
