@@ -14,7 +14,9 @@
 //! seconds per minute of the process (from `/proc/PID/stat`), the scrape latency, series per
 //! scrape, gzip body size, and peak RSS (`VmHWM`) after the window plus one uncompressed scrape
 //! concurrent with a gzip one. Then one-shot `snapshot --format prometheus` vs `netlink_collect`
-//! (wall time, alternating, `--rounds` pairs).
+//! (wall time, alternating, `--rounds` pairs). Last, the table is replaced by `--large`
+//! (default 50,000 services × 2 destinations) and the daemon with its defaults is measured for
+//! one window the same way, with its collection time (`ipvs_collection_duration_seconds`).
 
 use std::time::Duration;
 
@@ -44,16 +46,47 @@ pub struct Opts {
     /// Seconds between two scrapes.
     #[arg(long, default_value_t = 15)]
     pub interval: u64,
+    /// Sides measured, comma-separated (`daemon,large-table,node-exporter,floor`); the
+    /// one-shot comparison runs with `floor`.
+    #[arg(long, value_delimiter = ',', default_value = "daemon,large-table,node-exporter,floor",
+          value_parser = parse_side)]
+    pub sides: Vec<Side>,
+    /// The large table measured last, SERVICESxDESTINATIONS (`0x0`: none).
+    #[arg(long, default_value = "50000x2", value_parser = parse_table)]
+    pub large: (u32, u32),
     /// node_exporter binary on the host.
     #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
     pub node_exporter: std::path::PathBuf,
+}
+
+/// `NxM` as (services, destinations).
+fn parse_table(s: &str) -> Result<(u32, u32), String> {
+    let (n, m) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected SERVICESxDESTINATIONS, e.g. 50000x2"))?;
+    let p = |v: &str| v.parse::<u32>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((p(n)?, p(m)?))
+}
+
+fn parse_side(s: &str) -> Result<Side, String> {
+    Ok(match s {
+        "daemon" => Side::Daemon,
+        "large-table" => Side::LargeTable,
+        "node-exporter" => Side::NodeExporter,
+        "floor" => Side::Floor,
+        _ => {
+            return Err(format!(
+                "{s:?}: not one of daemon, large-table, node-exporter, floor"
+            ));
+        }
+    })
 }
 
 const PORT: u16 = 10054;
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub enum Side {
     Daemon,
     LargeTable,
     NodeExporter,
@@ -98,6 +131,8 @@ struct Window {
     hwm_kib: u64,
     /// The daemon's `ipvs_telemetry_scrapes_precollected` after the window.
     precollected: Option<u64>,
+    /// The daemon's `ipvs_collection_duration_seconds` after the window.
+    collection_s: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -129,32 +164,12 @@ pub fn run(args: &[String]) -> Result<()> {
         .file(&collect, "/usr/local/bin/netlink_collect");
     cfg.memory_mb = 3072;
     let vm = Vm::boot(cfg)?;
+    eprintln!("bench: VM up ({:?})", vm.boot_time());
     let (n, m) = (opts.services, opts.destinations);
-    eprintln!("bench: VM up ({:?}), creating {n} × {m}", vm.boot_time());
-    vm.sh_ok_timeout(
-        &format!(
-            "busybox awk 'BEGIN {{ for (i = 0; i < {n}; i++) {{ \
-               v = sprintf(\"10.%d.%d.%d:80\", int(i / 62500), int(i / 250) % 250, i % 250 + 1); \
-               print \"-A -t \" v \" -s rr\"; \
-               for (d = 1; d <= {m}; d++) \
-                 printf \"-a -t %s -r 192.168.%d.%d:8080 -m\\n\", v, d, i % 250 + 1 }} }}' \
-             > /tmp/rules && ipvsadm -R < /tmp/rules"
-        ),
-        Duration::from_secs(3600),
-    )
-    .context("creating the services")?;
-    let count = vm.sh_ok("ipvsadm -Ln | grep -c '^TCP'")?;
-    if count.trim() != n.to_string() {
-        bail!("expected {n} services, ipvsadm shows {}", count.trim());
-    }
+    create_table(&vm, n, m)?;
     let hz: f64 = vm.sh_ok("getconf CLK_TCK || echo 100")?.trim().parse()?;
 
-    let sides = [
-        Side::Daemon,
-        Side::LargeTable,
-        Side::NodeExporter,
-        Side::Floor,
-    ];
+    let sides = &opts.sides;
     let mut results: Vec<(Side, Vec<Window>)> = sides.iter().map(|s| (*s, vec![])).collect();
     for round in 1..=opts.rounds {
         for (side, windows) in &mut results {
@@ -233,9 +248,10 @@ pub fn run(args: &[String]) -> Result<()> {
     );
 
     // One-shot: snapshot --format prometheus vs the collection alone.
+    let one_shot = sides.contains(&Side::Floor);
     let mut snap = Vec::new();
     let mut floor = Vec::new();
-    for _ in 0..opts.rounds.max(3) {
+    for _ in 0..if one_shot { opts.rounds.max(3) } else { 0 } {
         snap.push(wall(
             &vm,
             "ipvs-telemetry snapshot --format prometheus > /dev/null",
@@ -243,12 +259,70 @@ pub fn run(args: &[String]) -> Result<()> {
         floor.push(wall(&vm, "netlink_collect --sockets 1 > /dev/null")?);
     }
     let (s, f) = (median(snap), median(floor));
-    println!(
-        "\n| one-shot | wall (median) |\n|---|---|\n| `snapshot --format prometheus` | {s:.0} ms |\n\
+    if one_shot {
+        println!(
+            "\n| one-shot | wall (median) |\n|---|---|\n| `snapshot --format prometheus` | {s:.0} ms |\n\
          | `netlink_collect` (N+1 dump + decode) | {f:.0} ms |\n\nratio {:.2} (goal ≤ 2)",
-        s / f
-    );
+            s / f
+        );
+    }
+
+    let (ln, lm) = opts.large;
+    if ln > 0 {
+        create_table(&vm, ln, lm)?;
+        let w = measure_server(
+            &vm,
+            &Side::Daemon.command().unwrap_or_default(),
+            true,
+            opts,
+            hz,
+        )?;
+        eprintln!("bench: {ln} × {lm} {}: {w:?}", Side::Daemon.name());
+        let f = wall(&vm, "netlink_collect --sockets 1 > /dev/null")?;
+        println!(
+            "\n{ln} services × {lm} destinations, ipvs-telemetry (defaults), one {} s window \
+             after learning the cadence:\n\n\
+             | collection (ipvs_collection_duration_seconds) | scrape latency (median) | \
+             CPU-s per minute | series | gzip body | peak RSS | precollected | N+1 dump + decode (wall) |\n\
+             |---|---|---|---|---|---|---|---|\n\
+             | {} | {:.0} ms | {:.2} | {} | {:.2} MB | {:.1} MiB | {} | {f:.0} ms |",
+            opts.window,
+            w.collection_s
+                .map(|c| format!("{:.0} ms", c * 1000.0))
+                .unwrap_or_else(|| "—".into()),
+            median(w.latency_ms.clone()),
+            w.cpu_per_min,
+            w.series,
+            w.gzip_bytes as f64 / 1e6,
+            w.hwm_kib as f64 / 1024.0,
+            w.precollected
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
     let _ = vm.shutdown();
+    Ok(())
+}
+
+/// Replaces the VM's IPVS table with `n` TCP services × `m` masquerading destinations.
+fn create_table(vm: &Vm, n: u32, m: u32) -> Result<()> {
+    eprintln!("bench: creating {n} × {m}");
+    vm.sh_ok_timeout(
+        &format!(
+            "ipvsadm -C && busybox awk 'BEGIN {{ for (i = 0; i < {n}; i++) {{ \
+               v = sprintf(\"10.%d.%d.%d:80\", int(i / 62500), int(i / 250) % 250, i % 250 + 1); \
+               print \"-A -t \" v \" -s rr\"; \
+               for (d = 1; d <= {m}; d++) \
+                 printf \"-a -t %s -r 192.168.%d.%d:8080 -m\\n\", v, d, i % 250 + 1 }} }}' \
+             > /tmp/rules && ipvsadm -R < /tmp/rules"
+        ),
+        Duration::from_secs(3600),
+    )
+    .context("creating the services")?;
+    let count = vm.sh_ok("ipvsadm -Ln | grep -c '^TCP'")?;
+    if count.trim() != n.to_string() {
+        bail!("expected {n} services, ipvsadm shows {}", count.trim());
+    }
     Ok(())
 }
 
@@ -346,7 +420,8 @@ fn measure_server(vm: &Vm, cmd: &str, learns: bool, opts: &Opts, hz: f64) -> Res
             "wget -q -O /tmp/gz --header 'Accept: {ACCEPT}' --header 'Accept-Encoding: gzip' \
                http://127.0.0.1:{PORT}/metrics && wc -c < /tmp/gz && \
              zcat /tmp/gz | grep -vc '^#'; \
-             zcat /tmp/gz | grep '^ipvs_telemetry_scrapes_precollected_total ' | cut -d' ' -f2"
+             zcat /tmp/gz | grep '^ipvs_telemetry_scrapes_precollected_total ' | cut -d' ' -f2; \
+             zcat /tmp/gz | grep '^ipvs_collection_duration_seconds{{' | cut -d' ' -f2"
         ),
         Duration::from_secs(600),
     )?;
@@ -357,6 +432,7 @@ fn measure_server(vm: &Vm, cmd: &str, learns: bool, opts: &Opts, hz: f64) -> Res
         .next()
         .and_then(|v| v.parse::<f64>().ok())
         .map(|v| v as u64);
+    w.collection_s = it.next().and_then(|v| v.parse().ok());
     vm.sh_ok_timeout(
         &format!(
             "wget -q -O /dev/null --header 'Accept: {ACCEPT}' http://127.0.0.1:{PORT}/metrics & \
