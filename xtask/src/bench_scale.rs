@@ -188,9 +188,10 @@ pub fn run(args: &[String]) -> Result<()> {
         opts.kernel, opts.rounds, opts.window, opts.interval
     );
     println!(
-        "| side | CPU-s per minute | series per scrape | gzip body | scrape latency | peak RSS |"
+        "| side | CPU-s per minute | series per scrape | gzip body | scrape latency | peak RSS | \
+         collection |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut cpu = std::collections::HashMap::new();
     for (side, ws) in &results {
         let c = median(ws.iter().map(|w| w.cpu_per_min).collect());
@@ -199,8 +200,9 @@ pub fn run(args: &[String]) -> Result<()> {
         let series = ws.last().map(|w| w.series).unwrap_or(0);
         let gz = ws.last().map(|w| w.gzip_bytes).unwrap_or(0);
         let hwm = ws.iter().map(|w| w.hwm_kib).max().unwrap_or(0);
+        let coll = median(ws.iter().filter_map(|w| w.collection_s).collect());
         println!(
-            "| {} | {c:.2} | {} | {} | {} | {} |",
+            "| {} | {c:.2} | {} | {} | {} | {} | {} |",
             side.name(),
             if series > 0 {
                 series.to_string()
@@ -221,6 +223,11 @@ pub fn run(args: &[String]) -> Result<()> {
                 format!("{:.1} MiB", hwm as f64 / 1024.0)
             } else {
                 "—".into()
+            },
+            if coll.is_nan() {
+                "—".into()
+            } else {
+                format!("{:.0} ms", coll * 1000.0)
             },
         );
     }
