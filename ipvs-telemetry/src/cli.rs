@@ -330,6 +330,11 @@ pub struct ServeOpts {
           value_parser = clap::builder::BoolishValueParser::new(),
           env = "IPVS_TELEMETRY_COLLECTION_AHEAD")]
     pub collection_ahead: bool,
+    /// Deadline of one namespace's netlink collection (default: `--collection.max-age`
+    /// between 10 s and 1 min); a namespace slower than this is reported as failed.
+    #[arg(long = "collection.timeout", value_name = "DURATION",
+          value_parser = parse_collection_timeout, env = "IPVS_TELEMETRY_COLLECTION_TIMEOUT")]
+    pub collection_timeout: Option<Duration>,
     /// Deprecated: read as `--collection.max-age`.
     #[arg(long = "poll.interval", value_name = "DURATION", hide = true,
           value_parser = parse_max_age, env = "IPVS_TELEMETRY_POLL_INTERVAL")]
@@ -408,6 +413,17 @@ impl ServeOpts {
 
 /// The longest `--collection.max-age`.
 pub const MAX_AGE_LIMIT: Duration = Duration::from_secs(3600);
+
+/// The longest `--collection.timeout`.
+pub const COLLECTION_TIMEOUT_LIMIT: Duration = Duration::from_secs(600);
+
+fn parse_collection_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(s)?;
+    if d > COLLECTION_TIMEOUT_LIMIT {
+        return Err(format!("{s:?} is longer than the limit of 10m"));
+    }
+    Ok(d)
+}
 
 fn parse_max_age(s: &str) -> Result<Duration, String> {
     let d = parse_positive_duration(s)?;

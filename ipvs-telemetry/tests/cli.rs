@@ -204,6 +204,12 @@ fn collection_flags_refuse_bad_values() {
             &["serve"][..],
             Some(("IPVS_TELEMETRY_COLLECTION_MAX_AGE", "soon")),
         ),
+        (&["serve", "--collection.timeout", "0s"][..], None),
+        (&["serve", "--collection.timeout", "11m"][..], None),
+        (
+            &["serve"][..],
+            Some(("IPVS_TELEMETRY_COLLECTION_TIMEOUT", "1x")),
+        ),
     ] {
         let out = run(args, env.as_slice());
         let err = stderr(&out);

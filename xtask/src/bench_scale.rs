@@ -54,6 +54,10 @@ pub struct Opts {
     /// The large table measured last, SERVICESxDESTINATIONS (`0x0`: none).
     #[arg(long, default_value = "50000x2", value_parser = parse_table)]
     pub large: (u32, u32),
+    /// More flags for the daemon's sides (e.g. `--collection.timeout 5m` for a table whose
+    /// dump takes longer than the default deadline under emulation).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub daemon_args: String,
     /// node_exporter binary on the host.
     #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
     pub node_exporter: std::path::PathBuf,
@@ -103,14 +107,15 @@ impl Side {
         }
     }
 
-    fn command(self) -> Option<String> {
+    fn command(self, daemon_args: &str) -> Option<String> {
         match self {
             Side::Daemon => Some(format!(
-                "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{PORT} --ebpf off"
+                "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{PORT} --ebpf off \
+                 {daemon_args}"
             )),
             Side::LargeTable => Some(format!(
                 "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{PORT} --ebpf off \
-                 --metrics.destinations none"
+                 --metrics.destinations none {daemon_args}"
             )),
             Side::NodeExporter => Some(format!(
                 "exec node_exporter --collector.disable-defaults --collector.ipvs \
@@ -173,7 +178,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut results: Vec<(Side, Vec<Window>)> = sides.iter().map(|s| (*s, vec![])).collect();
     for round in 1..=opts.rounds {
         for (side, windows) in &mut results {
-            let w = match side.command() {
+            let w = match side.command(&opts.daemon_args) {
                 Some(cmd) => measure_server(&vm, &cmd, *side != Side::NodeExporter, opts, hz)?,
                 None => measure_floor(&vm, opts)?,
             };
@@ -279,7 +284,7 @@ pub fn run(args: &[String]) -> Result<()> {
         create_table(&vm, ln, lm)?;
         let w = measure_server(
             &vm,
-            &Side::Daemon.command().unwrap_or_default(),
+            &Side::Daemon.command(&opts.daemon_args).unwrap_or_default(),
             true,
             opts,
             hz,
@@ -326,7 +331,7 @@ fn create_table(vm: &Vm, n: u32, m: u32) -> Result<()> {
         Duration::from_secs(3600),
     )
     .context("creating the services")?;
-    let count = vm.sh_ok("ipvsadm -Ln | grep -c '^TCP'")?;
+    let count = vm.sh_ok_timeout("ipvsadm -Ln | grep -c '^TCP'", Duration::from_secs(1800))?;
     if count.trim() != n.to_string() {
         bail!("expected {n} services, ipvsadm shows {}", count.trim());
     }
