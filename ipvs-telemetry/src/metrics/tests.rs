@@ -886,12 +886,28 @@ fn segmented_gzip_reuses_unchanged_segments() {
 #[test]
 #[ignore]
 fn memory_profile_10k_x5() {
-    let inputs = Arc::new(large_inputs(10_000, 5));
+    memory_profile(10_000, 5);
+}
+
+/// Memory profile of the scrape path at 50,000 × 2 (run under heaptrack; ignored).
+#[test]
+#[ignore]
+fn memory_profile_50k_x2() {
+    memory_profile(50_000, 2);
+}
+
+/// Plans `n` × `m` twice (the second reusing the first), two gzip scrapes and one
+/// uncompressed, with their times and sizes.
+fn memory_profile(n: usize, m: usize) {
+    let t = std::time::Instant::now();
+    let inputs = Arc::new(large_inputs(n, m));
     let options = Arc::new(ExportOptions::default());
     let plans = Arc::new(Plans::new(inputs.snapshot.clone(), options.clone(), None));
+    eprintln!("{n} x {m}: inputs and plan {:?}", t.elapsed());
     let plans2 = Arc::new(Plans::new(inputs.snapshot.clone(), options, Some(&plans)));
     let mut cache = SegmentCache::new(Format::OpenMetrics);
     for _ in 0..2 {
+        let t = std::time::Instant::now();
         // As the daemon's gzip body: the cached segments themselves, not a copy.
         let mut all = Vec::new();
         segments::stream_gzip(&inputs, &plans2, &mut cache, &mut |b| {
@@ -899,7 +915,8 @@ fn memory_profile_10k_x5() {
             true
         })
         .unwrap();
-        eprintln!("gzip body {}", all.iter().map(|b| b.len()).sum::<usize>());
+        let bytes = all.iter().map(|b| b.len()).sum::<usize>();
+        eprintln!("gzip body {bytes} in {:?}", t.elapsed());
     }
     let mut n = 0;
     stream(&inputs, &plans2, Format::OpenMetrics, false, &mut |b| {
