@@ -100,6 +100,8 @@ impl Cli {
 }
 
 /// The subcommands.
+// Parsed once at start: the size of the daemon's options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon (the default).
