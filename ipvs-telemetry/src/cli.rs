@@ -100,6 +100,8 @@ impl Cli {
 }
 
 /// The subcommands.
+// Parsed once at start: the size of the daemon's options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon (the default).
@@ -323,6 +325,18 @@ pub struct ServeOpts {
     #[arg(long = "collection.max-age", value_name = "DURATION", default_value = "1s",
           value_parser = parse_max_age, env = "IPVS_TELEMETRY_COLLECTION_MAX_AGE")]
     pub collection_max_age: Duration,
+    /// Learn each steady scraper's interval and start a collection ahead of its next scrape,
+    /// so that the scrape does not wait for it (`false`: every scrape past max-age waits).
+    #[arg(long = "collection.ahead", value_name = "BOOL", default_value_t = true,
+          action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new(),
+          env = "IPVS_TELEMETRY_COLLECTION_AHEAD")]
+    pub collection_ahead: bool,
+    /// Deadline of one namespace's netlink collection (default: `--collection.max-age`
+    /// between 10 s and 1 min); a namespace slower than this is reported as failed.
+    #[arg(long = "collection.timeout", value_name = "DURATION",
+          value_parser = parse_collection_timeout, env = "IPVS_TELEMETRY_COLLECTION_TIMEOUT")]
+    pub collection_timeout: Option<Duration>,
     /// Deprecated: read as `--collection.max-age`.
     #[arg(long = "poll.interval", value_name = "DURATION", hide = true,
           value_parser = parse_max_age, env = "IPVS_TELEMETRY_POLL_INTERVAL")]
@@ -401,6 +415,17 @@ impl ServeOpts {
 
 /// The longest `--collection.max-age`.
 pub const MAX_AGE_LIMIT: Duration = Duration::from_secs(3600);
+
+/// The longest `--collection.timeout`.
+pub const COLLECTION_TIMEOUT_LIMIT: Duration = Duration::from_secs(600);
+
+fn parse_collection_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_positive_duration(s)?;
+    if d > COLLECTION_TIMEOUT_LIMIT {
+        return Err(format!("{s:?} is longer than the limit of 10m"));
+    }
+    Ok(d)
+}
 
 fn parse_max_age(s: &str) -> Result<Duration, String> {
     let d = parse_positive_duration(s)?;

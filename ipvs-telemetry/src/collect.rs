@@ -7,13 +7,25 @@
 //! scraper the daemon makes no netlink dump at all (the eBPF consumer still drains its ring).
 //! One collection runs at start, so `/-/ready` and the namespace log lines mean what they did.
 //!
+//! Collections ahead of a steady scraper (`--collection.ahead`, on by default): a client whose
+//! last intervals between scrapes agree ([`cadence`]) is expected again one interval after its
+//! last scrape; a collection starts ahead of that time by the last collection's duration plus a
+//! margin, so the scrape finds it finished and is answered at once. Such a collection counts
+//! for the scrape it was begun for: it serves every scrape until `slack` (a tenth of the
+//! interval, at least `--collection.max-age`) after the expected time, whatever its age. Each one
+//! is set off by a scrape and predicts only the next: with no steady scraper nothing runs, and a
+//! scraper that stops costs at most one collection.
+//!
 //! Each collection is planned once ([`Plans`]: the label text of every series, reused from the
 //! previous collection where the table's shape did not change). The eBPF series are read at
 //! scrape time, not at collection time: a scrape counts every event the probes saw up to its
 //! start, whatever the collection's age.
 
+mod cadence;
+
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -88,6 +100,8 @@ pub struct Collected {
     pub started: Instant,
     /// When it was ready to serve.
     pub finished: Instant,
+    /// For a collection begun ahead of an expected scrape: until when it serves scrapes.
+    ahead_until: Option<Instant>,
 }
 
 /// Bookkeeping across collections.
@@ -104,6 +118,9 @@ pub struct Telemetry {
     ebpf: Ebpf,
     names: Arc<NameSources>,
     max_age: Duration,
+    ahead: bool,
+    cadences: Mutex<cadence::Cadences>,
+    precollected: AtomicU64,
     options: Arc<ExportOptions>,
     build: BuildInfo,
     latest: watch::Sender<Option<Arc<Collected>>>,
@@ -122,12 +139,13 @@ impl Drop for Running<'_> {
 
 impl Telemetry {
     /// The telemetry of `collector` and `ebpf`; nothing is collected until [`Telemetry::start`]
-    /// or the first scrape.
+    /// or the first scrape. `ahead`: learn steady scrapers' cadence and collect ahead of them.
     pub fn new(
         collector: Collector,
         ebpf: Ebpf,
         names: NameSources,
         max_age: Duration,
+        ahead: bool,
         options: ExportOptions,
     ) -> Arc<Telemetry> {
         Arc::new(Telemetry {
@@ -135,6 +153,9 @@ impl Telemetry {
             ebpf,
             names: Arc::new(names),
             max_age,
+            ahead,
+            cadences: Mutex::default(),
+            precollected: AtomicU64::new(0),
             options: Arc::new(options),
             build: BuildInfo::current(),
             latest: watch::channel(None).0,
@@ -145,7 +166,7 @@ impl Telemetry {
 
     /// Starts the first collection.
     pub fn start(self: &Arc<Self>) {
-        self.kick();
+        self.kick(None);
     }
 
     /// Whether a collection has finished.
@@ -153,22 +174,70 @@ impl Telemetry {
         self.latest.borrow().is_some()
     }
 
-    /// A collection that began less than `--collection.max-age` ago, or that finished after
-    /// this call: the latest one, or the one in flight, or a new one.
-    pub async fn collected(self: &Arc<Self>) -> Arc<Collected> {
+    /// A collection that began less than `--collection.max-age` ago, or that was begun ahead
+    /// of this scrape, or that finished after this call: the latest one, or the one in flight,
+    /// or a new one. `client`: the scraper's address, to learn its cadence (`None`: not a
+    /// scrape to learn from).
+    pub async fn collected(self: &Arc<Self>, client: Option<IpAddr>) -> Arc<Collected> {
         let asked = Instant::now();
+        let expected = match client {
+            Some(ip) if self.ahead => self
+                .cadences
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .record(ip, asked)
+                .map(|e| (ip, e)),
+            _ => None,
+        };
+        let c = self.fresh(asked).await;
+        if c.finished <= asked && c.ahead_until.is_some_and(|u| asked <= u) {
+            self.precollected.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some((ip, e)) = expected {
+            self.schedule(ip, e, &c);
+        }
+        c
+    }
+
+    /// Scrapes served at once from a collection begun ahead of them, since start.
+    pub fn precollected(&self) -> u64 {
+        self.precollected.load(Ordering::Relaxed)
+    }
+
+    /// The collection a scrape asked at `asked` is served: see [`Telemetry::collected`]. When
+    /// an older one exists, waits at most [`MAX_WAIT`] for a new one, then serves the older.
+    async fn fresh(self: &Arc<Self>, asked: Instant) -> Arc<Collected> {
         let mut rx = self.latest.subscribe();
+        let give_up = tokio::time::Instant::from_std(asked + MAX_WAIT);
         loop {
-            if let Some(c) = rx.borrow_and_update().clone()
+            let latest = rx.borrow_and_update().clone();
+            if let Some(c) = &latest
                 && (c.finished >= asked
-                    || asked.saturating_duration_since(c.started) < self.max_age)
+                    || asked.saturating_duration_since(c.started) < self.max_age
+                    || c.ahead_until
+                        .is_some_and(|u| c.started <= asked && asked <= u))
             {
-                return c;
+                return c.clone();
             }
-            self.kick();
-            if rx.changed().await.is_err() {
-                // The sender lives as long as `self`: not reached.
-                std::future::pending::<()>().await;
+            self.kick(None);
+            let changed = match &latest {
+                Some(_) => tokio::time::timeout_at(give_up, rx.changed()).await,
+                None => Ok(rx.changed().await),
+            };
+            match changed {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    // The sender lives as long as `self`: not reached.
+                    std::future::pending::<()>().await;
+                }
+                Err(_) => {
+                    if let Some(old) = latest {
+                        tracing::debug!(
+                            "collection slower than {MAX_WAIT:?}: serving the previous one"
+                        );
+                        return old;
+                    }
+                }
             }
         }
     }
@@ -181,21 +250,48 @@ impl Telemetry {
             ebpf: Arc::new(self.ebpf.snapshot_present(&c.presence)),
             errors: c.errors.clone(),
             process: ProcessStats::read(),
+            precollected: self.precollected(),
             build: self.build,
             names: c.names.clone(),
         })
     }
 
-    /// Starts a collection unless one is in flight.
-    fn kick(self: &Arc<Self>) {
+    /// Starts a collection ahead of `client`'s expected scrape `e`, unless that client scrapes
+    /// again first. `last`: the collection just served (its duration sets how far ahead).
+    fn schedule(self: &Arc<Self>, client: IpAddr, e: cadence::Expected, last: &Collected) {
+        let took = last.finished.saturating_duration_since(last.started);
+        let lead = (took + took / 4 + Duration::from_millis(250)).min(e.interval * 3 / 4);
+        let slack = (e.interval / 10).max(self.max_age);
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until((e.at - lead).into()).await;
+            let again = me
+                .cadences
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .scraped_since(client, e.after);
+            let covered = me.latest.borrow().as_ref().is_some_and(|c| {
+                c.ahead_until.is_some_and(|u| u >= e.at)
+                    || e.at.saturating_duration_since(c.started) < me.max_age
+            });
+            if !again && !covered {
+                tracing::debug!(%client, interval = ?e.interval, ?lead, "collecting ahead of a scrape");
+                me.kick(Some(e.at + slack));
+            }
+        });
+    }
+
+    /// Starts a collection unless one is in flight; `ahead_until`: begun ahead of a scrape, it
+    /// serves scrapes until then.
+    fn kick(self: &Arc<Self>, ahead_until: Option<Instant>) {
         if self.running.swap(true, Ordering::AcqRel) {
             return;
         }
         let me = self.clone();
-        tokio::spawn(async move { me.collect_once().await });
+        tokio::spawn(async move { me.collect_once(ahead_until).await });
     }
 
-    async fn collect_once(self: Arc<Self>) {
+    async fn collect_once(self: Arc<Self>, ahead_until: Option<Instant>) {
         let running = Running(&self.running);
         let started = Instant::now();
         let snapshot = self.collector.lock().await.collect().await;
@@ -240,6 +336,7 @@ impl Telemetry {
             names,
             started,
             finished: Instant::now(),
+            ahead_until,
         });
         // Clear the flag before publishing, so that a scrape that finds this collection too old
         // starts the next one rather than waiting for a collection nobody runs.

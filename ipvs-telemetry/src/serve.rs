@@ -52,11 +52,12 @@ pub fn run(cli: ServeCommand) -> Result<(), Error> {
     result
 }
 
-/// Deadline of one namespace's collection: at least 10 s, so that a large table (10,000
-/// services × 5 destinations take seconds on a slow or virtual machine) is never cut short
-/// by a short `--collection.max-age`; longer ages allow as long, up to a minute.
-fn netlink_timeout(max_age: Duration) -> Duration {
-    max_age.clamp(Duration::from_secs(10), Duration::from_secs(60))
+/// Deadline of one namespace's collection: `--collection.timeout` when given, else at least
+/// 10 s, so that a large table (10,000 services × 5 destinations take seconds on a slow or
+/// virtual machine) is never cut short by a short `--collection.max-age`; longer ages allow as
+/// long, up to a minute.
+fn netlink_timeout(max_age: Duration, explicit: Option<Duration>) -> Duration {
+    explicit.unwrap_or_else(|| max_age.clamp(Duration::from_secs(10), Duration::from_secs(60)))
 }
 
 /// The names file shared by the collections (reload on change) and the SIGHUP handler.
@@ -70,7 +71,10 @@ async fn daemon(
     log_capabilities();
     let max_age = cli.serve.max_age();
     let options = cli.metrics.export_options().map_err(Error::Flags)?;
-    let collector = crate::netns::Collector::new(&cli.common, netlink_timeout(max_age))?;
+    let collector = crate::netns::Collector::new(
+        &cli.common,
+        netlink_timeout(max_age, cli.serve.collection_timeout),
+    )?;
     let listeners = http::bind(&cli.serve.listen_addresses)?;
     let ebpf = crate::ebpf::Ebpf::start(&cli.serve)
         .await
@@ -100,7 +104,14 @@ async fn daemon(
             crate::cli::DockerHost::Off => None,
         },
     };
-    let telemetry = crate::collect::Telemetry::new(collector, ebpf, names, max_age, options);
+    let telemetry = crate::collect::Telemetry::new(
+        collector,
+        ebpf,
+        names,
+        max_age,
+        cli.serve.collection_ahead,
+        options,
+    );
     telemetry.start();
     let shared = Arc::new(
         Shared::new(
@@ -172,16 +183,20 @@ mod tests {
     #[test]
     fn timeouts() {
         assert_eq!(
-            netlink_timeout(Duration::from_millis(250)),
+            netlink_timeout(Duration::from_millis(250), None),
             Duration::from_secs(10)
         );
         assert_eq!(
-            netlink_timeout(Duration::from_secs(30)),
+            netlink_timeout(Duration::from_secs(30), None),
             Duration::from_secs(30)
         );
         assert_eq!(
-            netlink_timeout(Duration::from_secs(600)),
+            netlink_timeout(Duration::from_secs(600), None),
             Duration::from_secs(60)
+        );
+        assert_eq!(
+            netlink_timeout(Duration::from_secs(1), Some(Duration::from_secs(120))),
+            Duration::from_secs(120)
         );
     }
 }

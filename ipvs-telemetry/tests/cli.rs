@@ -187,3 +187,34 @@ fn fatal_errors_follow_the_log_format() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).starts_with("ipvs-telemetry: --web.config.file: "));
 }
+
+/// The collection flags' bad values, on the command line or in their environment variables,
+/// are exit 2 with one line naming the flag.
+#[test]
+fn collection_flags_refuse_bad_values() {
+    for (args, env) in [
+        (&["serve", "--collection.ahead", "maybe"][..], None),
+        (&["serve", "--collection.ahead"][..], None),
+        (
+            &["serve"][..],
+            Some(("IPVS_TELEMETRY_COLLECTION_AHEAD", "maybe")),
+        ),
+        (&["serve", "--collection.max-age", "2h"][..], None),
+        (
+            &["serve"][..],
+            Some(("IPVS_TELEMETRY_COLLECTION_MAX_AGE", "soon")),
+        ),
+        (&["serve", "--collection.timeout", "0s"][..], None),
+        (&["serve", "--collection.timeout", "11m"][..], None),
+        (
+            &["serve"][..],
+            Some(("IPVS_TELEMETRY_COLLECTION_TIMEOUT", "1x")),
+        ),
+    ] {
+        let out = run(args, env.as_slice());
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?} {env:?}: {err}");
+        assert!(err.contains("--collection."), "{args:?} {env:?}: {err}");
+    }
+}

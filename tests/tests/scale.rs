@@ -231,6 +231,69 @@ fn scrapes_drive_collections_and_ebpf_is_read_at_scrape_time() -> Result<()> {
     })
 }
 
+/// A steady scraper (one every 4 s, from one address) has its cadence learned: its scrapes are
+/// then answered from collections begun ahead of them (`ipvs_telemetry_scrapes_precollected`
+/// counts them), with values still equal to ipvsadm; with `--collection.ahead false` none is.
+#[test]
+fn a_steady_scraper_is_served_from_collections_begun_ahead() -> Result<()> {
+    if !lab_or_skip("a_steady_scraper_is_served_from_collections_begun_ahead") {
+        return Ok(());
+    }
+    const INTERVAL: Duration = Duration::from_secs(4);
+    for_each_kernel_parallel(|k| {
+        let vm = Vm::boot(VmConfig::new(k).with_daemon().forward(PORT))?;
+        vm.sh_ok(SETUP)?;
+        vm.sh_ok_timeout(&traffic(5, 3), Duration::from_secs(300))?;
+        let truth = ipvsadm(&vm)?;
+        for ahead in [true, false] {
+            let d = start_daemon(&vm, PORT, &format!("--ebpf off --collection.ahead {ahead}"))?;
+            vm.wait_until(
+                &format!("wget -q -O /dev/null http://127.0.0.1:{PORT}/-/ready"),
+                Duration::from_secs(120),
+            )?;
+            // Scrapes on a fixed schedule (start times, as Prometheus keeps them) until three
+            // were served from a collection begun ahead, or twelve scrapes.
+            let t0 = std::time::Instant::now();
+            let mut pre = 0.0;
+            let mut last = Vec::new();
+            for i in 0..12u32 {
+                if let Some(wait) = (INTERVAL * i).checked_sub(t0.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                last = exposition::parse(&vm.http_get(PORT, "/metrics")?);
+                pre = value(&last, "ipvs_telemetry_scrapes_precollected_total").unwrap_or(-1.0);
+                if pre >= 3.0 {
+                    break;
+                }
+            }
+            eprintln!(
+                "kernel {k}: --collection.ahead {ahead}: {pre} scrapes served from a collection begun ahead"
+            );
+            if ahead {
+                ensure!(
+                    pre >= 3.0,
+                    "only {pre} scrapes served from a collection begun ahead"
+                );
+            } else {
+                ensure!(
+                    pre == 0.0,
+                    "{pre} scrapes pre-collected with --collection.ahead false"
+                );
+            }
+            ensure!(
+                served(&last) == truth,
+                "{:?} != ipvsadm {truth:?}",
+                served(&last)
+            );
+            vm.sh_ok(&format!("kill {}", d.pid))?;
+            wait_for(&vm, "the daemon to stop", || {
+                Ok(vm.sh(&format!("kill -0 {}", d.pid))?.status != 0)
+            })?;
+        }
+        Ok(())
+    })
+}
+
 /// The large-table mode and the series cap keep every per-service value equal to ipvsadm;
 /// the destination counts say how many destinations there are and how many can be scheduled.
 #[test]

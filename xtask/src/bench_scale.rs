@@ -14,7 +14,9 @@
 //! seconds per minute of the process (from `/proc/PID/stat`), the scrape latency, series per
 //! scrape, gzip body size, and peak RSS (`VmHWM`) after the window plus one uncompressed scrape
 //! concurrent with a gzip one. Then one-shot `snapshot --format prometheus` vs `netlink_collect`
-//! (wall time, alternating, `--rounds` pairs).
+//! (wall time, alternating, `--rounds` pairs). Last, the table is replaced by `--large`
+//! (default 50,000 services × 2 destinations) and the daemon with its defaults is measured for
+//! one window the same way, with its collection time (`ipvs_collection_duration_seconds`).
 
 use std::time::Duration;
 
@@ -44,16 +46,51 @@ pub(crate) struct Opts {
     /// Seconds between two scrapes.
     #[arg(long, default_value_t = 15)]
     pub interval: u64,
+    /// Sides measured, comma-separated (`daemon,large-table,node-exporter,floor`); the
+    /// one-shot comparison runs with `floor`.
+    #[arg(long, value_delimiter = ',', default_value = "daemon,large-table,node-exporter,floor",
+          value_parser = parse_side)]
+    pub sides: Vec<Side>,
+    /// The large table measured last, SERVICESxDESTINATIONS (`0x0`: none).
+    #[arg(long, default_value = "50000x2", value_parser = parse_table)]
+    pub large: (u32, u32),
+    /// More flags for the daemon's sides (e.g. `--collection.timeout 5m` for a table whose
+    /// dump takes longer than the default deadline under emulation).
+    #[arg(long, default_value = "", allow_hyphen_values = true)]
+    pub daemon_args: String,
     /// node_exporter binary on the host.
     #[arg(long, default_value = "/usr/bin/prometheus-node-exporter")]
     pub node_exporter: std::path::PathBuf,
+}
+
+/// `NxM` as (services, destinations).
+fn parse_table(s: &str) -> Result<(u32, u32), String> {
+    let (n, m) = s
+        .split_once('x')
+        .ok_or_else(|| format!("{s:?}: expected SERVICESxDESTINATIONS, e.g. 50000x2"))?;
+    let p = |v: &str| v.parse::<u32>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((p(n)?, p(m)?))
+}
+
+fn parse_side(s: &str) -> Result<Side, String> {
+    Ok(match s {
+        "daemon" => Side::Daemon,
+        "large-table" => Side::LargeTable,
+        "node-exporter" => Side::NodeExporter,
+        "floor" => Side::Floor,
+        _ => {
+            return Err(format!(
+                "{s:?}: not one of daemon, large-table, node-exporter, floor"
+            ));
+        }
+    })
 }
 
 const PORT: u16 = 10054;
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
+pub enum Side {
     Daemon,
     LargeTable,
     NodeExporter,
@@ -70,14 +107,15 @@ impl Side {
         }
     }
 
-    fn command(self) -> Option<String> {
+    fn command(self, daemon_args: &str) -> Option<String> {
         match self {
             Side::Daemon => Some(format!(
-                "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{PORT} --ebpf off"
+                "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{PORT} --ebpf off \
+                 {daemon_args}"
             )),
             Side::LargeTable => Some(format!(
                 "exec ipvs-telemetry serve --web.listen-address 127.0.0.1:{PORT} --ebpf off \
-                 --metrics.destinations none"
+                 --metrics.destinations none {daemon_args}"
             )),
             Side::NodeExporter => Some(format!(
                 "exec node_exporter --collector.disable-defaults --collector.ipvs \
@@ -96,6 +134,10 @@ struct Window {
     series: u64,
     gzip_bytes: u64,
     hwm_kib: u64,
+    /// The daemon's `ipvs_telemetry_scrapes_precollected` after the window.
+    precollected: Option<u64>,
+    /// The daemon's `ipvs_collection_duration_seconds` after the window.
+    collection_s: Option<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -127,37 +169,17 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .file(&collect, "/usr/local/bin/netlink_collect");
     cfg.memory_mb = 3072;
     let vm = Vm::boot(cfg)?;
+    eprintln!("bench: VM up ({:?})", vm.boot_time());
     let (n, m) = (opts.services, opts.destinations);
-    eprintln!("bench: VM up ({:?}), creating {n} × {m}", vm.boot_time());
-    vm.sh_ok_timeout(
-        &format!(
-            "busybox awk 'BEGIN {{ for (i = 0; i < {n}; i++) {{ \
-               v = sprintf(\"10.%d.%d.%d:80\", int(i / 62500), int(i / 250) % 250, i % 250 + 1); \
-               print \"-A -t \" v \" -s rr\"; \
-               for (d = 1; d <= {m}; d++) \
-                 printf \"-a -t %s -r 192.168.%d.%d:8080 -m\\n\", v, d, i % 250 + 1 }} }}' \
-             > /tmp/rules && ipvsadm -R < /tmp/rules"
-        ),
-        Duration::from_secs(3600),
-    )
-    .context("creating the services")?;
-    let count = vm.sh_ok("ipvsadm -Ln | grep -c '^TCP'")?;
-    if count.trim() != n.to_string() {
-        bail!("expected {n} services, ipvsadm shows {}", count.trim());
-    }
+    create_table(&vm, n, m)?;
     let hz: f64 = vm.sh_ok("getconf CLK_TCK || echo 100")?.trim().parse()?;
 
-    let sides = [
-        Side::Daemon,
-        Side::LargeTable,
-        Side::NodeExporter,
-        Side::Floor,
-    ];
+    let sides = &opts.sides;
     let mut results: Vec<(Side, Vec<Window>)> = sides.iter().map(|s| (*s, vec![])).collect();
     for round in 1..=opts.rounds {
         for (side, windows) in &mut results {
-            let w = match side.command() {
-                Some(cmd) => measure_server(&vm, &cmd, opts, hz)?,
+            let w = match side.command(&opts.daemon_args) {
+                Some(cmd) => measure_server(&vm, &cmd, *side != Side::NodeExporter, opts, hz)?,
                 None => measure_floor(&vm, opts)?,
             };
             eprintln!("bench: round {round} {}: {w:?}", side.name());
@@ -171,9 +193,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         opts.kernel, opts.rounds, opts.window, opts.interval
     );
     println!(
-        "| side | CPU-s per minute | series per scrape | gzip body | scrape latency | peak RSS |"
+        "| side | CPU-s per minute | series per scrape | gzip body | scrape latency | peak RSS | \
+         collection |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let mut cpu = std::collections::HashMap::new();
     for (side, ws) in &results {
         let c = median(ws.iter().map(|w| w.cpu_per_min).collect());
@@ -182,8 +205,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         let series = ws.last().map(|w| w.series).unwrap_or(0);
         let gz = ws.last().map(|w| w.gzip_bytes).unwrap_or(0);
         let hwm = ws.iter().map(|w| w.hwm_kib).max().unwrap_or(0);
+        let coll = median(ws.iter().filter_map(|w| w.collection_s).collect());
         println!(
-            "| {} | {c:.2} | {} | {} | {} | {} |",
+            "| {} | {c:.2} | {} | {} | {} | {} | {} |",
             side.name(),
             if series > 0 {
                 series.to_string()
@@ -205,7 +229,26 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             } else {
                 "—".into()
             },
+            if coll.is_nan() {
+                "—".into()
+            } else {
+                format!("{:.0} ms", coll * 1000.0)
+            },
         );
+    }
+    for (side, ws) in &results {
+        let pre: Vec<String> = ws
+            .iter()
+            .filter_map(|w| w.precollected.map(|p| p.to_string()))
+            .collect();
+        if !pre.is_empty() {
+            println!(
+                "{}: scrapes served from a collection begun ahead of them, by the end of each \
+                 round's window ({LEARN} learning + the window's): {}",
+                side.name(),
+                pre.join(", ")
+            );
+        }
     }
     let get = |s: Side| cpu.get(s.name()).copied().unwrap_or(f64::NAN);
     println!(
@@ -217,9 +260,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     );
 
     // One-shot: snapshot --format prometheus vs the collection alone.
+    let one_shot = sides.contains(&Side::Floor);
     let mut snap = Vec::new();
     let mut floor = Vec::new();
-    for _ in 0..opts.rounds.max(3) {
+    for _ in 0..if one_shot { opts.rounds.max(3) } else { 0 } {
         snap.push(wall(
             &vm,
             "ipvs-telemetry snapshot --format prometheus > /dev/null",
@@ -227,12 +271,70 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         floor.push(wall(&vm, "netlink_collect --sockets 1 > /dev/null")?);
     }
     let (s, f) = (median(snap), median(floor));
-    println!(
-        "\n| one-shot | wall (median) |\n|---|---|\n| `snapshot --format prometheus` | {s:.0} ms |\n\
+    if one_shot {
+        println!(
+            "\n| one-shot | wall (median) |\n|---|---|\n| `snapshot --format prometheus` | {s:.0} ms |\n\
          | `netlink_collect` (N+1 dump + decode) | {f:.0} ms |\n\nratio {:.2} (goal ≤ 2)",
-        s / f
-    );
+            s / f
+        );
+    }
+
+    let (ln, lm) = opts.large;
+    if ln > 0 {
+        create_table(&vm, ln, lm)?;
+        let w = measure_server(
+            &vm,
+            &Side::Daemon.command(&opts.daemon_args).unwrap_or_default(),
+            true,
+            opts,
+            hz,
+        )?;
+        eprintln!("bench: {ln} × {lm} {}: {w:?}", Side::Daemon.name());
+        let f = wall(&vm, "netlink_collect --sockets 1 > /dev/null")?;
+        println!(
+            "\n{ln} services × {lm} destinations, ipvs-telemetry (defaults), one {} s window \
+             after learning the cadence:\n\n\
+             | collection (ipvs_collection_duration_seconds) | scrape latency (median) | \
+             CPU-s per minute | series | gzip body | peak RSS | precollected | N+1 dump + decode (wall) |\n\
+             |---|---|---|---|---|---|---|---|\n\
+             | {} | {:.0} ms | {:.2} | {} | {:.2} MB | {:.1} MiB | {} | {f:.0} ms |",
+            opts.window,
+            w.collection_s
+                .map(|c| format!("{:.0} ms", c * 1000.0))
+                .unwrap_or_else(|| "—".into()),
+            median(w.latency_ms.clone()),
+            w.cpu_per_min,
+            w.series,
+            w.gzip_bytes as f64 / 1e6,
+            w.hwm_kib as f64 / 1024.0,
+            w.precollected
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
     let _ = vm.shutdown();
+    Ok(())
+}
+
+/// Replaces the VM's IPVS table with `n` TCP services × `m` masquerading destinations.
+fn create_table(vm: &Vm, n: u32, m: u32) -> Result<()> {
+    eprintln!("bench: creating {n} × {m}");
+    vm.sh_ok_timeout(
+        &format!(
+            "ipvsadm -C && busybox awk 'BEGIN {{ for (i = 0; i < {n}; i++) {{ \
+               v = sprintf(\"10.%d.%d.%d:80\", int(i / 62500), int(i / 250) % 250, i % 250 + 1); \
+               print \"-A -t \" v \" -s rr\"; \
+               for (d = 1; d <= {m}; d++) \
+                 printf \"-a -t %s -r 192.168.%d.%d:8080 -m\\n\", v, d, i % 250 + 1 }} }}' \
+             > /tmp/rules && ipvsadm -R < /tmp/rules"
+        ),
+        Duration::from_secs(3600),
+    )
+    .context("creating the services")?;
+    let count = vm.sh_ok_timeout("ipvsadm -Ln | grep -c '^TCP'", Duration::from_secs(1800))?;
+    if count.trim() != n.to_string() {
+        bail!("expected {n} services, ipvsadm shows {}", count.trim());
+    }
     Ok(())
 }
 
@@ -278,26 +380,47 @@ fn scrape(vm: &Vm) -> Result<f64> {
         .with_context(|| format!("no elapsed= in {out:?}"))
 }
 
-fn measure_server(vm: &Vm, cmd: &str, opts: &Opts, hz: f64) -> Result<Window> {
+/// Scrapes at the interval before the daemon's window: enough for it to learn the cadence.
+const LEARN: u64 = 4;
+
+fn measure_server(vm: &Vm, cmd: &str, learns: bool, opts: &Opts, hz: f64) -> Result<Window> {
     let p = vm.spawn(cmd)?;
     vm.wait_until(
         &format!("lab-client wait-tcp 127.0.0.1:{PORT} --timeout 1s"),
         Duration::from_secs(300),
     )?;
-    // Warm-up: the first scrape (the daemon's start-up collection, node_exporter's first parse).
-    scrape(vm)?;
+    // Warm-up: the first scrape (the daemon's start-up collection, node_exporter's first parse),
+    // then, for the daemon, three more at the interval: a scraper that has been scraping steadily
+    // (as Prometheus does), whose cadence the daemon has learned (--collection.ahead).
+    let learn = if learns { LEARN } else { 1 };
+    let base = std::time::Instant::now();
+    for i in 0..learn {
+        let due = Duration::from_secs(i * opts.interval);
+        if let Some(wait) = due.checked_sub(base.elapsed()) {
+            std::thread::sleep(wait);
+        }
+        scrape(vm)?;
+    }
+    let start = if learns {
+        Duration::from_secs(learn * opts.interval)
+    } else {
+        base.elapsed()
+    };
+    if let Some(wait) = start.checked_sub(base.elapsed()) {
+        std::thread::sleep(wait.saturating_sub(Duration::from_millis(300)));
+    }
     let cpu0 = cpu_ticks(vm, p.pid)?;
     let t0 = std::time::Instant::now();
     let mut w = Window::default();
     let scrapes = (opts.window / opts.interval).max(1);
     for i in 0..scrapes {
-        let due = Duration::from_secs(i * opts.interval);
-        if let Some(wait) = due.checked_sub(t0.elapsed()) {
+        let due = start + Duration::from_secs(i * opts.interval);
+        if let Some(wait) = due.checked_sub(base.elapsed()) {
             std::thread::sleep(wait);
         }
         w.latency_ms.push(scrape(vm)?);
     }
-    if let Some(wait) = Duration::from_secs(opts.window).checked_sub(t0.elapsed()) {
+    if let Some(wait) = (start + Duration::from_secs(opts.window)).checked_sub(base.elapsed()) {
         std::thread::sleep(wait);
     }
     let secs = t0.elapsed().as_secs_f64();
@@ -308,13 +431,20 @@ fn measure_server(vm: &Vm, cmd: &str, opts: &Opts, hz: f64) -> Result<Window> {
         &format!(
             "wget -q -O /tmp/gz --header 'Accept: {ACCEPT}' --header 'Accept-Encoding: gzip' \
                http://127.0.0.1:{PORT}/metrics && wc -c < /tmp/gz && \
-             zcat /tmp/gz | grep -vc '^#'"
+             zcat /tmp/gz | grep -vc '^#'; \
+             zcat /tmp/gz | grep '^ipvs_telemetry_scrapes_precollected_total ' | cut -d' ' -f2; \
+             zcat /tmp/gz | grep '^ipvs_collection_duration_seconds{{' | cut -d' ' -f2"
         ),
         Duration::from_secs(600),
     )?;
     let mut it = sizes.split_whitespace();
     w.gzip_bytes = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
     w.series = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+    w.precollected = it
+        .next()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64);
+    w.collection_s = it.next().and_then(|v| v.parse().ok());
     vm.sh_ok_timeout(
         &format!(
             "wget -q -O /dev/null --header 'Accept: {ACCEPT}' http://127.0.0.1:{PORT}/metrics & \

@@ -4,7 +4,8 @@
 //! collection and format is in flight waits for it and shares its bytes (about 4 MB at 10,000
 //! services × 5 destinations), so a burst of scrapers costs one encoding; its eBPF series are
 //! then those of the moment that encoding began. Gzip bodies are assembled from segments, the
-//! unchanged ones reused from the previous gzip scrape ([`segments`]). Other scrapes stream an
+//! unchanged ones reused from the previous gzip scrape ([`segments`]); the body is the list of
+//! those segments, shared with the cache rather than copied into one buffer. Other scrapes stream an
 //! encoding of their own from a blocking thread in chunks, so an uncompressed body is never held
 //! whole.
 //!
@@ -12,6 +13,7 @@
 //! holds it until its body is written or its reader goes away.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -27,7 +29,7 @@ const STREAM_QUEUE: usize = 4;
 
 /// A gzip encoding in flight, by collection and format.
 type FlightKey = (usize, Format);
-type FlightResult = Option<Result<Bytes, EncodeError>>;
+type FlightResult = Option<Result<Arc<[Bytes]>, EncodeError>>;
 
 /// Gzip encodings in flight, joined by concurrent scrapes, and the compressed segments of the
 /// previous gzip scrape of each format ([`SegmentCache`]).
@@ -101,8 +103,9 @@ pub(super) async fn body(
     limiter: &Option<Arc<Semaphore>>,
     format: Format,
     gzip: bool,
+    client: IpAddr,
 ) -> Result<Body, Refused> {
-    let collected = telemetry.collected().await;
+    let collected = telemetry.collected(Some(client)).await;
     if gzip {
         return shared_gzip(telemetry, flights, limiter, collected, format).await;
     }
@@ -142,21 +145,24 @@ async fn shared_gzip(
                 tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     let inputs = telemetry.inputs(&collected);
+                    // The body's chunks: the cached segments themselves (shared, not copied).
                     let mut all = Vec::new();
                     let r = {
                         let mut cache = flights.cache(format);
                         let plans = &collected.plans;
+                        let mut bytes = 0;
                         let r = segments::stream_gzip(&inputs, plans, &mut cache, &mut |b| {
-                            all.extend_from_slice(&b);
+                            bytes += b.len();
+                            all.push(b);
                             true
                         });
                         tracing::debug!(
                             reused = cache.last.0,
                             compressed = cache.last.1,
-                            bytes = all.len(),
+                            bytes,
                             "gzip segments"
                         );
-                        r.map(|_| Bytes::from(all))
+                        r.map(|_| Arc::<[Bytes]>::from(all))
                     };
                     // Later scrapes start an encoding of their own.
                     flights
@@ -172,7 +178,7 @@ async fn shared_gzip(
     };
     loop {
         if let Some(r) = rx.borrow_and_update().clone() {
-            return r.map(Body::whole).map_err(|_| Refused::Failed);
+            return r.map(Body::chunks).map_err(|_| Refused::Failed);
         }
         if rx.changed().await.is_err() {
             // The encoder thread ended without an answer (it panicked).

@@ -290,7 +290,7 @@ async fn http<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = hyper::service::service_fn(move |req| handle(req, shared.clone()));
+    let svc = hyper::service::service_fn(move |req| handle(req, peer, shared.clone()));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -317,19 +317,24 @@ fn text(status: StatusCode, body: &'static str) -> Resp {
     r
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Result<Resp, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) -> Result<Resp, Infallible> {
     let web = shared.web();
-    let mut resp = match tokio::time::timeout(REQUEST_TIMEOUT, route(req, &shared, &web)).await {
-        Ok(r) => r,
-        Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "request timed out\n"),
-    };
+    let mut resp =
+        match tokio::time::timeout(REQUEST_TIMEOUT, route(req, peer, &shared, &web)).await {
+            Ok(r) => r,
+            Err(_) => text(StatusCode::SERVICE_UNAVAILABLE, "request timed out\n"),
+        };
     for (k, v) in &web.headers {
         resp.headers_mut().insert(k.clone(), v.clone());
     }
     Ok(resp)
 }
 
-async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp {
+async fn route(req: Request<Incoming>, peer: SocketAddr, shared: &Shared, web: &WebConfig) -> Resp {
     let permit = match &shared.limiter {
         Some(s) => match s.clone().try_acquire_owned() {
             Ok(p) => Some(p),
@@ -375,7 +380,7 @@ async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp
     if path == shared.telemetry_path {
         // A scrape takes a slot of its own only when it encodes (see `scrape`).
         drop(permit);
-        return metrics(&req, shared).await;
+        return metrics(&req, peer, shared).await;
     }
     match path {
         "/" => landing(&shared.telemetry_path),
@@ -394,7 +399,7 @@ async fn route(req: Request<Incoming>, shared: &Shared, web: &WebConfig) -> Resp
     }
 }
 
-async fn metrics(req: &Request<Incoming>, shared: &Shared) -> Resp {
+async fn metrics(req: &Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Resp {
     let h = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
     let format = negotiate::format(h(header::ACCEPT));
     let gzip = negotiate::gzip(h(header::ACCEPT_ENCODING));
@@ -404,6 +409,7 @@ async fn metrics(req: &Request<Incoming>, shared: &Shared) -> Resp {
         &shared.limiter,
         format,
         gzip,
+        peer.ip(),
     )
     .await;
     let body = match body {

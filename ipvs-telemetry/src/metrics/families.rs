@@ -959,6 +959,12 @@ fn daemon_families<S: Sink>(inputs: &Inputs, dropped: Dropped, sink: &mut S) -> 
             f.gauge(&StaticLabels(&[("level", level)]), Num::U(n as u64))?;
         }
     }
+    sink.family(
+        "ipvs_telemetry_scrapes_precollected",
+        "Scrapes answered at once from a collection begun ahead of them for a steady scraper (--collection.ahead).",
+        Kind::Counter,
+    )?
+    .counter(&NoLabels, Num::U(inputs.precollected))?;
     {
         let b = &inputs.build;
         let mut f = sink.family(

@@ -69,6 +69,8 @@ pub struct Inputs {
     pub errors: ErrorCounts,
     /// `/proc/self` at collection time.
     pub process: ProcessStats,
+    /// Scrapes served at once from a collection begun ahead of them (`--collection.ahead`).
+    pub precollected: u64,
     /// Build labels.
     pub build: BuildInfo,
     /// Names of this collection's services and destinations, and the name sources' state.
@@ -157,6 +159,7 @@ pub fn snapshot_inputs(snapshot: Snapshot) -> Arc<Inputs> {
         ebpf: Arc::new(EbpfSnapshot::default()),
         errors: ErrorCounts::new(),
         process: ProcessStats::default(),
+        precollected: 0,
         build: BuildInfo::current(),
         names: Default::default(),
     })

@@ -375,20 +375,68 @@ impl Texts {
         self.buf.shrink_to_fit();
         self.ends.shrink_to_fit();
     }
+
+    fn bytes(&self) -> usize {
+        self.buf.capacity() + self.ends.capacity() * 4
+    }
+}
+
+/// Strings of which few are distinct (the info labels), each kept once.
+#[derive(Debug, Default)]
+struct Interned {
+    distinct: Texts,
+    /// Index into `distinct` of each string pushed.
+    of: Vec<u32>,
+    /// While building: where each distinct string is.
+    seen: HashMap<String, u32>,
+}
+
+impl Interned {
+    fn push(&mut self, f: impl FnOnce(&mut String) -> fmt::Result) {
+        let mut t = String::new();
+        // Writing into a String cannot fail.
+        let _ = f(&mut t);
+        let next = self.seen.len() as u32;
+        let i = *self.seen.entry(t).or_insert_with_key(|t| {
+            self.distinct.push(|b| b.write_str(t));
+            next
+        });
+        self.of.push(i);
+    }
+
+    fn get(&self, i: usize) -> &str {
+        self.distinct.get(self.of[i] as usize)
+    }
+
+    fn shrink(&mut self) {
+        self.seen = HashMap::new();
+        self.distinct.shrink();
+        self.of.shrink_to_fit();
+    }
+
+    fn bytes(&self) -> usize {
+        self.distinct.bytes() + self.of.capacity() * 4
+    }
 }
 
 /// One namespace's rendered label text, for one shape of its table.
+///
+/// A destination's labels are its service's followed by its own: only its own are kept, with
+/// the index of its service's text. The info labels take few distinct values (schedulers,
+/// forwarding methods): each is kept once.
 #[derive(Debug)]
 pub struct NsPlan {
     levels: Vec<Level>,
     /// `{netns="…",…,fwmark="…"` of each service not dropped (no closing brace).
     services: Texts,
     /// `,scheduler="…",…"}` of each service not dropped.
-    service_info: Texts,
-    /// `{…,real_port="…"` of each destination of the `Full` services.
+    service_info: Interned,
+    /// `,real_address="…",real_port="…"` of each destination of the `Full` services.
     destinations: Texts,
+    /// The index in `services` of each destination's service.
+    owners: Vec<u32>,
     /// `,forwarding_method="…",tunnel_type="…"}` of the same destinations.
-    destination_info: Texts,
+    destination_info: Interned,
 }
 
 impl NsPlan {
@@ -396,15 +444,17 @@ impl NsPlan {
         let mut p = NsPlan {
             levels,
             services: Texts::default(),
-            service_info: Texts::default(),
+            service_info: Interned::default(),
             destinations: Texts::default(),
-            destination_info: Texts::default(),
+            owners: Vec::new(),
+            destination_info: Interned::default(),
         };
         for (svc, &level) in ipvs.services.iter().zip(&p.levels) {
             if level == Level::Dropped {
                 continue;
             }
             let sl = service_labels(ns, svc);
+            let owner = p.services.ends.len() as u32;
             p.services.push(|b| write_labels(b, &sl).map(|_| ()));
             p.service_info.push(|b| {
                 write_pair(b, "scheduler", &svc.scheduler)?;
@@ -422,7 +472,15 @@ impl NsPlan {
             }
             for d in &svc.destinations {
                 let dl = DestinationLabels::new(&sl, d.address, d.port);
-                p.destinations.push(|b| write_labels(b, &dl).map(|_| ()));
+                p.destinations.push(|b| {
+                    let mut t = String::new();
+                    write_labels(&mut t, &dl)?;
+                    // The service's labels are kept once, in `services`.
+                    debug_assert!(t.starts_with(p.services.get(owner as usize)));
+                    b.push_str(&t[p.services.get(owner as usize).len()..]);
+                    Ok(())
+                });
+                p.owners.push(owner);
                 p.destination_info.push(|b| {
                     let tunnel = match (d.forward, d.tunnel_type) {
                         (ForwardMethod::Tunnel, Some(t)) => t.label(),
@@ -437,21 +495,26 @@ impl NsPlan {
         p.services.shrink();
         p.service_info.shrink();
         p.destinations.shrink();
+        p.owners.shrink_to_fit();
         p.destination_info.shrink();
         p
     }
 
+    /// The labels of destination `k`: its service's, then its own.
+    fn destination(&self, k: usize) -> [&str; 2] {
+        [
+            self.services.get(self.owners[k] as usize),
+            self.destinations.get(k),
+        ]
+    }
+
     /// Bytes of rendered text held.
     fn bytes(&self) -> usize {
-        [
-            &self.services,
-            &self.service_info,
-            &self.destinations,
-            &self.destination_info,
-        ]
-        .iter()
-        .map(|t| t.buf.capacity() + t.ends.capacity() * 4)
-        .sum::<usize>()
+        self.services.bytes()
+            + self.service_info.bytes()
+            + self.destinations.bytes()
+            + self.owners.capacity() * 4
+            + self.destination_info.bytes()
             + self.levels.capacity()
     }
 }
@@ -684,26 +747,23 @@ impl Block<'_> {
         };
         for k in range {
             match d.value {
-                Value::Service(_) => {
-                    sample(out, d.name, suffix, p.services.get(k), "} ", self.values[k])?
-                }
-                Value::Destination(_) => sample(
+                Value::Service(_) => sample(
                     out,
                     d.name,
                     suffix,
-                    p.destinations.get(k),
+                    [p.services.get(k), ""],
                     "} ",
                     self.values[k],
                 )?,
-                Value::ServiceInfo => {
-                    sample_info(out, d.name, p.services.get(k), p.service_info.get(k))?
+                Value::Destination(_) => {
+                    sample(out, d.name, suffix, p.destination(k), "} ", self.values[k])?
                 }
-                Value::DestinationInfo => sample_info(
-                    out,
-                    d.name,
-                    p.destinations.get(k),
-                    p.destination_info.get(k),
-                )?,
+                Value::ServiceInfo => {
+                    sample_info(out, d.name, [p.services.get(k), ""], p.service_info.get(k))?
+                }
+                Value::DestinationInfo => {
+                    sample_info(out, d.name, p.destination(k), p.destination_info.get(k))?
+                }
             }
         }
         Ok(())
@@ -812,27 +872,28 @@ fn write_namespace(d: &Def, plan: &NsPlan, ipvs: &IpvsState, out: &mut dyn Write
         }
         match d.value {
             Value::Service(get) => {
-                sample(out, d.name, suffix, plan.services.get(s), "} ", get(svc))?;
+                sample(
+                    out,
+                    d.name,
+                    suffix,
+                    [plan.services.get(s), ""],
+                    "} ",
+                    get(svc),
+                )?;
             }
             Value::ServiceInfo => {
-                sample_info(out, d.name, plan.services.get(s), plan.service_info.get(s))?;
+                let l = [plan.services.get(s), ""];
+                sample_info(out, d.name, l, plan.service_info.get(s))?;
             }
             Value::Destination(get) if level == Level::Full => {
                 for dest in &svc.destinations {
-                    sample(
-                        out,
-                        d.name,
-                        suffix,
-                        plan.destinations.get(k),
-                        "} ",
-                        get(dest),
-                    )?;
+                    sample(out, d.name, suffix, plan.destination(k), "} ", get(dest))?;
                     k += 1;
                 }
             }
             Value::DestinationInfo if level == Level::Full => {
                 for _ in &svc.destinations {
-                    let (l, i) = (plan.destinations.get(k), plan.destination_info.get(k));
+                    let (l, i) = (plan.destination(k), plan.destination_info.get(k));
                     sample_info(out, d.name, l, i)?;
                     k += 1;
                 }
@@ -848,21 +909,23 @@ fn sample(
     out: &mut dyn Write,
     name: &str,
     suffix: &str,
-    labels: &str,
+    labels: [&str; 2],
     close: &str,
     v: Num,
 ) -> fmt::Result {
     out.write_str(name)?;
     out.write_str(suffix)?;
-    out.write_str(labels)?;
+    out.write_str(labels[0])?;
+    out.write_str(labels[1])?;
     out.write_str(close)?;
     write_num(out, v)?;
     out.write_char('\n')
 }
 
-fn sample_info(out: &mut dyn Write, name: &str, labels: &str, info: &str) -> fmt::Result {
+fn sample_info(out: &mut dyn Write, name: &str, labels: [&str; 2], info: &str) -> fmt::Result {
     out.write_str(name)?;
-    out.write_str(labels)?;
+    out.write_str(labels[0])?;
+    out.write_str(labels[1])?;
     out.write_str(info)?;
     out.write_str(" 1\n")
 }

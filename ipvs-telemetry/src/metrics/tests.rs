@@ -264,6 +264,7 @@ pub(crate) fn sample_inputs() -> Inputs {
             max_fds: Some(1024),
             start_time_seconds: Some(1_763_700_000.5),
         },
+        precollected: 0,
         build: BuildInfo {
             version: "0.1.0",
             revision: "abc\"def",
@@ -669,6 +670,7 @@ fn empty_collection_still_valid() {
         }),
         errors: BTreeMap::new(),
         process: ProcessStats::default(),
+        precollected: 0,
         build: BuildInfo::current(),
         names: Default::default(),
     };
@@ -878,4 +880,50 @@ fn segmented_gzip_reuses_unchanged_segments() {
         assert_eq!(gunzip(&body(&shrunk, &plans3, &mut cache)), want3);
         assert!(cache.last.1 > 20);
     }
+}
+
+/// Memory profile of the scrape path at 10,000 × 5 (run under heaptrack; ignored).
+#[test]
+#[ignore]
+fn memory_profile_10k_x5() {
+    memory_profile(10_000, 5);
+}
+
+/// Memory profile of the scrape path at 50,000 × 2 (run under heaptrack; ignored).
+#[test]
+#[ignore]
+fn memory_profile_50k_x2() {
+    memory_profile(50_000, 2);
+}
+
+/// Plans `n` × `m` twice (the second reusing the first), two gzip scrapes and one
+/// uncompressed, with their times and sizes.
+fn memory_profile(n: usize, m: usize) {
+    let t = std::time::Instant::now();
+    let inputs = Arc::new(large_inputs(n, m));
+    let options = Arc::new(ExportOptions::default());
+    let plans = Arc::new(Plans::new(inputs.snapshot.clone(), options.clone(), None));
+    eprintln!("{n} x {m}: inputs and plan {:?}", t.elapsed());
+    let plans2 = Arc::new(Plans::new(inputs.snapshot.clone(), options, Some(&plans)));
+    let mut cache = SegmentCache::new(Format::OpenMetrics);
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        // As the daemon's gzip body: the cached segments themselves, not a copy.
+        let mut all = Vec::new();
+        segments::stream_gzip(&inputs, &plans2, &mut cache, &mut |b| {
+            all.push(b);
+            true
+        })
+        .unwrap();
+        let bytes = all.iter().map(|b| b.len()).sum::<usize>();
+        eprintln!("gzip body {bytes} in {:?}", t.elapsed());
+    }
+    let mut n = 0;
+    stream(&inputs, &plans2, Format::OpenMetrics, false, &mut |b| {
+        n += b.len();
+        true
+    })
+    .unwrap();
+    eprintln!("plain {n}, label bytes {}", plans2.bytes());
+    drop(plans);
 }
