@@ -1209,3 +1209,92 @@ fn sighup_rotates_the_certificate() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// One HTTP/1.1 request on `s` (keep-alive), and the status line of its answer; `None` when
+/// the daemon closed the connection without answering.
+fn raw_request(s: &mut std::net::TcpStream, path: &str) -> Option<String> {
+    use std::io::Read;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Up to the end of the headers of the answer (the health endpoints' bodies are short and
+    // come in the same read on loopback; what follows is not read).
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    text.lines().next().map(str::to_string)
+}
+
+/// docs/web.md's limits: at most 512 connections at once (the next one is closed at once, without
+/// an answer, and served again when one ends), and request headers within 10 s (a client that
+/// stops in the middle of them is disconnected, not kept forever).
+#[test]
+fn connection_limit_and_header_timeout() {
+    let d = Daemon::start(&[]);
+    let addr = ("127.0.0.1", d.port);
+    let timeout = Some(Duration::from_secs(60));
+    let open = || {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(timeout).unwrap();
+        s
+    };
+    // 512 keep-alive connections, each answered once (so each holds its place in the daemon).
+    let mut held: Vec<std::net::TcpStream> = (0..512)
+        .map(|i| {
+            let mut s = open();
+            let status = raw_request(&mut s, "/-/healthy");
+            assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"), "connection {i}");
+            s
+        })
+        .collect();
+    let mut extra = open();
+    assert_eq!(
+        raw_request(&mut extra, "/-/healthy"),
+        None,
+        "the 513th connection was answered"
+    );
+    // One ends: a new connection is served (once the daemon has seen the close).
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = open();
+        if raw_request(&mut s, "/-/healthy").as_deref() == Some("HTTP/1.1 200 OK") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection served after one ended"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(held);
+
+    // Half a request, then silence: closed after the 10 s header timeout (not at once, and
+    // within 25 s: room for a loaded machine, below hyper's own 30 s default), without an answer.
+    let mut s = open();
+    s.set_read_timeout(Some(Duration::from_secs(25))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut s, &mut rest);
+    let waited = t.elapsed();
+    assert!(
+        read.is_ok(),
+        "still open after {waited:?} (the read timed out): {read:?}"
+    );
+    assert!(
+        waited >= Duration::from_secs(9),
+        "closed after {waited:?}, before the header timeout"
+    );
+    assert!(
+        rest.is_empty() || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+}

@@ -171,6 +171,12 @@ ipvsadm -A -u [2001:db8::1]:53 -s wrr
 ipvsadm -a -u [2001:db8::1]:53 -r [2001:db8:100::2]:53 -m
 ipvsadm -A -f 7 -s rr
 ipvsadm -a -f 7 -r 192.168.100.4:0 -g
+ip addr add 10.0.0.2/32 dev lo
+ipvsadm -A -t 10.0.0.2:443 -s wlc -p 120
+ipvsadm -a -t 10.0.0.2:443 -r 192.168.100.5:443 -m -x 50 -y 5
+ipvsadm -a -t 10.0.0.2:443 -r 192.168.100.6:443 -i -w 0
+ipvsadm -A -u 10.0.0.2:53 -s rr -o
+ipvsadm -a -u 10.0.0.2:53 -r 192.168.100.7:53 -m -x 1 -y 1
 ";
 
 /// Waits until `ipvsadm` shows the same values twice, 2.5 s apart (an estimator tick).
@@ -196,12 +202,19 @@ fn prometheus_scrapes_the_daemon_and_agrees_with_ipvsadm() -> Result<()> {
     for_each_kernel(|k| {
         let vm = Vm::boot(VmConfig::new(k).forward(PORT).with_daemon())?;
         vm.sh_ok(SETUP)?;
-        start_daemon(&vm, PORT, "--collection.max-age 500ms")?;
-        // Traffic: 25 TCP connections and 7 UDP flows, unanswered.
+        start_daemon(&vm, PORT, "--collection.max-age 500ms --metrics.estimator")?;
+        // Traffic: 25 TCP connections and 7 UDP flows, unanswered; 5 connections to the
+        // persistent service (one template, to its only destination of weight > 0); 3 UDP
+        // datagrams to the one-packet service (its destination has an upper threshold of 1).
         vm.sh_ok(
-            "lab-client tcp 10.0.0.1:80 -n 25 -c 5 --connect-only --timeout 200ms --allow-errors",
+            "lab-client tcp 10.0.0.1:80 -n 25 -c 5 --connect-only --timeout 200ms --allow-errors \
+             && lab-client tcp 10.0.0.2:443 -n 5 --connect-only --timeout 200ms --allow-errors \
+             && lab-client udp 10.0.0.2:53 -n 3 --no-reply --allow-errors",
         )?;
         vm.sh_ok("lab-client udp [2001:db8::1]:53 -n 7 --no-reply --allow-errors")?;
+        // Every gauge and counter of every service and destination, against ipvsadm, at once,
+        // while the estimator's rates are still above 0 (they decay to 0 within about 20 s).
+        field_by_field(&vm)?;
         let want = settled_ipvsadm(&vm)?;
         assert!(
             want.values().any(|&c| c > 0),
@@ -235,13 +248,33 @@ fn prometheus_scrapes_the_daemon_and_agrees_with_ipvsadm() -> Result<()> {
                 query(&prom, "ipvs_destination_connections_total")
             )
         })?;
-        assert_eq!(want.len(), 7, "{want:?}");
+        assert_eq!(want.len(), 12, "{want:?}");
 
         // The target is up, without scrape errors, and OpenMetrics was negotiated.
         let targets = prom.api("/api/v1/targets?state=active")?;
         let t = &targets["data"]["activeTargets"][0];
         assert_eq!(t["health"], "up", "{t}");
         assert_eq!(t["lastError"], "", "{t}");
+        // Prometheus 2.42's Accept header gets OpenMetrics: its Content-Type and `# EOF`.
+        let out = Command::new("curl")
+            .args(["-sS", "-D", "-", "--max-time", "60", "-H"])
+            .arg(
+                "Accept: application/openmetrics-text;version=1.0.0,\
+                 application/openmetrics-text;version=0.0.1;q=0.75,\
+                 text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+            )
+            .arg(format!("http://127.0.0.1:{}/metrics", vm.host_port(PORT)))
+            .output()?;
+        let reply = String::from_utf8_lossy(&out.stdout);
+        let content_type = reply
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+            .unwrap_or_default();
+        assert!(
+            content_type.contains("application/openmetrics-text; version=1.0.0"),
+            "{content_type:?}"
+        );
+        assert!(reply.ends_with("# EOF\n"), "no # EOF at the end");
         let up = query_raw(&prom, "ipvs_up")?;
         assert!(
             up.contains(r#""netns":"host""#) && up.contains(r#""1"]"#),
@@ -407,4 +440,367 @@ FWM  7                                   0        0        0        0        0
         }],
         7
     );
+}
+
+/// The words after the address of each service and destination line of one `ipvsadm -Ln`
+/// listing (`--stats`, `--rate`, `--thresholds`, `--persistent-conn` or plain), in order.
+fn ipvsadm_fields(text: &str) -> Result<Vec<(Series, Vec<String>)>> {
+    let mut out = Vec::new();
+    let mut current: Option<Series> = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let rest = |from: usize| f[from..].iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        match f.first().copied() {
+            Some("TCP" | "UDP" | "SCTP") if f.len() >= 2 => {
+                let (vip, port) = addr_port(f[1])?;
+                let s = Series {
+                    protocol: f[0].to_ascii_lowercase(),
+                    vip: Some(vip),
+                    port_or_mark: port.into(),
+                    real: None,
+                };
+                out.push((s.clone(), rest(2)));
+                current = Some(s);
+            }
+            Some("FWM") if f.len() >= 2 => {
+                let s = Series {
+                    protocol: String::new(),
+                    vip: None,
+                    port_or_mark: f[1].parse()?,
+                    real: None,
+                };
+                out.push((s.clone(), rest(2)));
+                current = Some(s);
+            }
+            Some("->") if f.len() >= 2 && f[1] != "RemoteAddress:Port" => {
+                let svc = current
+                    .clone()
+                    .ok_or_else(|| anyhow!("destination first"))?;
+                out.push((
+                    Series {
+                        real: Some(addr_port(f[1])?),
+                        ..svc
+                    },
+                    rest(2),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// What the daemon should serve for each series, by family: a value, or (for the info
+/// families) the labels that must be on its `=1` series.
+#[derive(Debug, Default, PartialEq)]
+struct Expected {
+    values: BTreeMap<Series, BTreeMap<String, f64>>,
+    info: BTreeMap<Series, BTreeMap<String, String>>,
+}
+
+const STATS: [&str; 5] = [
+    "connections_total",
+    "incoming_packets_total",
+    "outgoing_packets_total",
+    "incoming_bytes_total",
+    "outgoing_bytes_total",
+];
+const RATES: [&str; 5] = [
+    "estimated_connections_per_second",
+    "estimated_incoming_packets_per_second",
+    "estimated_outgoing_packets_per_second",
+    "estimated_incoming_bytes_per_second",
+    "estimated_outgoing_bytes_per_second",
+];
+
+/// The five listings, read in one shell command, -> what the daemon should serve.
+fn expected_from_ipvsadm(listings: &str) -> Result<Expected> {
+    let parts: Vec<&str> = listings.split("=====\n").collect();
+    anyhow::ensure!(parts.len() == 5, "five listings expected: {listings}");
+    let [stats, rate, thresholds, persistent, plain] = [0, 1, 2, 3, 4].map(|i| parts[i]);
+    let num = |w: &str| -> Result<f64> { Ok(w.parse::<u64>()? as f64) };
+    let mut e = Expected::default();
+    let kind = |s: &Series| {
+        if s.real.is_some() {
+            "destination"
+        } else {
+            "service"
+        }
+    };
+    for (s, f) in ipvsadm_fields(stats)? {
+        let v = e.values.entry(s.clone()).or_default();
+        for (name, w) in STATS.iter().zip(&f) {
+            v.insert(format!("ipvs_{}_{name}", kind(&s)), num(w)?);
+        }
+    }
+    for (s, f) in ipvsadm_fields(rate)? {
+        let v = e.values.entry(s.clone()).or_default();
+        for (name, w) in RATES.iter().zip(&f) {
+            v.insert(format!("ipvs_{}_{name}", kind(&s)), num(w)?);
+        }
+    }
+    // Uthreshold Lthreshold ActiveConn InActConn.
+    for (s, f) in ipvsadm_fields(thresholds)?
+        .into_iter()
+        .filter(|(s, _)| s.real.is_some())
+    {
+        let v = e.values.entry(s).or_default();
+        for (name, w) in [
+            "ipvs_destination_upper_threshold",
+            "ipvs_destination_lower_threshold",
+            "ipvs_destination_active_connections",
+            "ipvs_destination_inactive_connections",
+        ]
+        .iter()
+        .zip(&f)
+        {
+            v.insert(name.to_string(), num(w)?);
+        }
+    }
+    // Weight PersistConn ActiveConn InActConn (active/inactive: the same as above, or the
+    // listings disagree and the sample is retried).
+    for (s, f) in ipvsadm_fields(persistent)?
+        .into_iter()
+        .filter(|(s, _)| s.real.is_some())
+    {
+        let v = e.values.entry(s.clone()).or_default();
+        anyhow::ensure!(f.len() == 4, "--persistent-conn: {s:?} {f:?}");
+        v.insert("ipvs_destination_weight".into(), num(&f[0])?);
+        v.insert(
+            "ipvs_destination_persistent_connections".into(),
+            num(&f[1])?,
+        );
+        for (name, w) in [
+            ("ipvs_destination_active_connections", &f[2]),
+            ("ipvs_destination_inactive_connections", &f[3]),
+        ] {
+            anyhow::ensure!(v.get(name) == Some(&num(w)?), "listings disagree on {s:?}");
+        }
+    }
+    // Plain: `Scheduler Flags` per service, `Forward Weight ActiveConn InActConn` per
+    // destination; the service's destination counts follow from its destinations.
+    let plain = ipvsadm_fields(plain)?;
+    for (s, f) in &plain {
+        if s.real.is_some() {
+            let method = match f[0].as_str() {
+                "Masq" => "masq",
+                "Route" => "route",
+                "Tunnel" => "tunnel",
+                "Local" => "local",
+                other => bail!("forwarding method {other:?}"),
+            };
+            e.info.insert(
+                s.clone(),
+                BTreeMap::from([("forwarding_method".to_string(), method.to_string())]),
+            );
+            anyhow::ensure!(
+                e.values[s]["ipvs_destination_weight"] == num(&f[1])?,
+                "weights disagree on {s:?}"
+            );
+            continue;
+        }
+        let persistence = f
+            .iter()
+            .position(|w| w == "persistent")
+            .map(|i| num(&f[i + 1]))
+            .transpose()?
+            .unwrap_or(0.0);
+        let mut flags = Vec::new();
+        if persistence > 0.0 {
+            flags.push("persistent");
+        }
+        if f.iter().any(|w| w == "ops") {
+            flags.push("onepacket");
+        }
+        e.info.insert(
+            s.clone(),
+            BTreeMap::from([
+                ("scheduler".to_string(), f[0].clone()),
+                ("flags".to_string(), flags.join(",")),
+            ]),
+        );
+        let dests: Vec<&BTreeMap<String, f64>> = plain
+            .iter()
+            .filter(|(d, _)| {
+                d.real.is_some()
+                    && Series {
+                        real: None,
+                        ..d.clone()
+                    } == *s
+            })
+            .map(|(d, _)| &e.values[d])
+            .collect();
+        // Available: weight > 0 and, with an upper threshold, active + inactive below it.
+        let available = dests
+            .iter()
+            .filter(|d| {
+                let upper = d["ipvs_destination_upper_threshold"];
+                d["ipvs_destination_weight"] > 0.0
+                    && (upper == 0.0
+                        || d["ipvs_destination_active_connections"]
+                            + d["ipvs_destination_inactive_connections"]
+                            < upper)
+            })
+            .count();
+        let total = dests.len();
+        let v = e.values.get_mut(s).ok_or_else(|| anyhow!("{s:?}"))?;
+        v.insert("ipvs_service_destinations".into(), total as f64);
+        v.insert(
+            "ipvs_service_available_destinations".into(),
+            available as f64,
+        );
+        v.insert(
+            "ipvs_service_persistence_timeout_seconds".into(),
+            persistence,
+        );
+    }
+    Ok(e)
+}
+
+/// The daemon's exposition (namespace `host`) in the shape of [`Expected`]: every
+/// `ipvs_service_*` and `ipvs_destination_*` sample, and the info series' labels.
+fn served(text: &str) -> Result<Expected> {
+    let mut e = Expected::default();
+    for s in ipvs_telemetry_e2e::exposition::parse(text) {
+        let kind = if s.name.starts_with("ipvs_service_") {
+            "service"
+        } else if s.name.starts_with("ipvs_destination_") {
+            "destination"
+        } else {
+            continue;
+        };
+        anyhow::ensure!(s.label("netns") == "host", "{s:?}");
+        let fwmark = s.label("fwmark");
+        let series = Series {
+            protocol: if fwmark.is_empty() {
+                s.label("protocol").to_string()
+            } else {
+                String::new()
+            },
+            vip: if fwmark.is_empty() {
+                Some(s.label("virtual_address").parse()?)
+            } else {
+                None
+            },
+            port_or_mark: if fwmark.is_empty() {
+                s.label("virtual_port").parse()?
+            } else {
+                fwmark.parse()?
+            },
+            real: if kind == "destination" {
+                Some((
+                    s.label("real_address").parse()?,
+                    s.label("real_port").parse()?,
+                ))
+            } else {
+                None
+            },
+        };
+        if s.name.ends_with("_info") {
+            anyhow::ensure!(s.value == 1.0, "{s:?}");
+            let keys: &[&str] = if kind == "service" {
+                &["scheduler", "flags"]
+            } else {
+                &["forwarding_method"]
+            };
+            let labels = keys
+                .iter()
+                .map(|k| (k.to_string(), s.label(k).to_string()))
+                .collect();
+            anyhow::ensure!(
+                e.info.insert(series.clone(), labels).is_none(),
+                "two info series for {series:?}"
+            );
+        } else {
+            anyhow::ensure!(
+                e.values
+                    .entry(series.clone())
+                    .or_default()
+                    .insert(s.name.clone(), s.value)
+                    .is_none(),
+                "{} twice for {series:?}",
+                s.name
+            );
+        }
+    }
+    Ok(e)
+}
+
+/// Compares every service and destination gauge and counter the daemon serves (with
+/// `--metrics.estimator`) with `ipvsadm`, field by field.
+///
+/// The listings are read twice, before and after a scrape; a sample counts when both reads
+/// agree (no connection expired and no estimator tick, every 2 s, fell in between) and then the
+/// scrape must equal them exactly. The daemon's collection may predate the first read by up to
+/// `--collection.max-age` (500 ms): a sample that disagrees is retried until a deadline, so
+/// a value that is wrong every time (a swapped mapping) fails and a merely stale one does not.
+/// At least one estimated rate must be above 0 in the sample compared, else the rates would be
+/// compared as zeros only.
+fn field_by_field(vm: &Vm) -> Result<()> {
+    const LISTINGS: &str = "ipvsadm -Ln --stats --exact; echo =====; \
+        ipvsadm -Ln --rate --exact; echo =====; ipvsadm -Ln --thresholds; echo =====; \
+        ipvsadm -Ln --persistent-conn; echo =====; ipvsadm -Ln";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the daemon never agreed with ipvsadm; last difference:\n{last}"
+        );
+        let before = expected_from_ipvsadm(&vm.sh_ok(LISTINGS)?);
+        let text = vm.http_get(PORT, "/metrics")?;
+        let after = expected_from_ipvsadm(&vm.sh_ok(LISTINGS)?);
+        let (want, after) = match (before, after) {
+            (Ok(b), Ok(a)) => (b, a),
+            (b, a) => {
+                last = format!("{:?} / {:?}", b.err(), a.err());
+                continue;
+            }
+        };
+        if want != after {
+            last = "ipvsadm changed during the scrape".into();
+            continue;
+        }
+        let got = served(&text)?;
+        if got == want {
+            let rates_above_zero = want
+                .values
+                .values()
+                .any(|v| v.iter().any(|(k, &x)| k.contains("_estimated_") && x > 0.0));
+            anyhow::ensure!(rates_above_zero, "every estimated rate is 0: {want:?}");
+            // Every destination kind of the setup was compared.
+            anyhow::ensure!(want.values.len() == 12, "{want:?}");
+            return Ok(());
+        }
+        last = diff(&want, &got);
+    }
+}
+
+/// The differences between what ipvsadm says and what the daemon serves, one per line.
+fn diff(want: &Expected, got: &Expected) -> String {
+    let mut out = String::new();
+    let series: std::collections::BTreeSet<&Series> =
+        want.values.keys().chain(got.values.keys()).collect();
+    for s in series {
+        let (w, g) = (want.values.get(s), got.values.get(s));
+        let names: std::collections::BTreeSet<&String> = w
+            .into_iter()
+            .flat_map(|m| m.keys())
+            .chain(g.into_iter().flat_map(|m| m.keys()))
+            .collect();
+        for n in names {
+            let (a, b) = (w.and_then(|m| m.get(n)), g.and_then(|m| m.get(n)));
+            if a != b {
+                out += &format!("{s:?} {n}: ipvsadm {a:?}, daemon {b:?}\n");
+            }
+        }
+        if want.info.get(s) != got.info.get(s) {
+            out += &format!(
+                "{s:?} info: ipvsadm {:?}, daemon {:?}\n",
+                want.info.get(s),
+                got.info.get(s)
+            );
+        }
+    }
+    out
 }

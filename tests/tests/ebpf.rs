@@ -243,14 +243,30 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
         assert_eq!(ebpf_kind_total(&json, "lost", "new_connection"), 0);
         // --ebpf.granularity service: one series per service, the sum of its destinations.
         let svc1 = ebpf_counts(&read_ebpf_dump(&vm, "/tmp/ebpf-svc.json")?, &inodes)?;
-        for ((ns, name), n) in &svc1 {
-            let svc = name.trim_end_matches(" -> *");
-            assert!(name.ends_with(" -> *"), "{name}");
+        // Every service ipvsadm lists (a service missing from the eBPF series fails), and
+        // nothing but services in the eBPF series.
+        let listed: std::collections::BTreeSet<(String, String)> = ipvs1
+            .keys()
+            .map(|(ns, name)| {
+                let svc = name.split(" -> ").next().unwrap_or(name);
+                (ns.clone(), svc.to_string())
+            })
+            .collect();
+        for (ns, svc) in &listed {
             let want = service_total(&ipvs1, ns, svc) - service_total(&ipvs0, ns, svc);
-            let got = n - svc0.get(&(ns.clone(), name.clone())).copied().unwrap_or(0);
+            let key = (ns.clone(), format!("{svc} -> *"));
+            let got = svc1.get(&key).copied().unwrap_or(0) - svc0.get(&key).copied().unwrap_or(0);
             assert_eq!(got, want, "service granularity {ns} {svc}");
         }
-        assert!(svc1.len() >= 8, "{svc1:?}");
+        for (ns, name) in svc1.keys() {
+            let svc = name.trim_end_matches(" -> *");
+            assert!(name.ends_with(" -> *"), "{name}");
+            assert!(
+                listed.contains(&(ns.clone(), svc.to_string())),
+                "service granularity: {ns} {svc} is not listed by ipvsadm"
+            );
+        }
+        assert!(listed.len() >= 8, "{listed:?}");
 
         // Freshness: a connection made just before reading is in the eBPF series at once
         // (the dump refreshes every 100 ms); netlink's counter moves on the estimator's 2 s tick.
@@ -277,7 +293,8 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
         eprintln!("freshness: one connection just made: eBPF +{fresh}, netlink +{netlink}");
         assert_eq!(fresh, 1);
 
-        // Burst: everything accounted for (eBPF + lost == netlink delta).
+        // Burst: every connection counted by eBPF, none lost (the ring buffer is sized for
+        // bursts far above what a TCG VM can make; docs/ebpf.md), and nothing counted twice.
         let ipvs0 = settled_ipvsadm(&vm)?;
         let json = read_ebpf_dump(&vm, "/tmp/ebpf.json")?;
         let ebpf0 = ebpf_counts(&json, &inodes)?;
@@ -293,7 +310,8 @@ fn ebpf_counts_match_ipvsadm_on_both_kernels() -> Result<()> {
         let want = service_total(&ipvs1, "host", "TCP 10.0.0.1:80")
             - service_total(&ipvs0, "host", "TCP 10.0.0.1:80");
         eprintln!("burst: netlink +{want}, eBPF +{got}, lost {lost}");
-        assert_eq!(got + lost, want);
+        assert_eq!(lost, 0, "events lost in the burst");
+        assert_eq!(got, want, "burst: eBPF and netlink disagree");
         assert!(want >= 20000, "the burst made {want} IPVS connections");
 
         // Known arrival pattern: 5 bursts of 10 connections, 1.5 s apart, 1 s windows.
@@ -353,13 +371,20 @@ fn ebpf_follows_ip_vs_module_load_and_reload() -> Result<()> {
             Duration::from_secs(60),
         )?;
         for round in 0..2 {
+            // The baseline is read while ip_vs is unloaded, before the (re)load: the count
+            // after it must carry over what the previous round counted (0 in round 0, 40
+            // after it), so a counter reset by the reload fails the exact match below.
+            let before = read_ebpf_dump(&vm, "/tmp/e.json")?;
+            let before = match ebpf_kind_total(&before, "events", "new_connection") {
+                u64::MAX if round == 0 => 0, // never attached yet: no count at all
+                n => n,
+            };
+            assert_eq!(before, round * 40, "round {round}: carried-over count");
             vm.sh_ok(&format!(
                 "modprobe ip_vs && modprobe ip_vs_rr && {SETUP}\n\
                  ip link del d0 2>/dev/null; setup ''"
             ))?;
             vm.wait_until("grep -q '\"up\":true' /tmp/e.json", Duration::from_secs(60))?;
-            let before = read_ebpf_dump(&vm, "/tmp/e.json")?;
-            let before = ebpf_kind_total(&before, "events", "new_connection");
             vm.sh_ok("lab-client udp 10.0.0.1:53 -n 40 --no-reply")?;
             vm.wait_until(
                 &format!(

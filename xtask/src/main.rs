@@ -13,6 +13,7 @@ mod bench_scale;
 mod bench_scrape;
 mod build;
 mod deps;
+mod fuzz;
 mod lab;
 mod run;
 mod test;
@@ -40,6 +41,8 @@ enum Cmd {
     Test(test::Opts),
     /// Benchmarks (figures go to BENCHMARKS.md).
     Bench(bench::Opts),
+    /// Run the fuzz targets of fuzz/ for a bounded time from their seeds.
+    Fuzz(fuzz::Opts),
 }
 
 fn main() {
@@ -52,6 +55,7 @@ fn main() {
         Cmd::Lab(o) => lab::run(&o),
         Cmd::Test(o) => test::run(&o),
         Cmd::Bench(o) => bench::run(&o),
+        Cmd::Fuzz(o) => fuzz::run_targets(&o),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

@@ -2,8 +2,8 @@
 //! `N passed, N failed, N skipped` line.
 //!
 //! Steps: prerequisites, `cargo fmt --check`, the probe build, `cargo clippy -D warnings`, unit
-//! tests, the release build of the daemon and the in-VM tools, and the lab end-to-end tests on
-//! both lab kernels. Each check step counts as one test; each `cargo test` contributes its own
+//! tests, the fuzz targets (30 s each, `cargo xtask fuzz`), the release build of the daemon and
+//! the in-VM tools, and the lab end-to-end tests on both lab kernels. Each check step counts as one test; each `cargo test` contributes its own
 //! counts. A failed step does not stop the later independent ones, so one run reports everything.
 //!
 //! Every test must run: `IPVS_LAB_REQUIRED=1` turns a missing prerequisite (the lab, a tool such
@@ -394,6 +394,21 @@ pub(crate) fn run(opts: &Opts) -> Result<()> {
         ]);
         prerequisites_env(&mut unit, opts, &log);
         cargo_test(&mut tally, &log, "unit tests", &mut unit)?;
+        eprintln!("\n==> fuzz targets, 30 s each (cargo xtask fuzz)");
+        let t = Instant::now();
+        let fuzzed = crate::fuzz::run_targets(&crate::fuzz::Opts {
+            seconds: 30,
+            targets: Vec::new(),
+        });
+        if let Err(e) = &fuzzed {
+            eprintln!("{e:#}");
+        }
+        eprintln!(
+            "==> fuzz targets: {} in {:.1?}",
+            if fuzzed.is_ok() { "ok" } else { "FAILED" },
+            t.elapsed()
+        );
+        tally.step("fuzz targets", fuzzed.is_ok());
         if !opts.no_lab {
             check(
                 &mut tally,

@@ -45,6 +45,17 @@ pub fn decode_datagram(buf: &[u8], family_id: u16) -> Result<Vec<IpvsMessage>, D
     Ok(out)
 }
 
+/// The client's fast destination decoder on one generic-netlink payload (header and
+/// attributes): the destination, or `None` when it leaves the reply to the codec. For the fuzz
+/// target `decode_destination`, which checks it against the codec; not an API.
+#[doc(hidden)]
+pub fn decode_destination_fast(
+    payload: &[u8],
+    family: crate::model::Family,
+) -> Option<crate::model::Destination> {
+    fast::destination(payload, family)
+}
+
 /// Parses a sequence of attributes with `parse`, naming nothing: callers add the context.
 fn parse_nested<'a, T>(
     value: &'a [u8],
