@@ -12,6 +12,7 @@ pub mod bench;
 pub mod btf;
 mod loader;
 mod logbridge;
+pub mod native;
 pub mod offsets;
 pub mod state_args;
 

@@ -155,6 +155,13 @@ pub(crate) fn sample_inputs() -> Inputs {
         buckets: vec![(0.001, 1), (0.01, 3), (0.1, 3)],
         count: 4,
         sum: 0.5,
+        native: Some(NativeHistogram {
+            schema: 3,
+            zero_threshold: crate::ebpf::native::ZERO_THRESHOLD,
+            zero_count: 1,
+            offset: -60,
+            counts: vec![2, 0, 0, 0, 1],
+        }),
     };
     let ebpf = EbpfSnapshot {
         up: true,
@@ -445,7 +452,7 @@ fn gzip_round_trip_in_chunks() {
         Arc::new(options.clone()),
         None,
     ));
-    for format in [Format::Text, Format::OpenMetrics] {
+    for format in [Format::Text, Format::OpenMetrics, Format::Protobuf] {
         let mut chunks = Vec::new();
         stream(&inputs, &plans, format, true, &mut |b| {
             chunks.push(b);
@@ -454,12 +461,13 @@ fn gzip_round_trip_in_chunks() {
         .unwrap();
         assert!(chunks.len() > 1, "{} chunks", chunks.len());
         let gz: Vec<u8> = chunks.concat();
-        let mut plain = String::new();
+        let mut plain = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
-            .read_to_string(&mut plain)
+            .read_to_end(&mut plain)
             .unwrap();
-        let mut want = String::new();
+        let mut want = Buf::default();
         write_exposition(&inputs, &plans, format, &mut want).unwrap();
+        let want = want.0;
         assert_eq!(plain, want);
         // Uncompressed: chunks of about CHUNK bytes, the same text.
         let mut chunks = Vec::new();
@@ -469,7 +477,7 @@ fn gzip_round_trip_in_chunks() {
         })
         .unwrap();
         assert!(chunks.iter().all(|c| c.len() < CHUNK + 4096));
-        assert_eq!(chunks.concat(), want.as_bytes());
+        assert_eq!(chunks.concat(), want);
     }
 }
 
@@ -524,6 +532,15 @@ fn prerendered_equals_the_reference_encoding() {
             .map(|(x, y)| format!("{x}\n  vs\n{y}"))
             .unwrap_or_else(|| format!("lengths {} vs {}", a.len(), b.len()))
     };
+    // Protobuf: the same families, decoded.
+    let mut fast = Buf::default();
+    plans.write(Format::Protobuf, &mut fast).unwrap();
+    let mut reference = Buf::default();
+    super::protobuf::encode_reference(&inputs, &mut reference).unwrap();
+    let mut fast = decode_protobuf(&fast.0);
+    assert!(fast.len() > 10);
+    fast.retain(|f| f.name() != "ipvs_service_available_destinations");
+    assert_eq!(fast, decode_protobuf(&reference.0));
     for format in [Format::Text, Format::OpenMetrics] {
         let mut fast = String::new();
         plans.write(format, &mut fast).unwrap();
@@ -533,6 +550,7 @@ fn prerendered_equals_the_reference_encoding() {
             Format::OpenMetrics => {
                 super::openmetrics::encode_reference(inputs.clone(), &mut reference).unwrap()
             }
+            Format::Protobuf => unreachable!(),
         }
         assert!(fast.len() > 1000);
         assert!(fast.contains("ipvs_service_available_destinations{"));
@@ -810,10 +828,8 @@ fn segmented_gzip_reuses_unchanged_segments() {
     use std::io::Read;
     let options = Arc::new(ExportOptions::everything());
     let gunzip = |b: &[u8]| {
-        let mut s = String::new();
-        flate2::read::GzDecoder::new(b)
-            .read_to_string(&mut s)
-            .unwrap();
+        let mut s = Vec::new();
+        flate2::read::GzDecoder::new(b).read_to_end(&mut s).unwrap();
         s
     };
     let body = |inputs: &Arc<Inputs>, plans: &Arc<Plans>, cache: &mut SegmentCache| {
@@ -825,20 +841,20 @@ fn segmented_gzip_reuses_unchanged_segments() {
         .unwrap();
         all
     };
-    for format in [Format::OpenMetrics, Format::Text] {
+    for format in [Format::OpenMetrics, Format::Text, Format::Protobuf] {
         let mut cache = SegmentCache::new(format);
         let inputs = Arc::new(large_inputs(600, 5));
         let plans = Arc::new(Plans::new(inputs.snapshot.clone(), options.clone(), None));
-        let mut want = String::new();
+        let mut want = Buf::default();
         write_exposition(&inputs, &plans, format, &mut want).unwrap();
         let first = body(&inputs, &plans, &mut cache);
-        assert_eq!(gunzip(&first), want);
+        assert_eq!(gunzip(&first), want.0);
         let (reused, compressed) = cache.last;
         assert_eq!(reused, 0);
         assert!(compressed > 20, "{compressed}");
         // Same collection again: every segment reused.
         let again = body(&inputs, &plans, &mut cache);
-        assert_eq!(gunzip(&again), want);
+        assert_eq!(gunzip(&again), want.0);
         assert_eq!(cache.last, (compressed, 0));
         // A new collection with one destination's counters moved, same shape.
         let mut snap = (*inputs.snapshot).clone();
@@ -853,10 +869,10 @@ fn segmented_gzip_reuses_unchanged_segments() {
             options.clone(),
             Some(&plans),
         ));
-        let mut want2 = String::new();
+        let mut want2 = Buf::default();
         write_exposition(&moved, &plans2, format, &mut want2).unwrap();
-        assert_ne!(want, want2);
-        assert_eq!(gunzip(&body(&moved, &plans2, &mut cache)), want2);
+        assert_ne!(want.0, want2.0);
+        assert_eq!(gunzip(&body(&moved, &plans2, &mut cache)), want2.0);
         // The connections of one destination: one segment of destination connections; the
         // service's connections: one of service connections.
         assert_eq!(cache.last.1, 1, "{:?}", cache.last);
@@ -873,9 +889,238 @@ fn segmented_gzip_reuses_unchanged_segments() {
             options.clone(),
             Some(&plans2),
         ));
-        let mut want3 = String::new();
+        let mut want3 = Buf::default();
         write_exposition(&shrunk, &plans3, format, &mut want3).unwrap();
-        assert_eq!(gunzip(&body(&shrunk, &plans3, &mut cache)), want3);
+        assert_eq!(gunzip(&body(&shrunk, &plans3, &mut cache)), want3.0);
         assert!(cache.last.1 > 20);
     }
+}
+
+/// The families of a protobuf exposition, decoded by an independent decoder (the `prometheus`
+/// crate's message types, generated from client_model's `metrics.proto` by rust-protobuf).
+fn decode_protobuf(mut body: &[u8]) -> Vec<prometheus::proto::MetricFamily> {
+    use ::protobuf::Message;
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let mut is = ::protobuf::CodedInputStream::from_bytes(body);
+        let len = is.read_raw_varint64().unwrap() as usize;
+        let start = is.pos() as usize;
+        out.push(
+            prometheus::proto::MetricFamily::parse_from_bytes(&body[start..start + len]).unwrap(),
+        );
+        body = &body[start + len..];
+    }
+    out
+}
+
+/// The native part of a decoded histogram (fields the old `metrics.proto` of the decoder does
+/// not name: read from its unknown fields), as `(schema, zero threshold, zero count, count of
+/// each populated bucket by index)`.
+fn native_part(h: &prometheus::proto::Histogram) -> (i64, f64, u64, BTreeMap<i64, i64>) {
+    use ::protobuf::UnknownValueRef;
+    let zigzag = |v: u64| (v >> 1) as i64 ^ -((v & 1) as i64);
+    let (mut schema, mut zt, mut zc) = (None, None, None);
+    let (mut spans, mut deltas) = (Vec::new(), Vec::new());
+    for (field, v) in h.special_fields.unknown_fields().iter() {
+        match (field, v) {
+            (5, UnknownValueRef::Varint(v)) => schema = Some(zigzag(v)),
+            (6, UnknownValueRef::Fixed64(v)) => zt = Some(f64::from_bits(v)),
+            (7, UnknownValueRef::Varint(v)) => zc = Some(v),
+            (12, UnknownValueRef::LengthDelimited(b)) => {
+                let mut is = ::protobuf::CodedInputStream::from_bytes(b);
+                let (mut off, mut len) = (0, 0);
+                while let Some(tag) = is.read_raw_tag_or_eof().unwrap() {
+                    match tag >> 3 {
+                        1 => off = is.read_sint32().unwrap(),
+                        2 => len = is.read_uint32().unwrap(),
+                        f => panic!("span field {f}"),
+                    }
+                }
+                spans.push((off, len));
+            }
+            (13, UnknownValueRef::Varint(v)) => deltas.push(zigzag(v)),
+            (f, v) => panic!("unexpected histogram field {f}: {v:?}"),
+        }
+    }
+    let mut buckets = BTreeMap::new();
+    let (mut idx, mut count, mut d) = (0i64, 0i64, deltas.into_iter());
+    for (i, (off, len)) in spans.into_iter().enumerate() {
+        idx += i64::from(off) + if i == 0 { 0 } else { 1 };
+        for j in 0..len {
+            count += d.next().expect("a delta per bucket");
+            if count != 0 {
+                buckets.insert(idx, count);
+            }
+            if j + 1 < len {
+                idx += 1;
+            }
+        }
+    }
+    assert!(d.next().is_none(), "more deltas than buckets");
+    (schema.unwrap(), zt.unwrap(), zc.unwrap(), buckets)
+}
+
+/// Decoded protobuf families as the text samples: `name{sorted labels}` -> value, histograms as
+/// `_bucket` (with `+Inf`), `_sum` and `_count`.
+fn protobuf_samples(families: &[prometheus::proto::MetricFamily]) -> BTreeMap<String, f64> {
+    use prometheus::proto::MetricType;
+    let mut out = BTreeMap::new();
+    let mut put = |name: String, labels: &[(String, String)], v: f64| {
+        // As the text exposition escapes them, which `samples` keeps.
+        let escaped = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        let mut pairs: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={:?}", escaped(v)))
+            .collect();
+        pairs.sort();
+        let key = format!("{name}{{{}}}", pairs.join(","));
+        assert!(out.insert(key.clone(), v).is_none(), "duplicate {key}");
+    };
+    for f in families {
+        assert!(!f.metric.is_empty(), "{} has no metric", f.name());
+        for m in &f.metric {
+            let labels: Vec<(String, String)> = m
+                .label
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            match f.type_() {
+                MetricType::COUNTER => put(f.name().into(), &labels, m.counter.value()),
+                MetricType::GAUGE => put(f.name().into(), &labels, m.gauge.value()),
+                MetricType::HISTOGRAM => {
+                    let h = &m.histogram;
+                    for b in &h.bucket {
+                        let mut l = labels.clone();
+                        l.push(("le".into(), b.upper_bound().to_string()));
+                        put(
+                            format!("{}_bucket", f.name()),
+                            &l,
+                            b.cumulative_count() as f64,
+                        );
+                    }
+                    let mut l = labels.clone();
+                    l.push(("le".into(), "+Inf".into()));
+                    put(format!("{}_bucket", f.name()), &l, h.sample_count() as f64);
+                    put(format!("{}_sum", f.name()), &labels, h.sample_sum());
+                    put(
+                        format!("{}_count", f.name()),
+                        &labels,
+                        h.sample_count() as f64,
+                    );
+                }
+                t => panic!("{}: type {t:?}", f.name()),
+            }
+        }
+    }
+    out
+}
+
+/// The protobuf body decodes (independent decoder) into exactly the samples of the text
+/// exposition, family by family, with the HELP text and type of each; every histogram also
+/// carries its native buckets.
+#[test]
+fn protobuf_decodes_to_the_text_samples() {
+    let body = encode(
+        &Arc::new(sample_inputs()),
+        &ExportOptions::everything(),
+        Format::Protobuf,
+        false,
+    )
+    .unwrap();
+    let families = decode_protobuf(&body);
+    let t = text(Format::Text);
+    // Family by family: the same names, help and types as the text format's HELP/TYPE lines,
+    // in the same order (families without samples are left out of protobuf).
+    let text_families: Vec<(String, String, String)> = t
+        .lines()
+        .filter_map(|l| l.strip_prefix("# HELP "))
+        .zip(t.lines().filter_map(|l| l.strip_prefix("# TYPE ")))
+        .map(|(h, ty)| {
+            let (name, help) = h.split_once(' ').unwrap();
+            let (_, ty) = ty.split_once(' ').unwrap();
+            let help = help.replace("\\n", "\n").replace("\\\\", "\\");
+            (name.to_string(), help, ty.to_string())
+        })
+        .filter(|(name, ..)| {
+            t.lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name.as_str()))
+        })
+        .collect();
+    let pb_families: Vec<(String, String, String)> = families
+        .iter()
+        .map(|f| {
+            let ty = format!("{:?}", f.type_()).to_lowercase();
+            (f.name().to_string(), f.help().to_string(), ty)
+        })
+        .collect();
+    assert_eq!(pb_families, text_families);
+    assert!(pb_families.len() > 40, "{}", pb_families.len());
+    // Sample by sample.
+    let want = samples(&t);
+    let got = protobuf_samples(&families);
+    for (k, v) in &want {
+        assert_eq!(got.get(k), Some(v), "{k}");
+    }
+    assert_eq!(got.len(), want.len());
+    // Native buckets of every histogram: those of the snapshot, counts adding up.
+    let mut histograms = 0;
+    for f in families
+        .iter()
+        .filter(|f| f.type_() == prometheus::proto::MetricType::HISTOGRAM)
+    {
+        for m in &f.metric {
+            let (schema, zt, zc, buckets) = native_part(&m.histogram);
+            assert_eq!(
+                (schema, zt, zc),
+                (3, crate::ebpf::native::ZERO_THRESHOLD, 1)
+            );
+            assert_eq!(buckets, BTreeMap::from([(-60, 2), (-56, 1)]));
+            assert_eq!(
+                zc + buckets.values().sum::<i64>() as u64,
+                m.histogram.sample_count()
+            );
+            histograms += 1;
+        }
+    }
+    assert_eq!(histograms, 3);
+}
+
+/// Gzip of protobuf goes through the same segments; a histogram without observations is still
+/// marked native (a no-op span).
+#[test]
+fn an_empty_native_histogram_is_still_native() {
+    let mut inputs = sample_inputs();
+    let mut ebpf = (*inputs.ebpf).clone();
+    ebpf.series[0].first_response = HistogramSnapshot {
+        buckets: vec![(0.1, 0)],
+        count: 0,
+        sum: 0.0,
+        native: Some(crate::ebpf::native::NativeBuckets::default().snapshot()),
+    };
+    inputs.ebpf = Arc::new(ebpf);
+    let body = encode(
+        &Arc::new(inputs),
+        &ExportOptions::everything(),
+        Format::Protobuf,
+        false,
+    )
+    .unwrap();
+    let families = decode_protobuf(&body);
+    let f = families
+        .iter()
+        .find(|f| f.name() == "ipvs_ebpf_destination_first_response_seconds")
+        .unwrap();
+    let h = &f.metric[0].histogram;
+    let spans: Vec<_> = h
+        .special_fields
+        .unknown_fields()
+        .iter()
+        .filter(|(f, _)| *f == 12)
+        .collect();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(native_part(h).3, BTreeMap::new());
 }
