@@ -36,6 +36,12 @@
 //! counters it reads) it must return data ([`THRESHOLD_REMOVED`]). The test prints which
 //! expressions were treated so.
 //!
+//! Both ways Prometheus can store the histograms are covered, one per kernel: on 6.1 Prometheus
+//! runs as shipped (text scrapes, classic `_bucket` series), on 6.12 with
+//! `--enable-feature=native-histograms` (protobuf scrapes, native histograms only), where the
+//! first-response family must indeed be stored native. The dashboard and rules fall back from
+//! one to the other, so every query returns data in both.
+//!
 //! Rate windows: Grafana's `$__rate_interval` and `$__interval` become `1m` (see
 //! `common/promql.rs`), at least 60 samples of the 1 s scrapes.
 
@@ -50,7 +56,7 @@ use anyhow::{Context, Result, ensure};
 use ipvs_telemetry_e2e::{
     DELAYED_BACKEND_SH, Kernel, Vm, VmConfig, for_each_kernel, lab_or_skip, skip, start_daemon,
 };
-use prometheus::{Prometheus, TempDir, has_finite_value, series_count};
+use prometheus::{Prometheus, TempDir, has_data, has_finite_value, series_count};
 use serde_json::Value;
 
 const PORT: u16 = 10054;
@@ -287,7 +293,21 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
     let dir = TempDir::new("ipvs-telemetry-dashboard")?;
     let rules = promql::rules_evaluated_every(dir.path(), "1s")?;
     let target = format!("127.0.0.1:{}", vm.host_port(PORT));
-    let prom = Prometheus::start(&prometheus::config(&[rules], &[target], "1s"))?;
+    let native = k == Kernel::V6_12;
+    let flags: &[&str] = if native {
+        &["--enable-feature=native-histograms"]
+    } else {
+        &[]
+    };
+    let prom = Prometheus::start_with(&prometheus::config(&[rules], &[target], "1s"), flags)?;
+    eprintln!(
+        "kernel {k}: Prometheus with {}",
+        if native {
+            "native histograms (protobuf scrapes)"
+        } else {
+            "classic histograms (text scrapes)"
+        }
+    );
 
     // The sync fault: once Prometheus has seen the master and the backup creating connections
     // from its sync messages, the master's sync daemon stops while its clients go on.
@@ -412,6 +432,15 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
         problems.push(format!(
             "alert {m} is not active; active alerts: {}",
             alerts["data"]["alerts"]
+        ));
+    }
+    // The histograms are stored the way this run is about.
+    let (_, stored) = prom.query("ipvs_ebpf_destination_first_response_seconds")?;
+    let (_, buckets) = prom.query("count(ipvs_ebpf_destination_first_response_seconds_bucket)")?;
+    let (native_stored, classic_stored) = (has_data(&stored), has_finite_value(&buckets));
+    if (native_stored, classic_stored) != (native, !native) {
+        problems.push(format!(
+            "first-response histograms stored native: {native_stored}, classic: {classic_stored}; expected native: {native}"
         ));
     }
     // The target is healthy.

@@ -1124,3 +1124,179 @@ fn an_empty_native_histogram_is_still_native() {
     assert_eq!(spans.len(), 1);
     assert_eq!(native_part(h).3, BTreeMap::new());
 }
+
+/// A histogram of `n` observations spread log-normally around `median` (sigma `spread`), kept
+/// as the daemon keeps it: classic buckets at `bounds` and native buckets. Deterministic.
+fn synthetic_histogram(
+    bounds: &[f64],
+    median: f64,
+    spread: f64,
+    n: usize,
+    seed: u64,
+) -> (HistogramSnapshot, usize) {
+    let mut x = seed | 1;
+    let mut uniform = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut native = crate::ebpf::native::NativeBuckets::default();
+    let mut counts = vec![0u64; bounds.len()];
+    let mut sum = 0.0;
+    for _ in 0..n {
+        let g = (0..4).map(|_| uniform()).sum::<f64>() - 2.0;
+        let v = median * (spread * g * 1.7).exp();
+        if let Some(i) = bounds.iter().position(|&b| v <= b) {
+            counts[i] += 1;
+        }
+        native.observe(v);
+        sum += v;
+    }
+    let mut acc = 0;
+    let buckets = bounds
+        .iter()
+        .zip(&counts)
+        .map(|(&b, &c)| {
+            acc += c;
+            (b, acc)
+        })
+        .collect();
+    let h = HistogramSnapshot {
+        buckets,
+        count: n as u64,
+        sum,
+        native: Some(native.snapshot()),
+    };
+    (h, native.heap_bytes())
+}
+
+/// Series per scrape and encoding time of the three formats at 1,000 busy destinations (200
+/// services × 5, every destination with all three eBPF histograms filled), and the memory of the
+/// histogram state per destination: the figures of BENCHMARKS.md (run with `--release
+/// --ignored --nocapture`). Formats alternate (A B C A B C …), medians of 15 rounds.
+#[test]
+#[ignore]
+fn native_histogram_encoding() {
+    use crate::ebpf::aggregate::{FIRST_RESPONSE_BUCKETS, INTERARRIVAL_BUCKETS, RATE_BUCKETS};
+    let mut inputs = large_inputs(200, 5);
+    let mut ebpf = (*inputs.ebpf).clone();
+    ebpf.series.clear();
+    let mut heap = Vec::new();
+    let snap = inputs.snapshot.clone();
+    let ns = &snap.namespaces[0];
+    for (i, svc) in ns.ipvs.as_ref().unwrap().services.iter().enumerate() {
+        for (j, d) in svc.destinations.iter().enumerate() {
+            let seed = (i * 5 + j) as u64 + 1;
+            // First response around 2-40 ms, inter-arrival around 10 ms, rate windows 5-500/s.
+            let median = 0.002 * (1 + (i + j) % 20) as f64;
+            let (fr, a) = synthetic_histogram(FIRST_RESPONSE_BUCKETS, median, 0.5, 5000, seed);
+            let (ia, b) = synthetic_histogram(INTERARRIVAL_BUCKETS, 0.01, 1.2, 5000, seed * 3);
+            let (rate, c) = synthetic_histogram(RATE_BUCKETS, 50.0, 1.0, 5000, seed * 7);
+            heap.push((a, b, c));
+            ebpf.series.push(EbpfSeries {
+                key: EbpfKey {
+                    netns_inode: ns.netns.inode,
+                    family: svc.family,
+                    service: svc.address,
+                    destination: Some((d.address, d.port)),
+                },
+                new_connections: 5000,
+                connection_rate: rate,
+                peak_connection_rate: 400.0,
+                interarrival: ia,
+                first_response: fr,
+                unanswered: 1,
+                synced: 0,
+                waiting: 0,
+            });
+        }
+    }
+    inputs.ebpf = Arc::new(ebpf);
+    let inputs = Arc::new(inputs);
+    let plans = Arc::new(Plans::new(
+        inputs.snapshot.clone(),
+        Arc::new(ExportOptions::default()),
+        None,
+    ));
+    let formats = [Format::Text, Format::OpenMetrics, Format::Protobuf];
+    let mut bodies = Vec::new();
+    for f in formats {
+        let mut b = Vec::new();
+        stream(&inputs, &plans, f, false, &mut |c| {
+            b.extend_from_slice(&c);
+            true
+        })
+        .unwrap();
+        bodies.push(b);
+    }
+    let classic_series = String::from_utf8_lossy(&bodies[0])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    let families = decode_protobuf(&bodies[2]);
+    let native_series: usize = families.iter().map(|f| f.metric.len()).sum();
+    let ebpf_classic = String::from_utf8_lossy(&bodies[0])
+        .lines()
+        .filter(|l| l.starts_with("ipvs_ebpf_destination_") && l.contains("real_address"))
+        .count();
+    let ebpf_native: usize = families
+        .iter()
+        .filter(|f| f.name().starts_with("ipvs_ebpf_destination_"))
+        .map(|f| f.metric.len())
+        .sum();
+    let mut times: Vec<Vec<[std::time::Duration; 2]>> = vec![Vec::new(); formats.len()];
+    let mut sizes = [[0usize; 2]; 3];
+    for _ in 0..15 {
+        for (k, f) in formats.iter().enumerate() {
+            let mut pair = [std::time::Duration::ZERO; 2];
+            for (g, gz) in [false, true].into_iter().enumerate() {
+                let t = std::time::Instant::now();
+                let mut n = 0;
+                stream(&inputs, &plans, *f, gz, &mut |c| {
+                    n += c.len();
+                    true
+                })
+                .unwrap();
+                pair[g] = t.elapsed();
+                sizes[k][g] = n;
+            }
+            times[k].push(pair);
+        }
+    }
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    eprintln!("1,000 busy destinations (200 services × 5), default flags, 15 rounds A B C:");
+    eprintln!(
+        "series per scrape: classic (text) {classic_series}, of them eBPF per destination {:.1}; stored native (protobuf) {native_series}, eBPF per destination {:.1}",
+        ebpf_classic as f64 / 1000.0,
+        ebpf_native as f64 / 1000.0
+    );
+    eprintln!("| format | body | gzip | encode | encode + gzip |");
+    eprintln!("|---|---|---|---|---|");
+    for (k, f) in formats.iter().enumerate() {
+        let mut plain: Vec<_> = times[k].iter().map(|p| p[0]).collect();
+        let mut gz: Vec<_> = times[k].iter().map(|p| p[1]).collect();
+        eprintln!(
+            "| {f:?} | {:.2} MB | {:.3} MB | {:.2?} | {:.2?} |",
+            sizes[k][0] as f64 / 1e6,
+            sizes[k][1] as f64 / 1e6,
+            median(&mut plain),
+            median(&mut gz)
+        );
+    }
+    let n = heap.len() as f64;
+    let avg = |f: fn(&(usize, usize, usize)) -> usize| heap.iter().map(f).sum::<usize>() as f64 / n;
+    let max = heap.iter().map(|h| h.0 + h.1 + h.2).max().unwrap_or(0);
+    eprintln!(
+        "native buckets per destination (heap, besides 3 × 8 bytes of pointers in the table): first response {:.0} B, inter-arrival {:.0} B, rate {:.0} B; all three {:.0} B on average, {max} B at most; classic buckets {} B inline",
+        avg(|h| h.0),
+        avg(|h| h.1),
+        avg(|h| h.2),
+        avg(|h| h.0 + h.1 + h.2),
+        (FIRST_RESPONSE_BUCKETS.len() + INTERARRIVAL_BUCKETS.len() + RATE_BUCKETS.len() + 3 + 3)
+            * 8
+    );
+}
