@@ -802,6 +802,19 @@ mod tests {
         // Every window from 10 s to 20 s was idle: 100 more observations of 0/s.
         assert_eq!(again[0].1.rate.count, 190);
         assert_eq!(bucket(&again[0].1.rate, 1.0), 185);
+        // The native buckets hold the same observations: the idle windows in the zero bucket,
+        // the five 100/s windows in the bucket of 100, the gaps in those of 1 ms and 991 ms.
+        let native = |h: &HistogramSnapshot| h.native.clone().unwrap();
+        let key = |v: f64| (8.0 * v.log2()).ceil() as i32;
+        let r = native(&again[0].1.rate);
+        assert_eq!((r.schema, r.zero_count), (3, 185));
+        assert_eq!((r.offset, r.counts.clone()), (key(100.0), vec![5]));
+        let ia = native(&v.interarrival);
+        assert_eq!(ia.zero_count, 0);
+        assert_eq!(ia.counts.iter().sum::<u64>(), 49);
+        assert_eq!(ia.offset, key(0.001));
+        assert_eq!((ia.counts[0], *ia.counts.last().unwrap()), (45, 4));
+        assert_eq!(ia.offset + ia.counts.len() as i32 - 1, key(0.991));
     }
 
     #[test]
