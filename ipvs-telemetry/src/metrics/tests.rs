@@ -1019,74 +1019,220 @@ fn protobuf_samples(families: &[prometheus::proto::MetricFamily]) -> BTreeMap<St
     out
 }
 
-/// The protobuf body decodes (independent decoder) into exactly the samples of the text
-/// exposition, family by family, with the HELP text and type of each; every histogram also
-/// carries its native buckets.
-#[test]
-fn protobuf_decodes_to_the_text_samples() {
-    let body = encode(
-        &Arc::new(sample_inputs()),
-        &ExportOptions::everything(),
-        Format::Protobuf,
-        false,
+/// The text exposition's families with samples, in order: `(name, help, type, samples)`.
+fn text_families(t: &str) -> Vec<(String, String, String, BTreeMap<String, f64>)> {
+    let mut out: Vec<(String, String, String, String)> = Vec::new();
+    for line in t.lines() {
+        if let Some(h) = line.strip_prefix("# HELP ") {
+            let (name, help) = h.split_once(' ').unwrap();
+            let help = help.replace("\\n", "\n").replace("\\\\", "\\");
+            out.push((name.into(), help, String::new(), String::new()));
+        } else if let Some(ty) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = ty.split_once(' ').unwrap();
+            let last = out.last_mut().unwrap();
+            assert_eq!(last.0, name);
+            last.2 = ty.into();
+        } else {
+            let last = out.last_mut().unwrap();
+            last.3.push_str(line);
+            last.3.push('\n');
+        }
+    }
+    out.into_iter()
+        .filter(|f| !f.3.is_empty())
+        .map(|(name, help, ty, lines)| (name, help, ty, samples(&lines)))
+        .collect()
+}
+
+/// The native buckets each eBPF histogram of `inputs` must carry, by family and series:
+/// `(family, virtual_address, real_address, real_port)` -> `(schema, zero threshold, zero
+/// count, count of each populated bucket by index)`.
+type NativeWant = BTreeMap<(String, String, String, String), (i64, f64, u64, BTreeMap<i64, i64>)>;
+
+fn native_wanted(inputs: &Inputs) -> NativeWant {
+    let mut want = BTreeMap::new();
+    for s in &inputs.ebpf.series {
+        let (ServiceAddress::Inet { address, .. }, Some((real, port))) =
+            (s.key.service, s.key.destination)
+        else {
+            continue;
+        };
+        for (family, h) in [
+            (
+                "ipvs_ebpf_destination_connection_rate_per_second",
+                &s.connection_rate,
+            ),
+            (
+                "ipvs_ebpf_destination_connection_interarrival_seconds",
+                &s.interarrival,
+            ),
+            (
+                "ipvs_ebpf_destination_first_response_seconds",
+                &s.first_response,
+            ),
+        ] {
+            let n = h.native.as_ref().unwrap();
+            let buckets = n
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c != 0)
+                .map(|(j, c)| (i64::from(n.offset) + j as i64, *c as i64))
+                .collect();
+            let key = (
+                family.to_string(),
+                address.to_string(),
+                real.to_string(),
+                port.to_string(),
+            );
+            let v = (i64::from(n.schema), n.zero_threshold, n.zero_count, buckets);
+            want.insert(key, v);
+        }
+    }
+    want
+}
+
+/// The protobuf body of `inputs` decodes (independent decoder: the `prometheus` crate's types)
+/// into exactly the text exposition, family by family: the same families in the same order with
+/// the same HELP text and type, and in each the same samples (every counter and gauge, every
+/// classic bucket with `+Inf`, sums and counts); every histogram also carries the native
+/// buckets of its series in `inputs`. Returns the number of families and of histograms.
+fn assert_protobuf_decodes_to_the_text(inputs: Inputs, options: &ExportOptions) -> (usize, usize) {
+    let inputs = Arc::new(inputs);
+    let want_native = native_wanted(&inputs);
+    let body = encode(&inputs, options, Format::Protobuf, false).unwrap();
+    let families = decode_protobuf(&body);
+    let t = String::from_utf8(
+        encode(&inputs, options, Format::Text, false)
+            .unwrap()
+            .to_vec(),
     )
     .unwrap();
-    let families = decode_protobuf(&body);
-    let t = text(Format::Text);
-    // Family by family: the same names, help and types as the text format's HELP/TYPE lines,
-    // in the same order (families without samples are left out of protobuf).
-    let text_families: Vec<(String, String, String)> = t
-        .lines()
-        .filter_map(|l| l.strip_prefix("# HELP "))
-        .zip(t.lines().filter_map(|l| l.strip_prefix("# TYPE ")))
-        .map(|(h, ty)| {
-            let (name, help) = h.split_once(' ').unwrap();
-            let (_, ty) = ty.split_once(' ').unwrap();
-            let help = help.replace("\\n", "\n").replace("\\\\", "\\");
-            (name.to_string(), help, ty.to_string())
-        })
-        .filter(|(name, ..)| {
-            t.lines()
-                .any(|l| !l.starts_with('#') && l.starts_with(name.as_str()))
-        })
-        .collect();
-    let pb_families: Vec<(String, String, String)> = families
-        .iter()
-        .map(|f| {
-            let ty = format!("{:?}", f.type_()).to_lowercase();
-            (f.name().to_string(), f.help().to_string(), ty)
-        })
-        .collect();
-    assert_eq!(pb_families, text_families);
-    assert!(pb_families.len() > 40, "{}", pb_families.len());
-    // Sample by sample.
-    let want = samples(&t);
-    let got = protobuf_samples(&families);
-    for (k, v) in &want {
-        assert_eq!(got.get(k), Some(v), "{k}");
-    }
-    assert_eq!(got.len(), want.len());
-    // Native buckets of every histogram: those of the snapshot, counts adding up.
+    let text = text_families(&t);
+    let names = |v: Vec<&str>| v.join(" ");
+    assert_eq!(
+        names(families.iter().map(|f| f.name()).collect()),
+        names(text.iter().map(|f| f.0.as_str()).collect()),
+        "the same families in the same order"
+    );
     let mut histograms = 0;
-    for f in families
-        .iter()
-        .filter(|f| f.type_() == prometheus::proto::MetricType::HISTOGRAM)
-    {
+    for (f, (name, help, ty, want)) in families.iter().zip(&text) {
+        assert_eq!(f.help(), help, "{name}: HELP");
+        assert_eq!(
+            &format!("{:?}", f.type_()).to_lowercase(),
+            ty,
+            "{name}: TYPE"
+        );
+        let got = protobuf_samples(std::slice::from_ref(f));
+        if &got != want {
+            let diff: Vec<String> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(*v))
+                .map(|(k, v)| format!("  {k}: text {v}, protobuf {:?}", got.get(k)))
+                .chain(
+                    got.keys()
+                        .filter(|k| !want.contains_key(*k))
+                        .map(|k| format!("  {k}: only in protobuf")),
+                )
+                .collect();
+            panic!("{name}: the samples differ:\n{}", diff.join("\n"));
+        }
+        if f.type_() != prometheus::proto::MetricType::HISTOGRAM {
+            continue;
+        }
         for m in &f.metric {
-            let (schema, zt, zc, buckets) = native_part(&m.histogram);
-            assert_eq!(
-                (schema, zt, zc),
-                (3, crate::ebpf::native::ZERO_THRESHOLD, 1)
+            let label = |k: &str| {
+                m.label
+                    .iter()
+                    .find(|l| l.name() == k)
+                    .map_or(String::new(), |l| l.value().to_string())
+            };
+            let key = (
+                name.clone(),
+                label("virtual_address"),
+                label("real_address"),
+                label("real_port"),
             );
-            assert_eq!(buckets, BTreeMap::from([(-60, 2), (-56, 1)]));
+            let native = native_part(&m.histogram);
+            assert_eq!(Some(&native), want_native.get(&key), "{key:?}: native part");
             assert_eq!(
-                zc + buckets.values().sum::<i64>() as u64,
-                m.histogram.sample_count()
+                native.2 + native.3.values().sum::<i64>() as u64,
+                m.histogram.sample_count(),
+                "{key:?}: native buckets and count"
             );
             histograms += 1;
         }
     }
+    (families.len(), histograms)
+}
+
+/// Every destination's three histograms with their own observations (classic buckets at the
+/// daemon's layouts and native buckets), from `seed`.
+fn distinct_histograms(series: &mut EbpfSeries, seed: u64) {
+    use crate::ebpf::aggregate::{FIRST_RESPONSE_BUCKETS, INTERARRIVAL_BUCKETS, RATE_BUCKETS};
+    let median = 0.001 * (1 + seed % 40) as f64;
+    let n = 50 + seed as usize * 7 % 300;
+    series.first_response = synthetic_histogram(FIRST_RESPONSE_BUCKETS, median, 0.6, n, seed).0;
+    series.interarrival = synthetic_histogram(INTERARRIVAL_BUCKETS, 0.01, 1.2, n + 1, seed * 3).0;
+    let mut rate = synthetic_histogram(RATE_BUCKETS, 50.0, 1.0, n + 2, seed * 7).0;
+    // Idle windows: zeros in the first classic bucket and in the native zero bucket.
+    let idle = seed % 5;
+    rate.count += idle;
+    for b in &mut rate.buckets {
+        b.1 += idle;
+    }
+    rate.native.as_mut().unwrap().zero_count += idle;
+    series.connection_rate = rate;
+}
+
+/// The protobuf body decodes (independent decoder) into the text exposition, family by family,
+/// over the sample collection (two namespaces, one failing, IPv4/IPv6/fwmark services, names)
+/// and over 12 services × 4 destinations whose counters and histograms all differ (so a value
+/// written for the wrong series, bucket or family is caught).
+#[test]
+fn protobuf_decodes_to_the_text_samples() {
+    let mut sample = sample_inputs();
+    let mut ebpf = (*sample.ebpf).clone();
+    for (i, s) in ebpf.series.iter_mut().enumerate() {
+        distinct_histograms(s, i as u64 + 1);
+    }
+    sample.ebpf = Arc::new(ebpf);
+    let (families, histograms) =
+        assert_protobuf_decodes_to_the_text(sample, &ExportOptions::everything());
+    assert!(families > 40, "{families}");
     assert_eq!(histograms, 3);
+
+    let mut large = large_inputs(12, 4);
+    let mut snap = (*large.snapshot).clone();
+    let host = &mut snap.namespaces[0];
+    let services = &mut host.ipvs.as_mut().unwrap().services;
+    let mut ebpf = (*large.ebpf).clone();
+    ebpf.series.clear();
+    for (i, svc) in services.iter_mut().enumerate() {
+        svc.stats = stats(1000 + i as u64 * 13);
+        for (j, d) in svc.destinations.iter_mut().enumerate() {
+            d.weight = (i * 4 + j) as i32;
+            d.active_connections = (i * 4 + j) as u32 * 3 + 1;
+            let mut series = sample_inputs().ebpf.series[0].clone();
+            series.key = EbpfKey {
+                netns_inode: host.netns.inode,
+                family: svc.family,
+                service: svc.address,
+                destination: Some((d.address, d.port)),
+            };
+            series.new_connections = (i * 4 + j) as u64 * 11 + 5;
+            series.unanswered = (i * 4 + j) as u64;
+            distinct_histograms(&mut series, (i * 4 + j) as u64 + 3);
+            ebpf.series.push(series);
+        }
+    }
+    large.snapshot = Arc::new(snap);
+    large.ebpf = Arc::new(ebpf);
+    for options in [ExportOptions::everything(), ExportOptions::default()] {
+        let (families, histograms) = assert_protobuf_decodes_to_the_text(large.clone(), &options);
+        assert!(families > 30, "{families}");
+        assert_eq!(histograms, 3 * 48);
+    }
 }
 
 /// Gzip of protobuf goes through the same segments; a histogram without observations is still
