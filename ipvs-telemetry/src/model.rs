@@ -471,6 +471,24 @@ pub struct HistogramSnapshot {
     pub count: u64,
     /// Sum of the observations.
     pub sum: f64,
+    /// The same observations in native (sparse exponential) buckets, for the protobuf
+    /// exposition; `None` where only classic buckets are kept.
+    pub native: Option<NativeHistogram>,
+}
+
+/// The native buckets of a histogram (count and sum are its classic ones).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NativeHistogram {
+    /// Bucket `i` holds `(2^((i-1)/2^schema), 2^(i/2^schema)]`.
+    pub schema: i32,
+    /// Upper bound of the zero bucket.
+    pub zero_threshold: f64,
+    /// Observations in the zero bucket.
+    pub zero_count: u64,
+    /// Index of the bucket of `counts[0]`.
+    pub offset: i32,
+    /// Counts of consecutive buckets (not cumulative), from `offset` on.
+    pub counts: Vec<u64>,
 }
 
 /// What the probes identify a connection's destination by, before labels are attached.

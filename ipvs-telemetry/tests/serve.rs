@@ -286,6 +286,54 @@ fn endpoints_negotiation_and_gzip() {
     assert!(om.ends_with("# EOF\n"), "{om}");
     assert!(om.contains("# TYPE ipvs_collection_errors counter"));
 
+    // Prometheus with native histograms on: protobuf, gzipped, decoded by the `prometheus`
+    // crate's generated types.
+    let a = curl(&[
+        "-H",
+        "Accept: application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        "-H",
+        "Accept-Encoding: gzip",
+        &d.url("/metrics"),
+    ])
+    .unwrap();
+    assert!(
+        a.headers.contains(
+            "content-type: application/vnd.google.protobuf; proto=io.prometheus.client.metricfamily; encoding=delimited"
+        ),
+        "{}",
+        a.headers
+    );
+    assert!(a.headers.contains("content-encoding: gzip"));
+    let mut pb = Vec::new();
+    flate2::read::GzDecoder::new(&a.body[..])
+        .read_to_end(&mut pb)
+        .unwrap();
+    let mut families = Vec::new();
+    let mut rest = &pb[..];
+    while !rest.is_empty() {
+        use ::protobuf::Message;
+        let mut is = ::protobuf::CodedInputStream::from_bytes(rest);
+        let len = is.read_raw_varint64().unwrap() as usize;
+        let start = is.pos() as usize;
+        families.push(
+            prometheus::proto::MetricFamily::parse_from_bytes(&rest[start..start + len]).unwrap(),
+        );
+        rest = &rest[start + len..];
+    }
+    let up = families.iter().find(|f| f.name() == "ipvs_up").unwrap();
+    assert_eq!(up.metric[0].label[0].value(), "host");
+    assert_eq!(up.metric[0].gauge.value(), 0.0);
+    assert!(
+        families
+            .iter()
+            .any(|f| f.name() == "process_resident_memory_bytes")
+    );
+    assert!(
+        families
+            .iter()
+            .any(|f| f.name() == "ipvs_collection_errors_total")
+    );
+
     // promtool on the live 0.0.4 output.
     if promtool("endpoints_negotiation_and_gzip") {
         let mut child = Command::new("promtool")

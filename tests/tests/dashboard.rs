@@ -36,6 +36,13 @@
 //! counters it reads) it must return data ([`THRESHOLD_REMOVED`]). The test prints which
 //! expressions were treated so.
 //!
+//! Both ways Prometheus can store the histograms are covered on each kernel: two Prometheus
+//! scrape the same daemon at the same time, one as shipped (text scrapes, classic `_bucket`
+//! series), one with `--enable-feature=native-histograms` (protobuf scrapes, native histograms
+//! only), and every check above runs against each; each must have stored every eBPF histogram
+//! family the way it is about. The dashboard and rules fall back from one to the other, so
+//! every query returns data in both.
+//!
 //! Rate windows: Grafana's `$__rate_interval` and `$__interval` become `1m` (see
 //! `common/promql.rs`), at least 60 samples of the 1 s scrapes.
 
@@ -50,7 +57,7 @@ use anyhow::{Context, Result, ensure};
 use ipvs_telemetry_e2e::{
     DELAYED_BACKEND_SH, Kernel, Vm, VmConfig, for_each_kernel, lab_or_skip, skip, start_daemon,
 };
-use prometheus::{Prometheus, TempDir, has_finite_value, series_count};
+use prometheus::{Prometheus, TempDir, has_data, has_finite_value, series_count};
 use serde_json::Value;
 
 const PORT: u16 = 10054;
@@ -242,6 +249,42 @@ fn checks(expressions: &[Query]) -> Result<(Vec<Query>, Vec<String>)> {
             promql::RULES
         );
     }
+    // Every query of the dashboard is checked: as many panel queries as `expr` keys anywhere
+    // in its JSON, one per query variable (the rules are matched against promtool's count and Prometheus' own list).
+    fn exprs(v: &Value) -> usize {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| usize::from(k == "expr" && v.is_string()) + exprs(v))
+                .sum(),
+            Value::Array(a) => a.iter().map(exprs).sum(),
+            _ => 0,
+        }
+    }
+    let dashboard = promql::load_dashboard()?;
+    let in_json = exprs(&dashboard);
+    let query_variables = promql::variables(&dashboard)
+        .iter()
+        .filter(|v| v["type"] == "query")
+        .count();
+    let variable_queries = expressions
+        .iter()
+        .filter(|(s, _)| s.starts_with("dashboard variable"))
+        .count();
+    ensure!(
+        variable_queries == query_variables,
+        "{variable_queries} variable queries read, {query_variables} query variables in {}",
+        promql::DASHBOARD
+    );
+    let panel_queries = expressions
+        .iter()
+        .filter(|(s, _)| s.starts_with("dashboard panel"))
+        .count();
+    ensure!(
+        panel_queries == in_json && in_json > 0,
+        "{panel_queries} panel queries read, {in_json} `expr` keys in {}",
+        promql::DASHBOARD
+    );
     let alerts = expressions
         .iter()
         .filter(|(s, _)| promql::is_alert(s))
@@ -287,24 +330,30 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
     let dir = TempDir::new("ipvs-telemetry-dashboard")?;
     let rules = promql::rules_evaluated_every(dir.path(), "1s")?;
     let target = format!("127.0.0.1:{}", vm.host_port(PORT));
-    let prom = Prometheus::start(&prometheus::config(&[rules], &[target], "1s"))?;
+    let config = prometheus::config(&[rules], &[target], "1s");
+    // Both ways Prometheus stores the histograms, from the same daemon at the same time.
+    let classic = Prometheus::start(&config)?;
+    let native = Prometheus::start_with(&config, &["--enable-feature=native-histograms"])?;
+    let setups = [(Setup::Classic, &classic), (Setup::Native, &native)];
 
-    // The sync fault: once Prometheus has seen the master and the backup creating connections
-    // from its sync messages, the master's sync daemon stops while its clients go on.
+    // The sync fault: once both have seen the master and the backup creating connections from
+    // its sync messages, the master's sync daemon stops while its clients go on.
     let synced_seen = Instant::now();
-    loop {
-        let (_, master) = prom.query(r#"ipvs_sync_daemon_info{role="master",sync_id="5"}"#)?;
-        let (_, synced) =
-            prom.query(r#"sum(ipvs_ebpf_destination_synced_connections_total{netns="lb2"}) > 0"#)?;
-        if has_finite_value(&master) && has_finite_value(&synced) {
-            break;
+    for (setup, prom) in setups {
+        loop {
+            let (_, master) = prom.query(r#"ipvs_sync_daemon_info{role="master",sync_id="5"}"#)?;
+            let (_, synced) = prom
+                .query(r#"sum(ipvs_ebpf_destination_synced_connections_total{netns="lb2"}) > 0"#)?;
+            if has_finite_value(&master) && has_finite_value(&synced) {
+                break;
+            }
+            ensure!(
+                synced_seen.elapsed() < DEADLINE,
+                "{setup}: the backup lb2 created no connection from sync messages: {}",
+                vm.sh("ip netns exec lb2 ipvsadm -Lnc; ipvsadm -L --daemon; ip netns exec lb2 ipvsadm -L --daemon")?.stdout
+            );
+            std::thread::sleep(Duration::from_millis(500));
         }
-        ensure!(
-            synced_seen.elapsed() < DEADLINE,
-            "the backup lb2 created no connection from sync messages: {}",
-            vm.sh("ip netns exec lb2 ipvsadm -Lnc; ipvsadm -L --daemon; ip netns exec lb2 ipvsadm -L --daemon")?.stdout
-        );
-        std::thread::sleep(Duration::from_millis(500));
     }
     vm.sh_ok("ipvsadm --stop-daemon master")?;
     eprintln!(
@@ -312,10 +361,76 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
         synced_seen.elapsed()
     );
 
+    let started = Instant::now();
+    let mut problems = Vec::new();
+    let mut with_data = Vec::new();
+    for (setup, prom) in setups {
+        let (n, p) = check_setup(k, setup, prom, expressions, checks, started)?;
+        with_data.push(format!("{setup} {n} of {}", checks.len()));
+        problems.extend(p.into_iter().map(|p| format!("{setup}: {p}")));
+    }
+
+    if !problems.is_empty() {
+        let diag = vm
+            .sh(&format!(
+                "ipvsadm -Ln --stats --exact; ip netns exec lb2 ipvsadm -Ln --stats --exact; \
+                 tail -n 20 {}; for f in {}; do echo == $f; cat $f; done",
+                daemon.log,
+                clients
+                    .iter()
+                    .map(|c| c.log.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ))
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        anyhow::bail!(
+            "{} problems on kernel {k} (queries with data: {}):\n{}\n\nin the VM:\n{diag}\nclassic prometheus log:\n{}\nnative prometheus log:\n{}",
+            problems.len(),
+            with_data.join(", "),
+            problems.join("\n"),
+            classic.log(),
+            native.log()
+        );
+    }
+    let boot = vm.boot_time();
+    let _ = vm.shutdown();
+    Ok((boot, booted.elapsed()))
+}
+
+/// How a Prometheus stores the histograms it scrapes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Setup {
+    /// As shipped: text scrapes, classic `_bucket` series.
+    Classic,
+    /// `--enable-feature=native-histograms`: protobuf scrapes, native histograms only.
+    Native,
+}
+
+impl std::fmt::Display for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Setup::Classic => "classic",
+            Setup::Native => "native",
+        })
+    }
+}
+
+/// Every check against one Prometheus: rounds of every query until one round where all of them
+/// return data, the treated alerts' own expressions, the rules loaded, the staged alerts, how
+/// the histograms are stored, the target's health. Returns how many queries returned data and
+/// the problems found.
+fn check_setup(
+    k: Kernel,
+    setup: Setup,
+    prom: &Prometheus,
+    expressions: &[Query],
+    checks: &[Query],
+    started: Instant,
+) -> Result<(usize, Vec<String>)> {
     // Rounds of every query until one round where all of them return data at once (an
     // alert's condition may hold for a moment before it holds for good, e.g. while the
     // increase over a young series hovers around its threshold), or the deadline.
-    let started = Instant::now();
     let answers = loop {
         let answers = checks
             .iter()
@@ -350,9 +465,8 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
     }
     let with_data = checks.len() - problems.len();
     eprintln!(
-        "kernel {k}: {with_data} of {} queries returned data in the same round ({:.0?} after Prometheus started):\n{}",
+        "kernel {k}, {setup} histograms: {with_data} of {} queries returned data in the same round ({waited:.0?} after the checks started):\n{}",
         checks.len(),
-        waited,
         report.join("\n")
     );
 
@@ -414,40 +528,44 @@ fn run_on(k: Kernel, expressions: &[Query], checks: &[Query]) -> Result<(Duratio
             alerts["data"]["alerts"]
         ));
     }
-    // The target is healthy.
-    let targets = prom.api("/api/v1/targets?state=active")?;
-    let t = &targets["data"]["activeTargets"][0];
-    if t["health"] != "up" {
-        problems.push(format!("the daemon's target is not up: {t}"));
-    }
-
-    if !problems.is_empty() {
-        let diag = vm
-            .sh(&format!(
-                "ipvsadm -Ln --stats --exact; ip netns exec lb2 ipvsadm -Ln --stats --exact; \
-                 tail -n 20 {}; for f in {}; do echo == $f; cat $f; done",
-                daemon.log,
-                clients
-                    .iter()
-                    .map(|c| c.log.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ))
-            .map(|o| o.stdout)
-            .unwrap_or_default();
-        anyhow::bail!(
-            "{} problems on kernel {k} ({} of {} queries returned data):\n{}\n\nin the VM:\n{diag}\nprometheus log:\n{}",
-            problems.len(),
-            with_data,
-            checks.len(),
-            problems.join("\n"),
-            prom.log()
-        );
-    }
-    let boot = vm.boot_time();
-    let _ = vm.shutdown();
-    Ok((boot, booted.elapsed()))
+    // The histograms are stored the way this setup is about: every eBPF histogram family
+    // native (a `histogram` sample, no `_bucket` series) or classic (the reverse); and the
+    // target is healthy. Polled for a while: one scrape that times out on the loaded host
+    // marks every series stale until the next one.
+    let until = Instant::now() + Duration::from_secs(30);
+    let last = loop {
+        let mut found = Vec::new();
+        for family in HISTOGRAMS {
+            let (_, stored) = prom.query(family)?;
+            let (_, buckets) = prom.query(&format!("count({family}_bucket)"))?;
+            let (native_stored, classic_stored) = (has_data(&stored), has_finite_value(&buckets));
+            let native = setup == Setup::Native;
+            if (native_stored, classic_stored) != (native, !native) {
+                found.push(format!(
+                    "{family} stored native: {native_stored}, classic: {classic_stored}"
+                ));
+            }
+        }
+        let targets = prom.api("/api/v1/targets?state=active")?;
+        let t = &targets["data"]["activeTargets"][0];
+        if t["health"] != "up" {
+            found.push(format!("the daemon's target is not up: {t}"));
+        }
+        if found.is_empty() || Instant::now() > until {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    problems.extend(last);
+    Ok((with_data, problems))
 }
+
+/// The eBPF histogram families.
+const HISTOGRAMS: &[&str] = &[
+    "ipvs_ebpf_destination_first_response_seconds",
+    "ipvs_ebpf_destination_connection_interarrival_seconds",
+    "ipvs_ebpf_destination_connection_rate_per_second",
+];
 
 /// The first sample of an answer, as `{labels} value`, shortened.
 fn first_sample(json: &Value) -> String {

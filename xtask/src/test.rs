@@ -306,6 +306,7 @@ fn expected_weight(bin: &std::path::Path) -> u32 {
         ("scale-", 6),
         ("netns-", 5),
         ("latency-", 5),
+        ("native-", 4),
         ("netlink-", 4),
         ("names-", 4),
         ("lab-", 3),

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use ipvs_telemetry_common::Event;
 
+use super::native::NativeBuckets;
 use crate::cli::Granularity;
 use crate::model::{EbpfKey, Family, HistogramSnapshot, Protocol, ServiceAddress};
 
@@ -78,6 +79,8 @@ struct Buckets<const N: usize> {
     counts: [u64; N],
     /// Sum of the recorded values, in the recording unit.
     sum: u64,
+    /// The same observations in native buckets (exported unit).
+    native: NativeBuckets,
 }
 
 impl<const N: usize> Buckets<N> {
@@ -85,16 +88,19 @@ impl<const N: usize> Buckets<N> {
         Buckets {
             counts: [0; N],
             sum: 0,
+            native: NativeBuckets::default(),
         }
     }
 
+    /// Records `value` (recording unit); `scale` converts it to the exported unit.
     #[inline]
-    fn record(&mut self, thresholds: &[u64], value: u64) {
+    fn record(&mut self, thresholds: &[u64], value: u64, scale: f64) {
         let i = thresholds.partition_point(|&t| t < value);
         if let Some(c) = self.counts.get_mut(i) {
             *c += 1;
         }
         self.sum = self.sum.wrapping_add(value);
+        self.native.observe(value as f64 * scale);
     }
 
     /// Records `n` observations of 0 (idle rate windows) at once: 0 is at or below every
@@ -104,6 +110,7 @@ impl<const N: usize> Buckets<N> {
         if let Some(c) = self.counts.first_mut() {
             *c += n;
         }
+        self.native.observe_zeros(n);
     }
 
     /// Cumulative buckets, converting the sum with `scale` (unit to exported unit).
@@ -121,6 +128,7 @@ impl<const N: usize> Buckets<N> {
             buckets,
             count: self.counts.iter().sum(),
             sum: self.sum as f64 * scale,
+            native: Some(self.native.snapshot()),
         }
     }
 }
@@ -565,7 +573,7 @@ impl Aggregator {
         let d = Self::state(&mut self.map, &mut self.overflow, self.max, key);
         if let Some(d) = d {
             d.first_response
-                .record(&self.first_response_thresholds, e.value);
+                .record(&self.first_response_thresholds, e.value, 1e-9);
             d.waiting.end(self.waiting_slot_ns, e);
         }
     }
@@ -618,8 +626,11 @@ impl Aggregator {
             d.waiting.start(self.waiting_slot_ns, ts);
         }
         if d.count > 0 {
-            d.interarrival
-                .record(&self.interarrival_thresholds, ts.saturating_sub(d.last_ts));
+            d.interarrival.record(
+                &self.interarrival_thresholds,
+                ts.saturating_sub(d.last_ts),
+                1e-9,
+            );
         }
         d.count += 1;
         d.last_ts = d.last_ts.max(ts);
@@ -642,7 +653,8 @@ impl Aggregator {
     /// last observed window, with an empty open window.
     #[inline]
     fn close_windows(thresholds: &[u64], window_ns: u64, d: &mut DestState, now: u64) {
-        d.rate.record(thresholds, d.win_count);
+        d.rate
+            .record(thresholds, d.win_count, 1e9 / window_ns as f64);
         d.peak = d.peak.max(d.win_count);
         let end = d.win_start.saturating_add(window_ns);
         let idle = now.saturating_sub(end) / window_ns;
@@ -790,6 +802,19 @@ mod tests {
         // Every window from 10 s to 20 s was idle: 100 more observations of 0/s.
         assert_eq!(again[0].1.rate.count, 190);
         assert_eq!(bucket(&again[0].1.rate, 1.0), 185);
+        // The native buckets hold the same observations: the idle windows in the zero bucket,
+        // the five 100/s windows in the bucket of 100, the gaps in those of 1 ms and 991 ms.
+        let native = |h: &HistogramSnapshot| h.native.clone().unwrap();
+        let key = |v: f64| (8.0 * v.log2()).ceil() as i32;
+        let r = native(&again[0].1.rate);
+        assert_eq!((r.schema, r.zero_count), (3, 185));
+        assert_eq!((r.offset, r.counts.clone()), (key(100.0), vec![5]));
+        let ia = native(&v.interarrival);
+        assert_eq!(ia.zero_count, 0);
+        assert_eq!(ia.counts.iter().sum::<u64>(), 49);
+        assert_eq!(ia.offset, key(0.001));
+        assert_eq!((ia.counts[0], *ia.counts.last().unwrap()), (45, 4));
+        assert_eq!(ia.offset + ia.counts.len() as i32 - 1, key(0.991));
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod btf;
 mod consumer;
 mod loader;
 mod logbridge;
+pub mod native;
 pub mod offsets;
 pub mod state_args;
 

@@ -1,5 +1,5 @@
-//! Content negotiation: `Accept` picks OpenMetrics or the 0.0.4 text format, `Accept-Encoding`
-//! picks gzip. Quality values (`q=`) are honoured; anything unparsable counts as absent.
+//! Content negotiation: `Accept` picks the protobuf exposition, OpenMetrics or the 0.0.4 text
+//! format, `Accept-Encoding` picks gzip. Quality values (`q=`) are honoured; anything unparsable counts as absent.
 
 use crate::metrics::Format;
 
@@ -27,14 +27,18 @@ fn ranges(header: &str) -> impl Iterator<Item = (String, Vec<(String, String)>, 
     })
 }
 
-/// The format for an `Accept` header: OpenMetrics when the client ranks it at least as high as
+/// The format for an `Accept` header: the protobuf exposition when the client names it
+/// (`application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily;
+/// encoding=delimited`, as Prometheus does when it ingests native histograms) and ranks it at
+/// least as high as the others, else OpenMetrics when the client ranks it at least as high as
 /// the text format, the text format otherwise (also without a header, or when nothing we
-/// write is acceptable — like the Go client, we then still answer in the text format).
+/// write is acceptable — like the Go client, we then still answer in the text format). A
+/// wildcard never selects the binary format.
 pub fn format(accept: Option<&str>) -> Format {
     let Some(accept) = accept else {
         return Format::Text;
     };
-    let (mut om, mut text) = (0.0f32, 0.0f32);
+    let (mut proto, mut om, mut text) = (0.0f32, 0.0f32, 0.0f32);
     for (media, params, q) in ranges(accept) {
         let version = params
             .iter()
@@ -51,11 +55,26 @@ pub fn format(accept: Option<&str>) -> Format {
                     text = text.max(q);
                 }
             }
+            "application/vnd.google.protobuf" => {
+                let param = |name| {
+                    params
+                        .iter()
+                        .find(|(k, _)| k == name)
+                        .map(|(_, v)| v.as_str())
+                };
+                if param("proto") == Some("io.prometheus.client.MetricFamily")
+                    && param("encoding") == Some("delimited")
+                {
+                    proto = proto.max(q);
+                }
+            }
             "text/*" | "*/*" => text = text.max(q),
             _ => {}
         }
     }
-    if om > 0.0 && om >= text {
+    if proto > 0.0 && proto >= om && proto >= text {
+        Format::Protobuf
+    } else if om > 0.0 && om >= text {
         Format::OpenMetrics
     } else {
         Format::Text
@@ -123,6 +142,53 @@ mod tests {
         );
         assert_eq!(
             format(Some("application/openmetrics-text;q=bogus, text/plain")),
+            Format::Text
+        );
+    }
+
+    #[test]
+    fn protobuf_when_named() {
+        // Prometheus 2.42 with --enable-feature=native-histograms.
+        assert_eq!(
+            format(Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+            )),
+            Format::Protobuf
+        );
+        // Prometheus 3 with scrape_native_histograms: true.
+        assert_eq!(
+            format(Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+            )),
+            Format::Protobuf
+        );
+        // Ranked below OpenMetrics, another encoding, another message, or no parameters.
+        assert_eq!(
+            format(Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.5,application/openmetrics-text;version=1.0.0"
+            )),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            format(Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"
+            )),
+            Format::Text
+        );
+        assert_eq!(
+            format(Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.Other;encoding=delimited"
+            )),
+            Format::Text
+        );
+        assert_eq!(
+            format(Some("application/vnd.google.protobuf")),
+            Format::Text
+        );
+        assert_eq!(
+            format(Some(
+                "Application/Vnd.Google.Protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited; q=0"
+            )),
             Format::Text
         );
     }

@@ -35,7 +35,7 @@ type FlightResult = Option<Result<Arc<[Bytes]>, EncodeError>>;
 /// previous gzip scrape of each format ([`SegmentCache`]).
 pub struct Flights {
     flying: Mutex<HashMap<FlightKey, watch::Receiver<FlightResult>>>,
-    caches: [Mutex<SegmentCache>; 2],
+    caches: [Mutex<SegmentCache>; 3],
 }
 
 impl Default for Flights {
@@ -45,6 +45,7 @@ impl Default for Flights {
             caches: [
                 Mutex::new(SegmentCache::new(Format::OpenMetrics)),
                 Mutex::new(SegmentCache::new(Format::Text)),
+                Mutex::new(SegmentCache::new(Format::Protobuf)),
             ],
         }
     }
@@ -55,6 +56,7 @@ impl Flights {
         let i = match format {
             Format::OpenMetrics => 0,
             Format::Text => 1,
+            Format::Protobuf => 2,
         };
         self.caches[i].lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -13,6 +13,7 @@ mod openmetrics;
 pub mod options;
 pub mod prerendered;
 pub mod process;
+pub mod protobuf;
 pub mod segments;
 mod text;
 
@@ -84,6 +85,9 @@ pub enum Format {
     OpenMetrics,
     /// Prometheus text format 0.0.4.
     Text,
+    /// Length-delimited `io.prometheus.client.MetricFamily` protobuf messages (native
+    /// histograms).
+    Protobuf,
 }
 
 impl Format {
@@ -92,7 +96,40 @@ impl Format {
         match self {
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::Protobuf => protobuf::CONTENT_TYPE,
         }
+    }
+}
+
+/// Where an exposition is written: text (the text formats), or bytes (protobuf).
+pub trait Out: fmt::Write {
+    /// Appends `bytes`.
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result;
+}
+
+/// Text only: bytes that are not UTF-8 (a protobuf exposition) fail.
+impl Out for String {
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.push_str(std::str::from_utf8(bytes).map_err(|_| fmt::Error)?);
+        Ok(())
+    }
+}
+
+/// An exposition written into memory (tests, small uses).
+#[derive(Debug, Default)]
+pub struct Buf(pub Vec<u8>);
+
+impl fmt::Write for Buf {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl Out for Buf {
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.0.extend_from_slice(bytes);
+        Ok(())
     }
 }
 
@@ -107,18 +144,46 @@ pub fn write_exposition(
     inputs: &Arc<Inputs>,
     plans: &Arc<Plans>,
     format: Format,
-    out: &mut dyn fmt::Write,
+    out: &mut dyn Out,
 ) -> fmt::Result {
     write_head(inputs, format, out)?;
     plans.write(format, out)?;
     write_tail(inputs, plans, format, out)
 }
 
+/// Writes the whole exposition of `inputs` in one of the text formats.
+pub fn write_text(
+    inputs: &Arc<Inputs>,
+    plans: &Arc<Plans>,
+    format: Format,
+    out: &mut dyn fmt::Write,
+) -> fmt::Result {
+    let mut w = TextOut(out);
+    write_exposition(inputs, plans, format, &mut w)
+}
+
+/// A text writer taking bytes only as UTF-8 text (the text formats never write other bytes).
+struct TextOut<'a>(&'a mut dyn fmt::Write);
+
+impl fmt::Write for TextOut<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.write_str(s)
+    }
+}
+
+impl Out for TextOut<'_> {
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.0
+            .write_str(std::str::from_utf8(bytes).map_err(|_| fmt::Error)?)
+    }
+}
+
 /// The families before the service and destination ones.
-fn write_head(inputs: &Arc<Inputs>, format: Format, out: &mut dyn fmt::Write) -> fmt::Result {
+fn write_head(inputs: &Arc<Inputs>, format: Format, out: &mut dyn Out) -> fmt::Result {
     match format {
         Format::OpenMetrics => openmetrics::encode_head(inputs.clone(), out),
         Format::Text => text::encode_head(inputs, out),
+        Format::Protobuf => protobuf::encode_head(inputs, out),
     }
 }
 
@@ -127,16 +192,17 @@ fn write_tail(
     inputs: &Arc<Inputs>,
     plans: &Arc<Plans>,
     format: Format,
-    out: &mut dyn fmt::Write,
+    out: &mut dyn Out,
 ) -> fmt::Result {
     match format {
         Format::OpenMetrics => openmetrics::encode_tail(inputs.clone(), plans.clone(), out),
         Format::Text => text::encode_tail(inputs, plans, out),
+        Format::Protobuf => protobuf::encode_tail(inputs, plans, out),
     }
 }
 
-/// Writes the whole exposition of `inputs` in `format`, planned with `options` (one-shot uses:
-/// `snapshot --format prometheus`, tests).
+/// Writes the whole exposition of `inputs` in a text `format`, planned with `options` (one-shot
+/// uses: `snapshot --format prometheus`, tests).
 pub fn encode_to(
     inputs: &Arc<Inputs>,
     options: &ExportOptions,
@@ -148,7 +214,7 @@ pub fn encode_to(
         Arc::new(options.clone()),
         None,
     ));
-    write_exposition(inputs, &plans, format, out)
+    write_text(inputs, &plans, format, out)
 }
 
 /// The inputs of `snapshot --format prometheus`: one collection alone, with
@@ -179,7 +245,7 @@ pub fn stream(
 ) -> Result<(), EncodeError> {
     if gzip {
         let mut w = GzipChunks {
-            buf: String::with_capacity(CHUNK),
+            buf: Vec::with_capacity(CHUNK),
             gz: flate2::write::GzEncoder::new(
                 Vec::with_capacity(CHUNK),
                 flate2::Compression::fast(),
@@ -195,7 +261,7 @@ pub fn stream(
         }
     } else {
         let mut w = Chunks {
-            buf: String::with_capacity(CHUNK),
+            buf: Vec::with_capacity(CHUNK),
             emit,
         };
         write_exposition(inputs, plans, format, &mut w).map_err(|_| EncodeError)?;
@@ -228,17 +294,23 @@ pub fn encode(
     Ok(Bytes::from(all))
 }
 
-/// Text cut into chunks.
+/// An exposition cut into chunks.
 struct Chunks<'a> {
-    buf: String,
+    buf: Vec<u8>,
     emit: &'a mut dyn FnMut(Bytes) -> bool,
 }
 
 impl fmt::Write for Chunks<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.buf.push_str(s);
+        self.put(s.as_bytes())
+    }
+}
+
+impl Out for Chunks<'_> {
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.buf.extend_from_slice(bytes);
         if self.buf.len() >= CHUNK {
-            let full = std::mem::replace(&mut self.buf, String::with_capacity(CHUNK + 1024));
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 1024));
             if !(self.emit)(Bytes::from(full)) {
                 return Err(fmt::Error);
             }
@@ -247,9 +319,10 @@ impl fmt::Write for Chunks<'_> {
     }
 }
 
-/// Text compressed into one gzip member, emitted in chunks as the compressed bytes pile up.
+/// An exposition compressed into one gzip member, emitted in chunks as the compressed bytes
+/// pile up.
 struct GzipChunks<'a> {
-    buf: String,
+    buf: Vec<u8>,
     // Level 1: expositions are very repetitive, the fast level already shrinks them ~20 times.
     gz: flate2::write::GzEncoder<Vec<u8>>,
     emit: &'a mut dyn FnMut(Bytes) -> bool,
@@ -257,7 +330,7 @@ struct GzipChunks<'a> {
 
 impl GzipChunks<'_> {
     fn flush_text(&mut self) -> std::io::Result<()> {
-        self.gz.write_all(self.buf.as_bytes())?;
+        self.gz.write_all(&self.buf)?;
         self.buf.clear();
         if self.gz.get_ref().len() >= CHUNK {
             let out = std::mem::replace(self.gz.get_mut(), Vec::with_capacity(CHUNK + 1024));
@@ -271,7 +344,13 @@ impl GzipChunks<'_> {
 
 impl fmt::Write for GzipChunks<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.buf.push_str(s);
+        self.put(s.as_bytes())
+    }
+}
+
+impl Out for GzipChunks<'_> {
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.buf.extend_from_slice(bytes);
         if self.buf.len() >= CHUNK {
             self.flush_text().map_err(|_| fmt::Error)?;
         }

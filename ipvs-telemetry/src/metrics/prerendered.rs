@@ -15,13 +15,16 @@
 
 use std::collections::HashMap;
 use std::fmt::{self, Write};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use super::Format;
 use super::families::{Kind, Num};
 use super::labels::{DestinationLabels, ServiceLabels, netmask_text, service_flags};
 use super::options::{ExportOptions, Group};
+use super::protobuf::{
+    family_header, label_pair, value_metric, value_metric_len, write_label_pairs,
+};
 use super::text::{write_escaped, write_labels, write_num};
+use super::{Format, Out};
 use crate::model::{
     Destination, Family, ForwardMethod, IpvsState, NamespaceSnapshot, Service, ServiceAddress,
     Snapshot,
@@ -437,6 +440,109 @@ pub struct NsPlan {
     owners: Vec<u32>,
     /// `,forwarding_method="…",tunnel_type="…"}` of the same destinations.
     destination_info: Interned,
+    /// The same labels as protobuf bytes, rendered on the first protobuf scrape.
+    pb: OnceLock<PbPlan>,
+}
+
+/// Byte strings kept end to end in one buffer.
+#[derive(Debug, Default)]
+struct Blobs {
+    buf: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Blobs {
+    fn push(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
+        f(&mut self.buf);
+        self.ends.push(self.buf.len() as u32);
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.buf[start..self.ends[i] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn shrink(&mut self) {
+        self.buf.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+}
+
+/// One namespace's labels as protobuf `LabelPair` fields, for one shape of its table.
+#[derive(Debug, Default)]
+pub struct PbPlan {
+    services: Blobs,
+    service_info: Blobs,
+    destinations: Blobs,
+    destination_info: Blobs,
+}
+
+impl PbPlan {
+    fn build(ns: &NamespaceSnapshot, ipvs: &IpvsState, levels: &[Level]) -> PbPlan {
+        let mut p = PbPlan::default();
+        for (svc, &level) in ipvs.services.iter().zip(levels) {
+            if level == Level::Dropped {
+                continue;
+            }
+            let sl = service_labels(ns, svc);
+            p.services.push(|b| write_label_pairs(b, &sl));
+            p.service_info.push(|b| {
+                label_pair(b, "scheduler", &svc.scheduler);
+                label_pair(b, "flags", &service_flags(svc.flags));
+                label_pair(b, "netmask", &netmask_text(svc.family, svc.netmask));
+                let engine = svc.persistence_engine.as_deref().unwrap_or("");
+                label_pair(b, "persistence_engine", engine);
+            });
+            if level != Level::Full {
+                continue;
+            }
+            for d in &svc.destinations {
+                let dl = DestinationLabels::new(&sl, d.address, d.port);
+                p.destinations.push(|b| write_label_pairs(b, &dl));
+                p.destination_info.push(|b| {
+                    let tunnel = match (d.forward, d.tunnel_type) {
+                        (ForwardMethod::Tunnel, Some(t)) => t.label(),
+                        _ => String::new(),
+                    };
+                    label_pair(b, "forwarding_method", d.forward.as_str());
+                    label_pair(b, "tunnel_type", &tunnel);
+                });
+            }
+        }
+        p.services.shrink();
+        p.service_info.shrink();
+        p.destinations.shrink();
+        p.destination_info.shrink();
+        p
+    }
+
+    /// The labels (and the info labels after them) of series `k` of family `d`.
+    fn labels(&self, d: &Def, k: usize) -> (&[u8], &[u8]) {
+        match d.value {
+            Value::Service(_) => (self.services.get(k), &[]),
+            Value::ServiceInfo => (self.services.get(k), self.service_info.get(k)),
+            Value::Destination(_) => (self.destinations.get(k), &[]),
+            Value::DestinationInfo => (self.destinations.get(k), self.destination_info.get(k)),
+        }
+    }
+
+    /// Bytes of the `Metric` fields of family `d` in this namespace.
+    fn family_bytes(&self, d: &Def) -> usize {
+        let n = match d.value {
+            Value::Service(_) | Value::ServiceInfo => self.services.len(),
+            Value::Destination(_) | Value::DestinationInfo => self.destinations.len(),
+        };
+        (0..n)
+            .map(|k| {
+                let (a, b) = self.labels(d, k);
+                value_metric_len(a.len() + b.len())
+            })
+            .sum()
+    }
 }
 
 impl NsPlan {
@@ -448,6 +554,7 @@ impl NsPlan {
             destinations: Texts::default(),
             owners: Vec::new(),
             destination_info: Interned::default(),
+            pb: OnceLock::new(),
         };
         for (svc, &level) in ipvs.services.iter().zip(&p.levels) {
             if level == Level::Dropped {
@@ -516,6 +623,23 @@ impl NsPlan {
             + self.owners.capacity() * 4
             + self.destination_info.bytes()
             + self.levels.capacity()
+            + self.pb.get().map_or(0, |p| {
+                [
+                    &p.services,
+                    &p.service_info,
+                    &p.destinations,
+                    &p.destination_info,
+                ]
+                .iter()
+                .map(|t| t.buf.capacity() + t.ends.capacity() * 4)
+                .sum()
+            })
+    }
+
+    /// The protobuf labels, rendered the first time they are asked for.
+    fn pb(&self, ns: &NamespaceSnapshot, ipvs: &IpvsState) -> &PbPlan {
+        self.pb
+            .get_or_init(|| PbPlan::build(ns, ipvs, &self.levels))
     }
 }
 
@@ -677,7 +801,10 @@ impl Plans {
     }
 
     /// Writes every enabled family of this module.
-    pub fn write(&self, format: Format, out: &mut dyn Write) -> fmt::Result {
+    pub fn write(&self, format: Format, out: &mut dyn Out) -> fmt::Result {
+        if format == Format::Protobuf {
+            return self.write_protobuf(out);
+        }
         for d in defs().filter(|d| enabled(d, &self.options)) {
             if !self.any_series(d) {
                 continue;
@@ -691,6 +818,54 @@ impl Plans {
             }
         }
         Ok(())
+    }
+
+    /// The namespaces with a plan, each with its protobuf labels.
+    fn pb_namespaces(&self) -> impl Iterator<Item = (usize, &Arc<NsPlan>, &IpvsState, &PbPlan)> {
+        self.snapshot
+            .namespaces
+            .iter()
+            .zip(&self.namespaces)
+            .enumerate()
+            .filter_map(|(ni, (ns, plan))| {
+                let (Some(plan), Ok(ipvs)) = (plan, &ns.ipvs) else {
+                    return None;
+                };
+                Some((ni, plan, ipvs, plan.pb(ns, ipvs)))
+            })
+    }
+
+    /// The delimiter, name, help and type of family `d` in protobuf.
+    fn pb_header(&self, d: &Def, out: &mut Vec<u8>) {
+        let metrics = self
+            .pb_namespaces()
+            .map(|(.., pb)| pb.family_bytes(d))
+            .sum();
+        family_header(out, d.name, d.help, d.kind, metrics);
+    }
+
+    fn write_protobuf(&self, out: &mut dyn Out) -> fmt::Result {
+        let mut buf = Vec::with_capacity(super::CHUNK + 1024);
+        let mut values = Vec::new();
+        for d in defs().filter(|d| enabled(d, &self.options)) {
+            if !self.any_series(d) {
+                continue;
+            }
+            self.pb_header(d, &mut buf);
+            for (_, plan, ipvs, pb) in self.pb_namespaces() {
+                values.clear();
+                block_values(d, plan, ipvs, &mut values);
+                for (k, v) in values.iter().enumerate() {
+                    let (labels, more) = pb.labels(d, k);
+                    value_metric(&mut buf, d.kind, labels, more, *v);
+                    if buf.len() >= super::CHUNK {
+                        out.put(&buf)?;
+                        buf.clear();
+                    }
+                }
+            }
+        }
+        out.put(&buf)
     }
 
     fn any_series(&self, d: &Def) -> bool {
@@ -716,8 +891,8 @@ impl Plans {
 
 /// What [`Plans::for_each_block`] visits.
 pub enum Item<'a> {
-    /// A family's HELP and TYPE lines.
-    Header(&'a str),
+    /// A family's HELP and TYPE lines (its delimiter, name, help and type in protobuf).
+    Header(&'a [u8]),
     /// A family's series in one namespace.
     Block(Block<'a>),
 }
@@ -730,12 +905,23 @@ pub struct Block<'a> {
     pub namespace: usize,
     /// The rendered label text this block is written from.
     pub plan: &'a Arc<NsPlan>,
+    /// Its protobuf labels (protobuf walks only).
+    pb: Option<&'a PbPlan>,
     def: &'static Def,
     /// Every series' value, in order.
     pub values: Vec<Num>,
 }
 
 impl Block<'_> {
+    /// Writes series `range` of the block in protobuf (a block of a protobuf walk).
+    pub fn write_protobuf(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
+        let Some(pb) = self.pb else { return };
+        for k in range {
+            let (labels, more) = pb.labels(self.def, k);
+            value_metric(out, self.def.kind, labels, more, self.values[k]);
+        }
+    }
+
     /// Writes series `range` of the block.
     pub fn write(&self, range: std::ops::Range<usize>, out: &mut dyn Write) -> fmt::Result {
         let d = self.def;
@@ -782,8 +968,15 @@ impl Plans {
             if !enabled(d, &self.options) || !self.any_series(d) {
                 continue;
             }
-            let mut h = String::new();
-            header(d, format, &mut h)?;
+            let mut h = Vec::new();
+            match format {
+                Format::Protobuf => self.pb_header(d, &mut h),
+                _ => {
+                    let mut t = String::new();
+                    header(d, format, &mut t)?;
+                    h = t.into_bytes();
+                }
+            }
             visit(Item::Header(&h))?;
             for (ni, (ns, plan)) in self
                 .snapshot
@@ -800,10 +993,12 @@ impl Plans {
                 if values.is_empty() {
                     continue;
                 }
+                let pb = (format == Format::Protobuf).then(|| plan.pb(ns, ipvs));
                 visit(Item::Block(Block {
                     family: i,
                     namespace: ni,
                     plan,
+                    pb,
                     def: d,
                     values,
                 }))?;

@@ -22,7 +22,7 @@ use flate2::{Compress, Compression, FlushCompress};
 
 use super::families::Num;
 use super::prerendered::{Item, NsPlan};
-use super::{EncodeError, Format, Inputs, Plans};
+use super::{EncodeError, Format, Inputs, Out, Plans};
 
 /// Series per cached segment (about 180 KB of text for destination series).
 pub const SEGMENT_SERIES: usize = 1024;
@@ -130,9 +130,9 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
 /// An empty final block (fixed Huffman, end of block).
 const FINAL_BLOCK: [u8; 2] = [0x03, 0x00];
 
-/// Writes text into segments of about [`TEXT_SEGMENT`] bytes.
+/// Writes text (or protobuf bytes) into segments of about [`TEXT_SEGMENT`] bytes.
 struct TextSegments<'a> {
-    buf: String,
+    buf: Vec<u8>,
     c: &'a mut Compress,
     out: &'a mut dyn FnMut(Segment) -> Result<(), EncodeError>,
 }
@@ -142,7 +142,7 @@ impl TextSegments<'_> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let s = compress(self.c, self.buf.as_bytes())?;
+        let s = compress(self.c, &self.buf)?;
         self.buf.clear();
         (self.out)(s)
     }
@@ -150,7 +150,13 @@ impl TextSegments<'_> {
 
 impl fmt::Write for TextSegments<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.buf.push_str(s);
+        self.put(s.as_bytes())
+    }
+}
+
+impl Out for TextSegments<'_> {
+    fn put(&mut self, bytes: &[u8]) -> fmt::Result {
+        self.buf.extend_from_slice(bytes);
         if self.buf.len() >= TEXT_SEGMENT && self.flush().is_err() {
             return Err(fmt::Error);
         }
@@ -187,7 +193,7 @@ pub fn stream_gzip(
     };
     {
         let mut w = TextSegments {
-            buf: String::new(),
+            buf: Vec::new(),
             c: &mut c,
             out: &mut out,
         };
@@ -204,9 +210,7 @@ pub fn stream_gzip(
         };
         let b = match item {
             Item::Header(h) => {
-                return compress(&mut c, h.as_bytes())
-                    .and_then(&mut out)
-                    .map_err(&mut fail);
+                return compress(&mut c, h).and_then(&mut out).map_err(&mut fail);
             }
             Item::Block(b) => b,
         };
@@ -226,9 +230,16 @@ pub fn stream_gzip(
                     e.segment.clone()
                 }
                 None => {
-                    let mut text = String::with_capacity((end - start) * 200);
-                    b.write(start..end, &mut text)?;
-                    let s = compress(&mut c, text.as_bytes()).map_err(&mut fail)?;
+                    let text = if format == Format::Protobuf {
+                        let mut bytes = Vec::with_capacity((end - start) * 200);
+                        b.write_protobuf(start..end, &mut bytes);
+                        bytes
+                    } else {
+                        let mut text = String::with_capacity((end - start) * 200);
+                        b.write(start..end, &mut text)?;
+                        text.into_bytes()
+                    };
+                    let s = compress(&mut c, &text).map_err(&mut fail)?;
                     compressed += 1;
                     entries.insert(
                         key,
@@ -251,7 +262,7 @@ pub fn stream_gzip(
     }
     {
         let mut w = TextSegments {
-            buf: String::new(),
+            buf: Vec::new(),
             c: &mut c,
             out: &mut out,
         };

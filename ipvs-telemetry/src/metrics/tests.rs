@@ -155,6 +155,13 @@ pub(crate) fn sample_inputs() -> Inputs {
         buckets: vec![(0.001, 1), (0.01, 3), (0.1, 3)],
         count: 4,
         sum: 0.5,
+        native: Some(NativeHistogram {
+            schema: 3,
+            zero_threshold: crate::ebpf::native::ZERO_THRESHOLD,
+            zero_count: 1,
+            offset: -60,
+            counts: vec![2, 0, 0, 0, 1],
+        }),
     };
     let ebpf = EbpfSnapshot {
         up: true,
@@ -446,7 +453,7 @@ fn gzip_round_trip_in_chunks() {
         Arc::new(options.clone()),
         None,
     ));
-    for format in [Format::Text, Format::OpenMetrics] {
+    for format in [Format::Text, Format::OpenMetrics, Format::Protobuf] {
         let mut chunks = Vec::new();
         stream(&inputs, &plans, format, true, &mut |b| {
             chunks.push(b);
@@ -455,12 +462,13 @@ fn gzip_round_trip_in_chunks() {
         .unwrap();
         assert!(chunks.len() > 1, "{} chunks", chunks.len());
         let gz: Vec<u8> = chunks.concat();
-        let mut plain = String::new();
+        let mut plain = Vec::new();
         flate2::read::GzDecoder::new(&gz[..])
-            .read_to_string(&mut plain)
+            .read_to_end(&mut plain)
             .unwrap();
-        let mut want = String::new();
+        let mut want = Buf::default();
         write_exposition(&inputs, &plans, format, &mut want).unwrap();
+        let want = want.0;
         assert_eq!(plain, want);
         // Uncompressed: chunks of about CHUNK bytes, the same text.
         let mut chunks = Vec::new();
@@ -470,7 +478,7 @@ fn gzip_round_trip_in_chunks() {
         })
         .unwrap();
         assert!(chunks.iter().all(|c| c.len() < CHUNK + 4096));
-        assert_eq!(chunks.concat(), want.as_bytes());
+        assert_eq!(chunks.concat(), want);
     }
 }
 
@@ -525,6 +533,15 @@ fn prerendered_equals_the_reference_encoding() {
             .map(|(x, y)| format!("{x}\n  vs\n{y}"))
             .unwrap_or_else(|| format!("lengths {} vs {}", a.len(), b.len()))
     };
+    // Protobuf: the same families, decoded.
+    let mut fast = Buf::default();
+    plans.write(Format::Protobuf, &mut fast).unwrap();
+    let mut reference = Buf::default();
+    super::protobuf::encode_reference(&inputs, &mut reference).unwrap();
+    let mut fast = decode_protobuf(&fast.0);
+    assert!(fast.len() > 10);
+    fast.retain(|f| f.name() != "ipvs_service_available_destinations");
+    assert_eq!(fast, decode_protobuf(&reference.0));
     for format in [Format::Text, Format::OpenMetrics] {
         let mut fast = String::new();
         plans.write(format, &mut fast).unwrap();
@@ -534,6 +551,7 @@ fn prerendered_equals_the_reference_encoding() {
             Format::OpenMetrics => {
                 super::openmetrics::encode_reference(inputs.clone(), &mut reference).unwrap()
             }
+            Format::Protobuf => unreachable!(),
         }
         assert!(fast.len() > 1000);
         assert!(fast.contains("ipvs_service_available_destinations{"));
@@ -812,10 +830,8 @@ fn segmented_gzip_reuses_unchanged_segments() {
     use std::io::Read;
     let options = Arc::new(ExportOptions::everything());
     let gunzip = |b: &[u8]| {
-        let mut s = String::new();
-        flate2::read::GzDecoder::new(b)
-            .read_to_string(&mut s)
-            .unwrap();
+        let mut s = Vec::new();
+        flate2::read::GzDecoder::new(b).read_to_end(&mut s).unwrap();
         s
     };
     let body = |inputs: &Arc<Inputs>, plans: &Arc<Plans>, cache: &mut SegmentCache| {
@@ -827,20 +843,20 @@ fn segmented_gzip_reuses_unchanged_segments() {
         .unwrap();
         all
     };
-    for format in [Format::OpenMetrics, Format::Text] {
+    for format in [Format::OpenMetrics, Format::Text, Format::Protobuf] {
         let mut cache = SegmentCache::new(format);
         let inputs = Arc::new(large_inputs(600, 5));
         let plans = Arc::new(Plans::new(inputs.snapshot.clone(), options.clone(), None));
-        let mut want = String::new();
+        let mut want = Buf::default();
         write_exposition(&inputs, &plans, format, &mut want).unwrap();
         let first = body(&inputs, &plans, &mut cache);
-        assert_eq!(gunzip(&first), want);
+        assert_eq!(gunzip(&first), want.0);
         let (reused, compressed) = cache.last;
         assert_eq!(reused, 0);
         assert!(compressed > 20, "{compressed}");
         // Same collection again: every segment reused.
         let again = body(&inputs, &plans, &mut cache);
-        assert_eq!(gunzip(&again), want);
+        assert_eq!(gunzip(&again), want.0);
         assert_eq!(cache.last, (compressed, 0));
         // A new collection with one destination's counters moved, same shape.
         let mut snap = (*inputs.snapshot).clone();
@@ -855,10 +871,10 @@ fn segmented_gzip_reuses_unchanged_segments() {
             options.clone(),
             Some(&plans),
         ));
-        let mut want2 = String::new();
+        let mut want2 = Buf::default();
         write_exposition(&moved, &plans2, format, &mut want2).unwrap();
-        assert_ne!(want, want2);
-        assert_eq!(gunzip(&body(&moved, &plans2, &mut cache)), want2);
+        assert_ne!(want.0, want2.0);
+        assert_eq!(gunzip(&body(&moved, &plans2, &mut cache)), want2.0);
         // The connections of one destination: one segment of destination connections; the
         // service's connections: one of service connections.
         assert_eq!(cache.last.1, 1, "{:?}", cache.last);
@@ -875,9 +891,9 @@ fn segmented_gzip_reuses_unchanged_segments() {
             options.clone(),
             Some(&plans2),
         ));
-        let mut want3 = String::new();
+        let mut want3 = Buf::default();
         write_exposition(&shrunk, &plans3, format, &mut want3).unwrap();
-        assert_eq!(gunzip(&body(&shrunk, &plans3, &mut cache)), want3);
+        assert_eq!(gunzip(&body(&shrunk, &plans3, &mut cache)), want3.0);
         assert!(cache.last.1 > 20);
     }
 }
@@ -926,4 +942,592 @@ fn memory_profile(n: usize, m: usize) {
     .unwrap();
     eprintln!("plain {n}, label bytes {}", plans2.bytes());
     drop(plans);
+}
+
+/// The families of a protobuf exposition, decoded by an independent decoder (the `prometheus`
+/// crate's message types, generated from client_model's `metrics.proto` by rust-protobuf).
+fn decode_protobuf(mut body: &[u8]) -> Vec<prometheus::proto::MetricFamily> {
+    use ::protobuf::Message;
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        let mut is = ::protobuf::CodedInputStream::from_bytes(body);
+        let len = is.read_raw_varint64().unwrap() as usize;
+        let start = is.pos() as usize;
+        out.push(
+            prometheus::proto::MetricFamily::parse_from_bytes(&body[start..start + len]).unwrap(),
+        );
+        body = &body[start + len..];
+    }
+    out
+}
+
+/// The native part of a decoded histogram (fields the old `metrics.proto` of the decoder does
+/// not name: read from its unknown fields), as `(schema, zero threshold, zero count, count of
+/// each populated bucket by index)`.
+fn native_part(h: &prometheus::proto::Histogram) -> (i64, f64, u64, BTreeMap<i64, i64>) {
+    use ::protobuf::UnknownValueRef;
+    let zigzag = |v: u64| (v >> 1) as i64 ^ -((v & 1) as i64);
+    let (mut schema, mut zt, mut zc) = (None, None, None);
+    let (mut spans, mut deltas) = (Vec::new(), Vec::new());
+    for (field, v) in h.special_fields.unknown_fields().iter() {
+        match (field, v) {
+            (5, UnknownValueRef::Varint(v)) => schema = Some(zigzag(v)),
+            (6, UnknownValueRef::Fixed64(v)) => zt = Some(f64::from_bits(v)),
+            (7, UnknownValueRef::Varint(v)) => zc = Some(v),
+            (12, UnknownValueRef::LengthDelimited(b)) => {
+                let mut is = ::protobuf::CodedInputStream::from_bytes(b);
+                let (mut off, mut len) = (0, 0);
+                while let Some(tag) = is.read_raw_tag_or_eof().unwrap() {
+                    match tag >> 3 {
+                        1 => off = is.read_sint32().unwrap(),
+                        2 => len = is.read_uint32().unwrap(),
+                        f => panic!("span field {f}"),
+                    }
+                }
+                spans.push((off, len));
+            }
+            (13, UnknownValueRef::Varint(v)) => deltas.push(zigzag(v)),
+            (f, v) => panic!("unexpected histogram field {f}: {v:?}"),
+        }
+    }
+    let mut buckets = BTreeMap::new();
+    let (mut idx, mut count, mut d) = (0i64, 0i64, deltas.into_iter());
+    for (i, (off, len)) in spans.into_iter().enumerate() {
+        idx += i64::from(off) + if i == 0 { 0 } else { 1 };
+        for j in 0..len {
+            count += d.next().expect("a delta per bucket");
+            if count != 0 {
+                buckets.insert(idx, count);
+            }
+            if j + 1 < len {
+                idx += 1;
+            }
+        }
+    }
+    assert!(d.next().is_none(), "more deltas than buckets");
+    (schema.unwrap(), zt.unwrap(), zc.unwrap(), buckets)
+}
+
+/// Decoded protobuf families as the text samples: `name{sorted labels}` -> value, histograms as
+/// `_bucket` (with `+Inf`), `_sum` and `_count`.
+fn protobuf_samples(families: &[prometheus::proto::MetricFamily]) -> BTreeMap<String, f64> {
+    use prometheus::proto::MetricType;
+    let mut out = BTreeMap::new();
+    let mut put = |name: String, labels: &[(String, String)], v: f64| {
+        // As the text exposition escapes them, which `samples` keeps.
+        let escaped = |v: &str| {
+            v.replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n")
+        };
+        let mut pairs: Vec<String> = labels
+            .iter()
+            .map(|(k, v)| format!("{k}={:?}", escaped(v)))
+            .collect();
+        pairs.sort();
+        let key = format!("{name}{{{}}}", pairs.join(","));
+        assert!(out.insert(key.clone(), v).is_none(), "duplicate {key}");
+    };
+    for f in families {
+        assert!(!f.metric.is_empty(), "{} has no metric", f.name());
+        for m in &f.metric {
+            let labels: Vec<(String, String)> = m
+                .label
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect();
+            match f.type_() {
+                MetricType::COUNTER => put(f.name().into(), &labels, m.counter.value()),
+                MetricType::GAUGE => put(f.name().into(), &labels, m.gauge.value()),
+                MetricType::HISTOGRAM => {
+                    let h = &m.histogram;
+                    for b in &h.bucket {
+                        let mut l = labels.clone();
+                        l.push(("le".into(), b.upper_bound().to_string()));
+                        put(
+                            format!("{}_bucket", f.name()),
+                            &l,
+                            b.cumulative_count() as f64,
+                        );
+                    }
+                    let mut l = labels.clone();
+                    l.push(("le".into(), "+Inf".into()));
+                    put(format!("{}_bucket", f.name()), &l, h.sample_count() as f64);
+                    put(format!("{}_sum", f.name()), &labels, h.sample_sum());
+                    put(
+                        format!("{}_count", f.name()),
+                        &labels,
+                        h.sample_count() as f64,
+                    );
+                }
+                t => panic!("{}: type {t:?}", f.name()),
+            }
+        }
+    }
+    out
+}
+
+/// The text exposition's families with samples, in order: `(name, help, type, samples)`.
+fn text_families(t: &str) -> Vec<(String, String, String, BTreeMap<String, f64>)> {
+    let mut out: Vec<(String, String, String, String)> = Vec::new();
+    for line in t.lines() {
+        if let Some(h) = line.strip_prefix("# HELP ") {
+            let (name, help) = h.split_once(' ').unwrap();
+            let help = help.replace("\\n", "\n").replace("\\\\", "\\");
+            out.push((name.into(), help, String::new(), String::new()));
+        } else if let Some(ty) = line.strip_prefix("# TYPE ") {
+            let (name, ty) = ty.split_once(' ').unwrap();
+            let last = out.last_mut().unwrap();
+            assert_eq!(last.0, name);
+            last.2 = ty.into();
+        } else {
+            let last = out.last_mut().unwrap();
+            last.3.push_str(line);
+            last.3.push('\n');
+        }
+    }
+    out.into_iter()
+        .filter(|f| !f.3.is_empty())
+        .map(|(name, help, ty, lines)| (name, help, ty, samples(&lines)))
+        .collect()
+}
+
+/// The native buckets each eBPF histogram of `inputs` must carry, by family and series:
+/// `(family, virtual_address, real_address, real_port)` -> `(schema, zero threshold, zero
+/// count, count of each populated bucket by index)`.
+type NativeWant = BTreeMap<(String, String, String, String), (i64, f64, u64, BTreeMap<i64, i64>)>;
+
+fn native_wanted(inputs: &Inputs) -> NativeWant {
+    let mut want = BTreeMap::new();
+    for s in &inputs.ebpf.series {
+        let (ServiceAddress::Inet { address, .. }, Some((real, port))) =
+            (s.key.service, s.key.destination)
+        else {
+            continue;
+        };
+        for (family, h) in [
+            (
+                "ipvs_ebpf_destination_connection_rate_per_second",
+                &s.connection_rate,
+            ),
+            (
+                "ipvs_ebpf_destination_connection_interarrival_seconds",
+                &s.interarrival,
+            ),
+            (
+                "ipvs_ebpf_destination_first_response_seconds",
+                &s.first_response,
+            ),
+        ] {
+            let n = h.native.as_ref().unwrap();
+            let buckets = n
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c != 0)
+                .map(|(j, c)| (i64::from(n.offset) + j as i64, *c as i64))
+                .collect();
+            let key = (
+                family.to_string(),
+                address.to_string(),
+                real.to_string(),
+                port.to_string(),
+            );
+            let v = (i64::from(n.schema), n.zero_threshold, n.zero_count, buckets);
+            want.insert(key, v);
+        }
+    }
+    want
+}
+
+/// The protobuf body of `inputs` decodes (independent decoder: the `prometheus` crate's types)
+/// into exactly the text exposition, family by family: the same families in the same order with
+/// the same HELP text and type, and in each the same samples (every counter and gauge, every
+/// classic bucket with `+Inf`, sums and counts); every histogram also carries the native
+/// buckets of its series in `inputs`. Returns the number of families and of histograms.
+fn assert_protobuf_decodes_to_the_text(inputs: Inputs, options: &ExportOptions) -> (usize, usize) {
+    let inputs = Arc::new(inputs);
+    let want_native = native_wanted(&inputs);
+    let body = encode(&inputs, options, Format::Protobuf, false).unwrap();
+    let families = decode_protobuf(&body);
+    let t = String::from_utf8(
+        encode(&inputs, options, Format::Text, false)
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
+    let text = text_families(&t);
+    let names = |v: Vec<&str>| v.join(" ");
+    assert_eq!(
+        names(families.iter().map(|f| f.name()).collect()),
+        names(text.iter().map(|f| f.0.as_str()).collect()),
+        "the same families in the same order"
+    );
+    let mut histograms = 0;
+    for (f, (name, help, ty, want)) in families.iter().zip(&text) {
+        assert_eq!(f.help(), help, "{name}: HELP");
+        assert_eq!(
+            &format!("{:?}", f.type_()).to_lowercase(),
+            ty,
+            "{name}: TYPE"
+        );
+        let got = protobuf_samples(std::slice::from_ref(f));
+        if &got != want {
+            let diff: Vec<String> = want
+                .iter()
+                .filter(|(k, v)| got.get(*k) != Some(*v))
+                .map(|(k, v)| format!("  {k}: text {v}, protobuf {:?}", got.get(k)))
+                .chain(
+                    got.keys()
+                        .filter(|k| !want.contains_key(*k))
+                        .map(|k| format!("  {k}: only in protobuf")),
+                )
+                .collect();
+            panic!("{name}: the samples differ:\n{}", diff.join("\n"));
+        }
+        if f.type_() != prometheus::proto::MetricType::HISTOGRAM {
+            continue;
+        }
+        for m in &f.metric {
+            let label = |k: &str| {
+                m.label
+                    .iter()
+                    .find(|l| l.name() == k)
+                    .map_or(String::new(), |l| l.value().to_string())
+            };
+            let key = (
+                name.clone(),
+                label("virtual_address"),
+                label("real_address"),
+                label("real_port"),
+            );
+            let native = native_part(&m.histogram);
+            assert_eq!(Some(&native), want_native.get(&key), "{key:?}: native part");
+            assert_eq!(
+                native.2 + native.3.values().sum::<i64>() as u64,
+                m.histogram.sample_count(),
+                "{key:?}: native buckets and count"
+            );
+            histograms += 1;
+        }
+    }
+    (families.len(), histograms)
+}
+
+/// Every destination's three histograms with their own observations (classic buckets at the
+/// daemon's layouts and native buckets), from `seed`.
+fn distinct_histograms(series: &mut EbpfSeries, seed: u64) {
+    use crate::ebpf::aggregate::{FIRST_RESPONSE_BUCKETS, INTERARRIVAL_BUCKETS, RATE_BUCKETS};
+    let median = 0.001 * (1 + seed % 40) as f64;
+    let n = 50 + seed as usize * 7 % 300;
+    series.first_response = synthetic_histogram(FIRST_RESPONSE_BUCKETS, median, 0.6, n, seed).0;
+    series.interarrival = synthetic_histogram(INTERARRIVAL_BUCKETS, 0.01, 1.2, n + 1, seed * 3).0;
+    let mut rate = synthetic_histogram(RATE_BUCKETS, 50.0, 1.0, n + 2, seed * 7).0;
+    // Idle windows: zeros in the first classic bucket and in the native zero bucket.
+    let idle = seed % 5;
+    rate.count += idle;
+    for b in &mut rate.buckets {
+        b.1 += idle;
+    }
+    rate.native.as_mut().unwrap().zero_count += idle;
+    series.connection_rate = rate;
+}
+
+/// The protobuf body decodes (independent decoder) into the text exposition, family by family,
+/// over the sample collection (two namespaces, one failing, IPv4/IPv6/fwmark services, names)
+/// and over 12 services × 4 destinations whose counters and histograms all differ (so a value
+/// written for the wrong series, bucket or family is caught).
+#[test]
+fn protobuf_decodes_to_the_text_samples() {
+    let mut sample = sample_inputs();
+    let mut ebpf = (*sample.ebpf).clone();
+    for (i, s) in ebpf.series.iter_mut().enumerate() {
+        distinct_histograms(s, i as u64 + 1);
+    }
+    sample.ebpf = Arc::new(ebpf);
+    let (families, histograms) =
+        assert_protobuf_decodes_to_the_text(sample, &ExportOptions::everything());
+    assert!(families > 40, "{families}");
+    assert_eq!(histograms, 3);
+
+    let mut large = large_inputs(12, 4);
+    let mut snap = (*large.snapshot).clone();
+    let host = &mut snap.namespaces[0];
+    let services = &mut host.ipvs.as_mut().unwrap().services;
+    let mut ebpf = (*large.ebpf).clone();
+    ebpf.series.clear();
+    for (i, svc) in services.iter_mut().enumerate() {
+        svc.stats = stats(1000 + i as u64 * 13);
+        for (j, d) in svc.destinations.iter_mut().enumerate() {
+            d.weight = (i * 4 + j) as i32;
+            d.active_connections = (i * 4 + j) as u32 * 3 + 1;
+            let mut series = sample_inputs().ebpf.series[0].clone();
+            series.key = EbpfKey {
+                netns_inode: host.netns.inode,
+                family: svc.family,
+                service: svc.address,
+                destination: Some((d.address, d.port)),
+            };
+            series.new_connections = (i * 4 + j) as u64 * 11 + 5;
+            series.unanswered = (i * 4 + j) as u64;
+            distinct_histograms(&mut series, (i * 4 + j) as u64 + 3);
+            ebpf.series.push(series);
+        }
+    }
+    large.snapshot = Arc::new(snap);
+    large.ebpf = Arc::new(ebpf);
+    for options in [ExportOptions::everything(), ExportOptions::default()] {
+        let (families, histograms) = assert_protobuf_decodes_to_the_text(large.clone(), &options);
+        assert!(families > 30, "{families}");
+        assert_eq!(histograms, 3 * 48);
+    }
+}
+
+/// Gzip of protobuf goes through the same segments; a histogram without observations is still
+/// marked native (a no-op span).
+#[test]
+fn an_empty_native_histogram_is_still_native() {
+    let mut inputs = sample_inputs();
+    let mut ebpf = (*inputs.ebpf).clone();
+    ebpf.series[0].first_response = HistogramSnapshot {
+        buckets: vec![(0.1, 0)],
+        count: 0,
+        sum: 0.0,
+        native: Some(crate::ebpf::native::NativeBuckets::default().snapshot()),
+    };
+    inputs.ebpf = Arc::new(ebpf);
+    let body = encode(
+        &Arc::new(inputs),
+        &ExportOptions::everything(),
+        Format::Protobuf,
+        false,
+    )
+    .unwrap();
+    let families = decode_protobuf(&body);
+    let f = families
+        .iter()
+        .find(|f| f.name() == "ipvs_ebpf_destination_first_response_seconds")
+        .unwrap();
+    let h = &f.metric[0].histogram;
+    let spans: Vec<_> = h
+        .special_fields
+        .unknown_fields()
+        .iter()
+        .filter(|(f, _)| *f == 12)
+        .collect();
+    assert_eq!(spans.len(), 1);
+    assert_eq!(native_part(h).3, BTreeMap::new());
+}
+
+/// A histogram of `n` observations spread log-normally around `median` (sigma `spread`), kept
+/// as the daemon keeps it: classic buckets at `bounds` and native buckets. Deterministic.
+fn synthetic_histogram(
+    bounds: &[f64],
+    median: f64,
+    spread: f64,
+    n: usize,
+    seed: u64,
+) -> (HistogramSnapshot, usize) {
+    let mut x = seed | 1;
+    let mut uniform = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut native = crate::ebpf::native::NativeBuckets::default();
+    let mut counts = vec![0u64; bounds.len()];
+    let mut sum = 0.0;
+    for _ in 0..n {
+        let g = (0..4).map(|_| uniform()).sum::<f64>() - 2.0;
+        let v = median * (spread * g * 1.7).exp();
+        if let Some(i) = bounds.iter().position(|&b| v <= b) {
+            counts[i] += 1;
+        }
+        native.observe(v);
+        sum += v;
+    }
+    let mut acc = 0;
+    let buckets = bounds
+        .iter()
+        .zip(&counts)
+        .map(|(&b, &c)| {
+            acc += c;
+            (b, acc)
+        })
+        .collect();
+    let h = HistogramSnapshot {
+        buckets,
+        count: n as u64,
+        sum,
+        native: Some(native.snapshot()),
+    };
+    (h, native.heap_bytes())
+}
+
+/// Series per scrape and encoding time of the three formats at 1,000 busy destinations (200
+/// services × 5, every destination with all three eBPF histograms filled), and the memory of the
+/// histogram state per destination: the figures of BENCHMARKS.md (run with `--release
+/// --ignored --nocapture`). Formats alternate (A B C A B C …), medians of 15 rounds.
+#[test]
+#[ignore]
+fn native_histogram_encoding() {
+    use crate::ebpf::aggregate::{FIRST_RESPONSE_BUCKETS, INTERARRIVAL_BUCKETS, RATE_BUCKETS};
+    let mut inputs = large_inputs(200, 5);
+    let mut ebpf = (*inputs.ebpf).clone();
+    ebpf.series.clear();
+    let mut heap = Vec::new();
+    let snap = inputs.snapshot.clone();
+    let ns = &snap.namespaces[0];
+    for (i, svc) in ns.ipvs.as_ref().unwrap().services.iter().enumerate() {
+        for (j, d) in svc.destinations.iter().enumerate() {
+            let seed = (i * 5 + j) as u64 + 1;
+            // First response around 2-40 ms, inter-arrival around 10 ms, rate windows 5-500/s.
+            let median = 0.002 * (1 + (i + j) % 20) as f64;
+            let (fr, a) = synthetic_histogram(FIRST_RESPONSE_BUCKETS, median, 0.5, 5000, seed);
+            let (ia, b) = synthetic_histogram(INTERARRIVAL_BUCKETS, 0.01, 1.2, 5000, seed * 3);
+            let (rate, c) = synthetic_histogram(RATE_BUCKETS, 50.0, 1.0, 5000, seed * 7);
+            heap.push((a, b, c));
+            ebpf.series.push(EbpfSeries {
+                key: EbpfKey {
+                    netns_inode: ns.netns.inode,
+                    family: svc.family,
+                    service: svc.address,
+                    destination: Some((d.address, d.port)),
+                },
+                new_connections: 5000,
+                connection_rate: rate,
+                peak_connection_rate: 400.0,
+                interarrival: ia,
+                first_response: fr,
+                unanswered: 1,
+                synced: 0,
+                waiting: 0,
+            });
+        }
+    }
+    inputs.ebpf = Arc::new(ebpf);
+    let inputs = Arc::new(inputs);
+    let plans = Arc::new(Plans::new(
+        inputs.snapshot.clone(),
+        Arc::new(ExportOptions::default()),
+        None,
+    ));
+    let formats = [Format::Text, Format::OpenMetrics, Format::Protobuf];
+    let mut bodies = Vec::new();
+    for f in formats {
+        let mut b = Vec::new();
+        stream(&inputs, &plans, f, false, &mut |c| {
+            b.extend_from_slice(&c);
+            true
+        })
+        .unwrap();
+        bodies.push(b);
+    }
+    let classic_series = String::from_utf8_lossy(&bodies[0])
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    let families = decode_protobuf(&bodies[2]);
+    let native_series: usize = families.iter().map(|f| f.metric.len()).sum();
+    let ebpf_classic = String::from_utf8_lossy(&bodies[0])
+        .lines()
+        .filter(|l| l.starts_with("ipvs_ebpf_destination_") && l.contains("real_address"))
+        .count();
+    let ebpf_native: usize = families
+        .iter()
+        .filter(|f| f.name().starts_with("ipvs_ebpf_destination_"))
+        .map(|f| f.metric.len())
+        .sum();
+    let mut times: Vec<Vec<[std::time::Duration; 2]>> = vec![Vec::new(); formats.len()];
+    let mut sizes = [[0usize; 2]; 3];
+    for _ in 0..15 {
+        for (k, f) in formats.iter().enumerate() {
+            let mut pair = [std::time::Duration::ZERO; 2];
+            for (g, gz) in [false, true].into_iter().enumerate() {
+                let t = std::time::Instant::now();
+                let mut n = 0;
+                stream(&inputs, &plans, *f, gz, &mut |c| {
+                    n += c.len();
+                    true
+                })
+                .unwrap();
+                pair[g] = t.elapsed();
+                sizes[k][g] = n;
+            }
+            times[k].push(pair);
+        }
+    }
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    eprintln!("1,000 busy destinations (200 services × 5), default flags, 15 rounds A B C:");
+    eprintln!(
+        "series per scrape: classic (text) {classic_series}, of them eBPF per destination {:.1}; stored native (protobuf) {native_series}, eBPF per destination {:.1}",
+        ebpf_classic as f64 / 1000.0,
+        ebpf_native as f64 / 1000.0
+    );
+    eprintln!("| format | body | gzip | encode | encode + gzip |");
+    eprintln!("|---|---|---|---|---|");
+    for (k, f) in formats.iter().enumerate() {
+        let mut plain: Vec<_> = times[k].iter().map(|p| p[0]).collect();
+        let mut gz: Vec<_> = times[k].iter().map(|p| p[1]).collect();
+        eprintln!(
+            "| {f:?} | {:.2} MB | {:.3} MB | {:.2?} | {:.2?} |",
+            sizes[k][0] as f64 / 1e6,
+            sizes[k][1] as f64 / 1e6,
+            median(&mut plain),
+            median(&mut gz)
+        );
+    }
+    // The pre-rendered service and destination families alone at 10,000 × 5 (no eBPF): the
+    // protobuf labels are rendered at the first protobuf scrape of a table shape.
+    let big = Arc::new(large_inputs(10_000, 5));
+    let plans = Arc::new(Plans::new(
+        big.snapshot.clone(),
+        Arc::new(ExportOptions::default()),
+        None,
+    ));
+    let run = |f: Format| {
+        let t = std::time::Instant::now();
+        let mut n = 0;
+        stream(&big, &plans, f, false, &mut |c| {
+            n += c.len();
+            true
+        })
+        .unwrap();
+        (t.elapsed(), n)
+    };
+    let (first, _) = run(Format::Protobuf);
+    let (mut text, mut pb) = (Vec::new(), Vec::new());
+    let mut bytes = (0, 0);
+    for _ in 0..9 {
+        let (t, n) = run(Format::Text);
+        text.push(t);
+        bytes.0 = n;
+        let (t, n) = run(Format::Protobuf);
+        pb.push(t);
+        bytes.1 = n;
+    }
+    eprintln!(
+        "10,000 × 5, no eBPF, 9 rounds A B: text {:.1} MB in {:.0?}, protobuf {:.1} MB in {:.0?} (first protobuf scrape of the shape, labels rendered: {first:.0?}); plan bytes {:.1} MB with both label forms",
+        bytes.0 as f64 / 1e6,
+        median(&mut text),
+        bytes.1 as f64 / 1e6,
+        median(&mut pb),
+        plans.bytes() as f64 / 1e6
+    );
+    let n = heap.len() as f64;
+    let avg = |f: fn(&(usize, usize, usize)) -> usize| heap.iter().map(f).sum::<usize>() as f64 / n;
+    let max = heap.iter().map(|h| h.0 + h.1 + h.2).max().unwrap_or(0);
+    eprintln!(
+        "native buckets per destination (heap, besides 3 × 8 bytes of pointers in the table): first response {:.0} B, inter-arrival {:.0} B, rate {:.0} B; all three {:.0} B on average, {max} B at most; classic buckets {} B inline",
+        avg(|h| h.0),
+        avg(|h| h.1),
+        avg(|h| h.2),
+        avg(|h| h.0 + h.1 + h.2),
+        (FIRST_RESPONSE_BUCKETS.len() + INTERARRIVAL_BUCKETS.len() + RATE_BUCKETS.len() + 3 + 3)
+            * 8
+    );
 }

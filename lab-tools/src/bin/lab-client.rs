@@ -4,7 +4,7 @@
 //! ```text
 //! lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONCURRENCY] [--rate R[/s]] [--timeout DUR]
 //!                               [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors]
-//!                               [--one-flow]
+//!                               [--one-flow] [--rtt]
 //! lab-client wait-tcp ADDR:PORT [--timeout DUR]
 //! lab-client unix-get SOCKET PATH
 //! ```
@@ -12,6 +12,9 @@
 //!   side and reads the reply to the end. `--connect-only` closes right after the handshake.
 //! - `udp`: each operation uses a fresh socket (so a fresh source port, so a new IPVS
 //!   connection), sends the payload and waits for one reply datagram (`--no-reply`: doesn't wait).
+//! - `--rtt` (tcp): also reports the median of the kernel's handshake round-trip times
+//!   (`TCP_INFO`'s `tcpi_rtt` read right after connecting: SYN sent to SYN-ACK received, timed
+//!   by the kernel in softirq, so without the client thread's wake-up) as ` rtt_p50=…ms`.
 //! - `--one-flow` (udp): each worker sends all its request/replies over one socket, so they are
 //!   the packets of one long-lived IPVS connection (packet rate rather than connection rate).
 //! - `--rate`: operation i starts at `i / rate` seconds; without it, as fast as possible.
@@ -54,13 +57,14 @@ struct Opts {
     no_reply: bool,
     allow_errors: bool,
     one_flow: bool,
+    rtt: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("lab-client: {msg}");
     eprintln!(
         "usage: lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONC] [--rate R] [--timeout DUR] \
-         [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors] [--one-flow]\n       \
+         [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors] [--one-flow] [--rtt]\n       \
          lab-client wait-tcp ADDR:PORT [--timeout DUR]\n       \
          lab-client unix-get SOCKET PATH"
     );
@@ -99,6 +103,7 @@ fn main() {
         no_reply: false,
         allow_errors: false,
         one_flow: false,
+        rtt: false,
     };
     let mut timeout_set = false;
     while let Some(a) = args.next() {
@@ -123,6 +128,7 @@ fn main() {
                 "--no-reply" => o.no_reply = true,
                 "--allow-errors" => o.allow_errors = true,
                 "--one-flow" => o.one_flow = true,
+                "--rtt" => o.rtt = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
             Ok(())
@@ -297,6 +303,12 @@ fn run(o: Opts) {
             pct(1.0)
         ));
     }
+    let mut rtts = RTTS.lock().map(|r| r.clone()).unwrap_or_default();
+    if !rtts.is_empty() {
+        rtts.sort();
+        let i = rtts.len().div_ceil(2) - 1;
+        line.push_str(&format!(" rtt_p50={:.3}ms", f64::from(rtts[i]) / 1000.0));
+    }
     if let Some(e) = first_error.lock().ok().and_then(|f| f.clone()) {
         line.push_str(&format!(" first_error={e:?}"));
     }
@@ -306,8 +318,36 @@ fn run(o: Opts) {
     }
 }
 
+/// The kernel's handshake round-trip times of the connections (`--rtt`), in microseconds.
+static RTTS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// `TCP_INFO`'s smoothed RTT of a socket, in microseconds (right after the handshake: the SYN
+/// to SYN-ACK time).
+fn handshake_rtt(s: &TcpStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: getsockopt writes at most `len` bytes into `info`, a plain C struct.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        );
+        (r == 0).then_some(info.tcpi_rtt)
+    }
+}
+
 fn tcp_once(o: &Opts) -> Result<(), String> {
     let mut s = TcpStream::connect_timeout(&o.target, o.timeout).map_err(|e| e.to_string())?;
+    if o.rtt
+        && let Some(rtt) = handshake_rtt(&s).filter(|&r| r > 0)
+        && let Ok(mut r) = RTTS.lock()
+    {
+        r.push(rtt);
+    }
     if o.connect_only {
         return Ok(());
     }

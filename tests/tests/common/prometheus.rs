@@ -78,17 +78,23 @@ impl Prometheus {
     /// Starts `prometheus` with `config` (YAML text) and waits until it is ready. The port is
     /// picked free just before; if another process takes it in between, a new one is tried.
     pub(crate) fn start(config: &str) -> Result<Self> {
+        Self::start_with(config, &[])
+    }
+
+    /// [`Prometheus::start`] with more command-line flags (e.g.
+    /// `--enable-feature=native-histograms`).
+    pub(crate) fn start_with(config: &str, flags: &[&str]) -> Result<Self> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::start_once(config) {
+            match Self::start_once(config, flags) {
                 Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {}
                 result => return result,
             }
         }
     }
 
-    fn start_once(config: &str) -> Result<Self> {
+    fn start_once(config: &str, flags: &[&str]) -> Result<Self> {
         let dir = TempDir::new("ipvs-telemetry-prometheus")?;
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
@@ -103,6 +109,7 @@ impl Prometheus {
             ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--log.level=warn")
+            .args(flags)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -230,22 +237,28 @@ pub(crate) fn has_data(json: &Value) -> bool {
 
 /// Whether a query answer holds at least one finite sample value (not NaN or ±Inf): data a
 /// panel can draw, where [`has_data`] also accepts a vector of NaN (e.g. `histogram_quantile`
-/// over buckets that did not move).
+/// over buckets that did not move). A native histogram sample (`histogram`, `histograms`)
+/// counts by its count.
 pub(crate) fn has_finite_value(json: &Value) -> bool {
-    let finite = |v: &Value| {
-        v[1].as_str()
+    let number = |v: &Value| {
+        v.as_str()
             .and_then(|s| s.parse::<f64>().ok())
             .is_some_and(f64::is_finite)
     };
+    let finite = |v: &Value| number(&v[1]) || number(&v[1]["count"]);
     json["status"] == "success"
         && match json["data"]["resultType"].as_str() {
             Some("scalar") => finite(&json["data"]["result"]),
-            Some("vector") => json["data"]["result"]
-                .as_array()
-                .is_some_and(|r| r.iter().any(|s| finite(&s["value"]))),
-            Some("matrix") => json["data"]["result"].as_array().is_some_and(|r| {
+            Some("vector") => json["data"]["result"].as_array().is_some_and(|r| {
                 r.iter()
-                    .any(|s| s["values"].as_array().is_some_and(|v| v.iter().any(finite)))
+                    .any(|s| finite(&s["value"]) || finite(&s["histogram"]))
+            }),
+            Some("matrix") => json["data"]["result"].as_array().is_some_and(|r| {
+                r.iter().any(|s| {
+                    ["values", "histograms"]
+                        .iter()
+                        .any(|k| s[*k].as_array().is_some_and(|v| v.iter().any(finite)))
+                })
             }),
             _ => false,
         }
