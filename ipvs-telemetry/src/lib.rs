@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod caps;
 pub mod cli;
 pub mod collect;
