@@ -22,3 +22,4 @@ pub mod netlink;
 pub mod netns;
 pub mod serve;
 pub mod snapshot;
+pub mod top;

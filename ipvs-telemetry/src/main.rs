@@ -34,6 +34,7 @@ fn main() {
     let code = match command {
         Command::Snapshot(cmd) => ipvs_telemetry::snapshot::run(&cmd),
         Command::Serve(cmd) => ipvs_telemetry::serve::run(cmd),
+        Command::Top(cmd) => ipvs_telemetry::top::run(&cmd),
     };
     std::process::exit(code);
 }

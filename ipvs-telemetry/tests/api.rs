@@ -107,7 +107,13 @@ fn curl(args: &[&str]) -> (u16, String, String) {
 }
 
 fn tempdir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("ipvs-telemetry-api-{}", std::process::id()));
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "ipvs-telemetry-api-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -231,4 +237,168 @@ fn snapshot_json_follows_the_schema() {
     for line in text.lines() {
         validate(&serde_json::from_str(line).unwrap()).unwrap();
     }
+}
+
+/// `top --batch` with the real binary against the daemon: JSON frames follow the schema, the
+/// text frame has its header, basic auth works from `--from.user`/`--from.password-file`, and
+/// a refusal or a bad URL is one line and a non-zero exit.
+#[test]
+fn top_batch_reads_the_daemon_with_basic_auth() {
+    let dir = tempdir();
+    let hash = bcrypt::hash_with_salt("s3cret", 4, [1; 16])
+        .unwrap()
+        .to_string();
+    let cfg = dir.join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    let d = Daemon::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    let from = d.url("");
+    let top = |args: &[&str]| {
+        Command::new(BIN)
+            .args(["top", "--from", &from, "--batch", "--delay", "100ms"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let auth = [
+        "--from.user",
+        "alice",
+        "--from.password-file",
+        pw.to_str().unwrap(),
+    ];
+    let out = top(&[&auth[..], &["--iterations", "2", "--format", "json"]].concat());
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2, "{text}");
+    for line in text.lines() {
+        let doc: Value = serde_json::from_str(line).unwrap();
+        validate(&doc).unwrap_or_else(|e| panic!("{e}\n{doc:#}"));
+        assert_eq!(doc["kind"], "top");
+    }
+    let out = top(&[&auth[..], &["--iterations", "1", "--sort", "p99"]].concat());
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("sort P99") && text.contains("P99.9(ms)"),
+        "{text}"
+    );
+
+    let out = top(&["--iterations", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/api/v1/snapshot: 401 Unauthorized"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["top", "--from", "ftp://x", "--batch"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["top", "--from", &from, "--batch", "--sort", "bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Sorting (numbers largest first, a missing quantile last, ties by name; destinations sorted
+/// inside their service) and filtering (by namespace, service or destination).
+#[test]
+fn top_sorts_and_filters_rows() {
+    use ipvs_telemetry::api::schema::QuantilesDoc;
+    use ipvs_telemetry::top::{Row, SortKey, frame};
+    let row = |netns: &str, svc: &str, dest: Option<&str>, cps: f64, p50: Option<f64>| Row {
+        netns: netns.into(),
+        service: svc.into(),
+        destination: dest.map(str::to_string),
+        names: String::new(),
+        weight: dest.map(|_| 1),
+        active_connections: 0,
+        inactive_connections: 0,
+        new_connections_per_second: cps,
+        rate_source: "ebpf",
+        bytes_per_second: 0,
+        first_response_seconds: p50.map(|p| QuantilesDoc {
+            p50: p,
+            p90: p,
+            p99: p,
+            p999: p,
+            max: p,
+        }),
+        unanswered: 0,
+    };
+    let groups = vec![
+        (
+            row("host", "tcp:10.0.0.1:80", None, 5.0, None),
+            vec![
+                row(
+                    "host",
+                    "tcp:10.0.0.1:80",
+                    Some("10.0.1.1:80"),
+                    1.0,
+                    Some(0.05),
+                ),
+                row("host", "tcp:10.0.0.1:80", Some("10.0.1.2:80"), 4.0, None),
+                row(
+                    "host",
+                    "tcp:10.0.0.1:80",
+                    Some("10.0.1.3:80"),
+                    0.0,
+                    Some(0.01),
+                ),
+            ],
+        ),
+        (
+            row("blue", "udp:10.0.0.2:53", None, 9.0, None),
+            vec![row(
+                "blue",
+                "udp:10.0.0.2:53",
+                Some("10.0.2.1:53"),
+                9.0,
+                None,
+            )],
+        ),
+    ];
+    let ids = |rows: Vec<Row>| -> Vec<String> {
+        rows.into_iter()
+            .map(|r| r.destination.unwrap_or(r.service))
+            .collect()
+    };
+    assert_eq!(
+        ids(frame(groups.clone(), SortKey::Conns, "")),
+        [
+            "udp:10.0.0.2:53",
+            "10.0.2.1:53",
+            "tcp:10.0.0.1:80",
+            "10.0.1.2:80",
+            "10.0.1.1:80",
+            "10.0.1.3:80"
+        ]
+    );
+    assert_eq!(
+        ids(frame(groups.clone(), SortKey::P50, "tcp")),
+        [
+            "tcp:10.0.0.1:80",
+            "10.0.1.1:80",
+            "10.0.1.3:80",
+            "10.0.1.2:80"
+        ]
+    );
+    assert_eq!(
+        ids(frame(groups.clone(), SortKey::Name, "10.0.2.")),
+        ["udp:10.0.0.2:53", "10.0.2.1:53"]
+    );
+    assert_eq!(
+        ids(frame(groups, SortKey::Name, "")),
+        [
+            "udp:10.0.0.2:53",
+            "10.0.2.1:53",
+            "tcp:10.0.0.1:80",
+            "10.0.1.1:80",
+            "10.0.1.2:80",
+            "10.0.1.3:80"
+        ]
+    );
 }
