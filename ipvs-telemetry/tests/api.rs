@@ -402,3 +402,70 @@ fn top_sorts_and_filters_rows() {
         ]
     );
 }
+
+/// `top --from https://…` verifies the daemon's certificate with `--from.ca-file`, and refuses
+/// (one line, exit 1) a certificate its CA did not sign.
+#[test]
+fn top_reads_an_https_daemon() {
+    if !skip::require(
+        "top_reads_an_https_daemon",
+        &[skip::tool("openssl", "openssl")],
+    ) {
+        return;
+    }
+    let dir = tempdir();
+    let openssl = |args: &str| {
+        let out = Command::new("openssl")
+            .current_dir(&dir)
+            .args(args.split(' '))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args}: {out:?}");
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    for ca in ["ca", "other"] {
+        openssl(&format!(
+            "req -x509 {ec} -keyout {ca}.key -out {ca}.crt -days 2 -subj /CN={ca} \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign"
+        ));
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&format!(
+        "req {ec} -keyout server.key -out server.csr -subj /CN=server"
+    ));
+    openssl(
+        "x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
+         -days 2 -extfile server.ext",
+    );
+    let cfg = dir.join("web.yml");
+    std::fs::write(
+        &cfg,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    let top = |ca: &str| {
+        Command::new(BIN)
+            .args(["top", "--batch", "--iterations", "1", "--delay", "10ms"])
+            .args(["--format", "json", "--from"])
+            .arg(format!("https://127.0.0.1:{}", d.port))
+            .arg("--from.ca-file")
+            .arg(dir.join(ca))
+            .output()
+            .unwrap()
+    };
+    let out = top("ca.crt");
+    assert!(out.status.success(), "{out:?}");
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    validate(&doc).unwrap();
+    let out = top("other.crt");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("certificate"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
