@@ -137,7 +137,9 @@ fn top_batch_json_matches_netem_delays_and_the_paced_rate() -> Result<()> {
             // host neither holds (2026-12-05, 6.12, load 16: p99 149 ms for 10 ms and 195 ms
             // for 50 ms while lab-client's own p99 was 547 ms; 18.65/s in a window in which
             // the stalled client was behind its schedule, 20.02/s in the API's reading 5 s
-            // later). p99 is printed, not asserted; the rate is held to ±10 %.
+            // later; part of the shortfall was the API reading before the consumer's next drain
+            // (up to 1 s of events missing from the end of the window), fixed after those runs
+            // and not yet re-run here). p99 is printed, not asserted; the rate is held to ±10 %.
             ensure!(p99 >= p50, "{dest}: p99 {p99} below p50 {p50}");
             if (rate - RATE / 2.0).abs() > 0.10 * RATE / 2.0 {
                 failures.push(format!(

@@ -185,6 +185,10 @@ async fn destinations(State(t): State<Arc<Telemetry>>, RawQuery(raw): RawQuery) 
     {
         return fail(StatusCode::NOT_FOUND, format!("no destination {d:?}"));
     }
+    // Events still in the ring (the consumer drains it at least once a second) would be
+    // missing from the end of the window while `covered_seconds` counts up to now.
+    let drained = t.clone();
+    let _ = tokio::task::spawn_blocking(move || drained.ebpf().drain()).await;
     let figures = t.ebpf().windows().track(&keys, crate::ebpf::monotonic_ns());
     let mut doc = DestinationsDoc {
         schema_version: SCHEMA_VERSION,

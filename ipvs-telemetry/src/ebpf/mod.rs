@@ -255,6 +255,19 @@ impl Ebpf {
         lock(&self.shared).windows.clone()
     }
 
+    /// With the probes attached, has the consumer drain the ring and waits for it (at most
+    /// 200 ms), so that what is read next holds every event queued before this call. Blocks:
+    /// call from a blocking thread.
+    pub fn drain(&self) {
+        let drains = {
+            let st = lock(&self.shared);
+            st.up.then(|| st.drains.clone())
+        };
+        if let Some(d) = drains {
+            let _ = d.request_and_wait();
+        }
+    }
+
     /// Whether the probes are attached.
     pub fn is_up(&self) -> bool {
         lock(&self.shared).up
