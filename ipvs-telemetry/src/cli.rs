@@ -108,6 +108,8 @@ pub enum Command {
     Serve(ServeCommand),
     /// Read IPVS once from every selected namespace and print it.
     Snapshot(SnapshotCommand),
+    /// What the director is doing now, from a running daemon's JSON API (`--from URL`).
+    Top(TopCommand),
 }
 
 impl Command {
@@ -116,6 +118,7 @@ impl Command {
         match self {
             Command::Serve(c) => &c.common,
             Command::Snapshot(c) => &c.common,
+            Command::Top(c) => &c.common,
         }
     }
 
@@ -124,6 +127,7 @@ impl Command {
         match self {
             Command::Serve(c) => &mut c.common,
             Command::Snapshot(c) => &mut c.common,
+            Command::Top(c) => &mut c.common,
         }
     }
 }
@@ -154,6 +158,84 @@ pub struct SnapshotCommand {
     /// What `--format prometheus` carries.
     #[command(flatten)]
     pub metrics: MetricsOpts,
+}
+
+/// `top`: logging plus its own options.
+#[derive(Debug, Clone, Args)]
+pub struct TopCommand {
+    /// Logging (the namespace selection is the daemon's).
+    #[command(flatten)]
+    pub common: CommonOpts,
+    /// Options of `top`.
+    #[command(flatten)]
+    pub top: TopOpts,
+}
+
+/// Options of `top` (docs/cli.md).
+#[derive(Debug, Clone, Args)]
+pub struct TopOpts {
+    /// The daemon to read: `http://HOST:PORT` or `https://HOST:PORT` (its --web.listen-address).
+    #[arg(long, value_name = "URL", env = "IPVS_TELEMETRY_FROM")]
+    pub from: String,
+    /// CA certificate (PEM) that verifies an `https` daemon.
+    #[arg(
+        long = "from.ca-file",
+        value_name = "PATH",
+        env = "IPVS_TELEMETRY_FROM_CA_FILE"
+    )]
+    pub ca_file: Option<PathBuf>,
+    /// Basic-auth user (the daemon's web-config `basic_auth_users`).
+    #[arg(
+        long = "from.user",
+        value_name = "USER",
+        env = "IPVS_TELEMETRY_FROM_USER"
+    )]
+    pub user: Option<String>,
+    /// File holding the basic-auth password (one line).
+    #[arg(
+        long = "from.password-file",
+        value_name = "PATH",
+        env = "IPVS_TELEMETRY_FROM_PASSWORD_FILE"
+    )]
+    pub password_file: Option<PathBuf>,
+    /// Print frames to standard output instead of the interactive view (like `top -b`).
+    #[arg(long, env = "IPVS_TELEMETRY_BATCH",
+          value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub batch: bool,
+    /// Frames to print before exiting; 0: until interrupted.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 0,
+        env = "IPVS_TELEMETRY_ITERATIONS"
+    )]
+    pub iterations: u64,
+    /// Pause between frames.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration,
+          env = "IPVS_TELEMETRY_DELAY")]
+    pub delay: Duration,
+    /// Frame format of `--batch`: `text` or `json` (one document per line).
+    #[arg(long, value_enum, default_value_t = crate::top::TopFormat::Text)]
+    pub format: crate::top::TopFormat,
+    /// Column to sort by: numbers largest first, `name` in order.
+    #[arg(long, value_enum, default_value_t = crate::top::SortKey::Conns,
+          env = "IPVS_TELEMETRY_SORT")]
+    pub sort: crate::top::SortKey,
+    /// Keep services whose namespace, id, names or destinations contain TEXT.
+    #[arg(
+        long,
+        value_name = "TEXT",
+        default_value = "",
+        env = "IPVS_TELEMETRY_FILTER"
+    )]
+    pub filter: String,
+    /// Read only this namespace (asks the daemon for it alone).
+    #[arg(
+        long = "filter.netns",
+        value_name = "NAME",
+        env = "IPVS_TELEMETRY_FILTER_NETNS"
+    )]
+    pub netns_filter: Option<String>,
 }
 
 /// Options of `snapshot`.

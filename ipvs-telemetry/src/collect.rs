@@ -169,6 +169,11 @@ impl Telemetry {
         self.kick(None);
     }
 
+    /// The eBPF side (the JSON API reads its windowed figures).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
+    }
+
     /// Whether a collection has finished.
     pub fn ready(&self) -> bool {
         self.latest.borrow().is_some()

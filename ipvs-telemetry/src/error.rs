@@ -43,6 +43,9 @@ pub enum Error {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// `top` could not read the daemon or draw its view.
+    #[error("{0}")]
+    Top(String),
 }
 
 impl Error {
@@ -55,7 +58,8 @@ impl Error {
             | Error::Bind(_)
             | Error::Ebpf(_)
             | Error::Runtime(_)
-            | Error::Signals(_) => EXIT_RUNTIME,
+            | Error::Signals(_)
+            | Error::Top(_) => EXIT_RUNTIME,
         }
     }
 }

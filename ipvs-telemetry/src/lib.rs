@@ -9,6 +9,7 @@
 // Every dependency of the package is used by this crate (see the workspace lints).
 #![warn(unused_crate_dependencies)]
 
+pub mod api;
 pub mod caps;
 pub mod cli;
 pub mod collect;
@@ -24,3 +25,4 @@ pub mod netlink;
 pub mod netns;
 pub mod serve;
 pub mod snapshot;
+pub mod top;

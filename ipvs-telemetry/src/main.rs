@@ -47,5 +47,6 @@ fn try_main() -> Result<bool, Error> {
     match command {
         Command::Snapshot(cmd) => ipvs_telemetry::snapshot::run(&cmd),
         Command::Serve(cmd) => ipvs_telemetry::serve::run(cmd).map(|()| true),
+        Command::Top(cmd) => ipvs_telemetry::top::run(&cmd).map(|()| true),
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! `table` is laid out exactly like `ipvsadm -Ln --stats --exact` (same header, column widths,
 //! sort order) after a `# netns NAME` line per namespace, so an operator can diff the two.
-//! `json` is every field of the model. `prometheus` is the daemon's 0.0.4 text of the netlink
+//! `json` is the versioned snapshot document of `docs/api.schema.json` (see [`crate::api::schema`]). `prometheus` is the daemon's 0.0.4 text of the netlink
 //! series (no eBPF, error-counter or process series: there is no daemon).
 
 use std::cmp::Ordering;
@@ -60,13 +60,15 @@ pub fn run(cli: &SnapshotCommand) -> Result<bool, Error> {
             SnapshotFormat::Table => render_table(&snapshot),
             SnapshotFormat::Json if opts.repeat > 1 => {
                 // One line per collection, so a reader can follow a loop.
-                serde_json::to_string(&snapshot)
+                serde_json::to_string(&crate::api::schema::snapshot(&snapshot, None, None))
                     .map(|s| s + "\n")
                     .unwrap_or_default()
             }
-            SnapshotFormat::Json => serde_json::to_string_pretty(&snapshot)
-                .map(|s| s + "\n")
-                .unwrap_or_default(),
+            SnapshotFormat::Json => {
+                serde_json::to_string_pretty(&crate::api::schema::snapshot(&snapshot, None, None))
+                    .map(|s| s + "\n")
+                    .unwrap_or_default()
+            }
             SnapshotFormat::Prometheus => String::new(),
         };
         let mut out = std::io::stdout().lock();

@@ -31,7 +31,7 @@ fn namespaces(out: &Output) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["netns"]["name"].as_str().unwrap().to_string())
+        .map(|n| n["netns"].as_str().unwrap().to_string())
         .collect()
 }
 

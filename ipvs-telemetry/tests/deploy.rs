@@ -167,7 +167,7 @@ fn selected(filter_args: &[String]) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|n| n["netns"]["name"].as_str().unwrap().to_string())
+        .map(|n| n["netns"].as_str().unwrap().to_string())
         .collect()
 }
 

@@ -1040,7 +1040,8 @@ fn every_documented_flag_has_its_environment_variable() {
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let help = help(&["serve", "--help"]) + &help(&["snapshot", "--help"]);
+    let help =
+        help(&["serve", "--help"]) + &help(&["snapshot", "--help"]) + &help(&["top", "--help"]);
     let documented: std::collections::BTreeSet<String> = flags
         .iter()
         .map(|f| {

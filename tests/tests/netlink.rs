@@ -244,18 +244,17 @@ fn parse_table(text: &str) -> Result<Table> {
 
 /// ipvsadm's name of a service of the JSON snapshot.
 fn service_name(s: &Value) -> Result<String> {
-    let a = &s["address"];
-    Ok(match a["kind"].as_str() {
-        Some("fwmark") if s["family"] == "inet6" => format!("FWM {} IPv6", a["mark"]),
-        Some("fwmark") => format!("FWM {}", a["mark"]),
-        _ => {
-            let proto = match a["protocol"].as_str() {
+    Ok(match s["fwmark"].as_u64() {
+        Some(mark) if s["family"] == "inet6" => format!("FWM {mark} IPv6"),
+        Some(mark) => format!("FWM {mark}"),
+        None => {
+            let proto = match s["protocol"].as_str() {
                 Some("tcp") => "TCP",
                 Some("udp") => "UDP",
                 Some("sctp") => "SCTP",
                 other => bail!("protocol {other:?}"),
             };
-            format!("{proto} {}", addr_port(&a["address"], &a["port"])?)
+            format!("{proto} {}", addr_port(&s["address"], &s["port"])?)
         }
     })
 }
@@ -275,7 +274,7 @@ fn num(v: &Value) -> String {
 
 fn compare(json: &Value, tables: &[String], gue: bool) -> Result<()> {
     let ns = &json["namespaces"][0];
-    let state = ns["ipvs"]["Ok"]
+    let state = ns["ipvs"]
         .as_object()
         .context("namespace has no IPVS state")?;
     let plain = parse_table(&tables[0])?;
@@ -284,16 +283,12 @@ fn compare(json: &Value, tables: &[String], gue: bool) -> Result<()> {
     let persist = parse_table(&tables[3])?;
     let thresh = parse_table(&tables[4])?;
     // Version line and timeouts.
-    let info = &state["info"];
-    let version = info["version"].as_u64().context("version")?;
+    let version = state["version"].as_str().context("version")?;
     ensure!(
         plain.header
             == format!(
-                "IP Virtual Server version {}.{}.{} (size={})",
-                version >> 16,
-                (version >> 8) & 0xff,
-                version & 0xff,
-                info["conn_tab_size"]
+                "IP Virtual Server version {version} (size={})",
+                state["conn_tab_size"]
             ),
         "header {:?}",
         plain.header
@@ -365,7 +360,11 @@ fn compare(json: &Value, tables: &[String], gue: bool) -> Result<()> {
             ctx()
         );
         if let Some(timeout) = persistent {
-            ensure!(timeout == num(&s["timeout"]), "{}: timeout", ctx());
+            ensure!(
+                timeout == num(&s["persistence_timeout"]),
+                "{}: timeout",
+                ctx()
+            );
         }
         let netmask = s["netmask"].as_u64().context("netmask")?;
         let shown_mask = if s["family"] == "inet6" {

@@ -146,13 +146,13 @@ fn every_namespace_equals_ipvsadm() -> Result<()> {
                     .as_array()
                     .context("namespaces")?
                     .iter()
-                    .find(|n| n["netns"]["name"] == name)
+                    .find(|n| n["netns"] == name)
                     .with_context(|| format!("no {name}"))?;
-                let web = ns["ipvs"]["Ok"]["services"]
+                let web = ns["ipvs"]["services"]
                     .as_array()
                     .with_context(|| format!("{name}: {ns}"))?
                     .iter()
-                    .find(|s| s["address"]["protocol"] == "tcp" && s["address"]["port"] == 80)
+                    .find(|s| s["protocol"] == "tcp" && s["port"] == 80)
                     .with_context(|| format!("{name}: no tcp :80 service"))?;
                 // `wait-tcp` probes may add a few.
                 let got = web["stats"]["conns"].as_u64().context("conns")?;
@@ -188,12 +188,7 @@ fn poll_line(line: &str) -> Result<Vec<(String, Value)>> {
         .as_array()
         .context("namespaces")?
         .iter()
-        .map(|n| {
-            (
-                n["netns"]["name"].as_str().unwrap_or("").to_string(),
-                n.clone(),
-            )
-        })
+        .map(|n| (n["netns"].as_str().unwrap_or("").to_string(), n.clone()))
         .collect())
 }
 
@@ -261,9 +256,9 @@ fn namespaces_come_and_go_while_collecting() -> Result<()> {
             .find(|(n, _)| n == "gone")
             .context("gone missing")?
             .1;
-        let services = &gone["ipvs"]["Ok"]["services"];
+        let services = &gone["ipvs"]["services"];
         assert_eq!(services.as_array().map(Vec::len), Some(1), "{gone}");
-        assert_eq!(services[0]["address"]["port"], 53);
+        assert_eq!(services[0]["port"], 53);
 
         // Replaced by a regular file: ipvs_up 0 with reason namespace; keep unaffected.
         vm.sh_ok("ip netns del gone; touch /run/netns/gone")?;
@@ -275,14 +270,14 @@ fn namespaces_come_and_go_while_collecting() -> Result<()> {
             .find(|(n, _)| n == "gone")
             .context("gone missing")?
             .1;
-        assert_eq!(gone["ipvs"]["Err"]["reason"], "namespace", "{gone}");
+        assert_eq!(gone["error"]["reason"], "namespace", "{gone}");
         for line in &l {
             let keep = poll_line(line)?
                 .into_iter()
                 .find(|(n, _)| n == "keep")
                 .context("keep missing")?
                 .1;
-            assert!(keep["ipvs"]["Ok"].is_object(), "{keep}");
+            assert!(keep["ipvs"].is_object(), "{keep}");
         }
         Ok(())
     })
@@ -319,23 +314,23 @@ fn swarm_fwmark_services_get_published_ports() -> Result<()> {
                 .as_array()
                 .context("namespaces")?
                 .iter()
-                .find(|n| n["netns"]["name"] == ns)
+                .find(|n| n["netns"] == ns)
                 .with_context(|| format!("no namespace {ns}"))?;
-            entry["ipvs"]["Ok"]["services"]
+            entry["ipvs"]["services"]
                 .as_array()
                 .with_context(|| format!("{ns}: {entry}"))?
                 .iter()
-                .find(|s| s["address"]["mark"] == mark)
+                .find(|s| s["fwmark"] == mark)
                 .cloned()
                 .with_context(|| format!("{ns}: no fwmark {mark}"))
         };
         assert_eq!(
             service("ingress_sbox", 260)?["published"],
-            serde_json::json!(["tcp", 30000])
+            serde_json::json!({"protocol": "tcp", "port": 30000})
         );
         assert_eq!(
             service("legacy_sbox", 261)?["published"],
-            serde_json::json!(["udp", 30001])
+            serde_json::json!({"protocol": "udp", "port": 30001})
         );
         assert_eq!(service("legacy_sbox", 262)?["published"], Value::Null);
         Ok(())

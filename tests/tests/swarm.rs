@@ -773,7 +773,7 @@ fn routing_mesh(vm: &Vm, k: Kernel) -> anyhow::Result<u32> {
         out.stderr
     );
     let json: serde_json::Value = serde_json::from_str(&out.stdout)?;
-    let services = json["namespaces"][0]["ipvs"]["Ok"]["services"]
+    let services = json["namespaces"][0]["ipvs"]["services"]
         .as_array()
         .cloned()
         .unwrap_or_default();

@@ -52,17 +52,23 @@ pub(super) async fn consume(
 
 /// Reads every waiting event into the aggregator, [`CHUNK`] per lock hold.
 fn drain(shared: &Shared, ring: &mut RingBuf<MapData>) {
+    let windows = lock(shared).windows.clone();
     loop {
         let mut st = lock(shared);
+        let mut tap = windows.tap();
         let mut n = 0;
         while n < CHUNK {
             let Some(item) = ring.next() else { break };
             if let Some(e) = parse(&item) {
                 st.events[(e.kind as usize).min(KINDS as usize - 1)] += 1;
                 st.agg.record_event(&e);
+                if let Some(t) = &mut tap {
+                    t.record(&e);
+                }
             }
             n += 1;
         }
+        drop(tap);
         drop(st);
         if n < CHUNK {
             return;

@@ -62,6 +62,8 @@ struct State {
     first_response: String,
     /// Drains on demand, so that a scrape sees every event queued before it.
     drains: Arc<Drains>,
+    /// The JSON API's windowed figures, fed by the consumer for the destinations asked for.
+    windows: Arc<crate::api::window::Windows>,
 }
 
 /// Drain requests from scrapes to the consumer: request `n` is served once a drain that began
@@ -168,6 +170,7 @@ impl Ebpf {
                 read_errors: None,
                 first_response: "not attached".into(),
                 drains: Arc::default(),
+                windows: Arc::default(),
             })),
             supervisor: None,
         };
@@ -250,6 +253,29 @@ impl Ebpf {
                 },
             }
         })
+    }
+
+    /// The windowed per-destination figures the consumer feeds (the JSON API's).
+    pub fn windows(&self) -> Arc<crate::api::window::Windows> {
+        lock(&self.shared).windows.clone()
+    }
+
+    /// With the probes attached, has the consumer drain the ring and waits for it (at most
+    /// 200 ms), so that what is read next holds every event queued before this call. Blocks:
+    /// call from a blocking thread.
+    pub fn drain(&self) {
+        let drains = {
+            let st = lock(&self.shared);
+            st.up.then(|| st.drains.clone())
+        };
+        if let Some(d) = drains {
+            let _ = d.request_and_wait();
+        }
+    }
+
+    /// Whether the probes are attached.
+    pub fn is_up(&self) -> bool {
+        lock(&self.shared).up
     }
 
     /// Asks the consumer for a drain without waiting for it (for callers on the consumer's own
@@ -394,7 +420,7 @@ fn presence(netlink: &Snapshot, granularity: Granularity) -> Presence {
 }
 
 /// `CLOCK_MONOTONIC` in ns, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

@@ -32,6 +32,8 @@ pub struct Shared {
     pub flights: Arc<Flights>,
     /// The web configuration in force (replaced on reload).
     pub web: RwLock<Arc<WebConfig>>,
+    /// The JSON API (`/api/...`, see [`crate::api::routes`]).
+    pub api: axum::Router,
     /// `--web.telemetry-path`.
     pub telemetry_path: String,
     /// `--web.max-requests` (0: no limit).
@@ -53,6 +55,7 @@ impl Shared {
         max_requests: usize,
     ) -> Self {
         Shared {
+            api: crate::api::routes::router(telemetry.clone()),
             telemetry,
             flights: Arc::default(),
             web: RwLock::new(Arc::new(web)),
@@ -381,6 +384,12 @@ async fn route(req: Request<Incoming>, peer: SocketAddr, shared: &Shared, web: &
         // A scrape takes a slot of its own only when it encodes (see `scrape`).
         drop(permit);
         return metrics(&req, peer, shared).await;
+    }
+    if path.starts_with("/api/") {
+        let (parts, bytes) = crate::api::routes::answer(&shared.api, req)
+            .await
+            .into_parts();
+        return Response::from_parts(parts, Body::whole(bytes));
     }
     match path {
         "/" => landing(&shared.telemetry_path),
