@@ -90,7 +90,7 @@ const PORT: u16 = 10054;
 const ACCEPT: &str = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     Daemon,
     LargeTable,
     NodeExporter,

@@ -18,13 +18,13 @@ use clap::Args;
 use crate::build::{ebpf_object, root, run};
 
 /// The targets of `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 2] = ["decode_reply", "decode_destination"];
+pub(crate) const TARGETS: [&str; 2] = ["decode_reply", "decode_destination"];
 
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
 /// Options of `cargo xtask fuzz`.
 #[derive(Debug, Args)]
-pub struct Opts {
+pub(crate) struct Opts {
     /// Seconds of fuzzing per target.
     #[arg(long, default_value_t = 30)]
     pub seconds: u64,
@@ -34,7 +34,7 @@ pub struct Opts {
 }
 
 /// Builds the fuzz targets and runs each for `opts.seconds`.
-pub fn run_targets(opts: &Opts) -> Result<()> {
+pub(crate) fn run_targets(opts: &Opts) -> Result<()> {
     let targets: Vec<&str> = if opts.targets.is_empty() {
         TARGETS.to_vec()
     } else {

@@ -20,7 +20,7 @@ const MAX_INTERVAL: Duration = Duration::from_secs(600);
 
 /// The next scrape a steady client is expected to make.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Expected {
+pub(super) struct Expected {
     /// When.
     pub at: Instant,
     /// Its median interval between scrapes.
@@ -31,13 +31,13 @@ pub struct Expected {
 
 /// Recent scrape arrivals by client.
 #[derive(Debug, Default)]
-pub struct Cadences {
+pub(super) struct Cadences {
     clients: HashMap<IpAddr, Vec<Instant>>,
 }
 
 impl Cadences {
     /// Records a scrape from `client` at `now`; returns its next scrape if it scrapes steadily.
-    pub fn record(&mut self, client: IpAddr, now: Instant) -> Option<Expected> {
+    pub(super) fn record(&mut self, client: IpAddr, now: Instant) -> Option<Expected> {
         self.clients.retain(|_, t| {
             t.last()
                 .is_some_and(|l| now.saturating_duration_since(*l) < 2 * MAX_INTERVAL)
@@ -54,7 +54,7 @@ impl Cadences {
     }
 
     /// Whether `client` scraped after `after`.
-    pub fn scraped_since(&self, client: IpAddr, after: Instant) -> bool {
+    pub(super) fn scraped_since(&self, client: IpAddr, after: Instant) -> bool {
         self.clients
             .get(&client)
             .and_then(|t| t.last())

@@ -32,7 +32,7 @@ impl Body {
     }
 
     /// A body of `chunks`, in order.
-    pub fn chunks(chunks: Arc<[Bytes]>) -> Body {
+    pub(super) fn chunks(chunks: Arc<[Bytes]>) -> Body {
         let left = chunks.iter().map(|c| c.len() as u64).sum();
         Body::Chunks {
             chunks,

@@ -241,7 +241,11 @@ fn draw(f: &mut Frame, v: &View, from: &str) {
 }
 
 /// Runs the interactive view until `q`; `Err` is one line (a terminal failure).
-pub fn run(client: &Client, opts: &TopOpts, rt: &tokio::runtime::Runtime) -> Result<(), String> {
+pub(super) fn run(
+    client: &Client,
+    opts: &TopOpts,
+    rt: &tokio::runtime::Runtime,
+) -> Result<(), String> {
     let mut v = View {
         groups: Vec::new(),
         ebpf: false,
