@@ -42,7 +42,10 @@ pub fn run(cli: ServeCommand) -> i32 {
     }
     let web = match &cli.serve.web_config_file {
         Some(path) => match WebConfig::load(path) {
-            Ok(w) => w,
+            Ok(w) => {
+                w.log_warnings();
+                w
+            }
             Err(e) => {
                 print_error(format, &format!("--web.config.file: {e}"));
                 return EXIT_USAGE;
@@ -192,6 +195,7 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) {
     };
     match WebConfig::load(path) {
         Ok(w) => {
+            w.log_warnings();
             shared.set_web(w);
             tracing::info!(file = %path.display(), "reloaded the web configuration");
         }
