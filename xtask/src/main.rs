@@ -12,6 +12,7 @@ mod build;
 mod deps;
 mod lab;
 mod run;
+mod soak;
 mod test;
 
 #[derive(Parser)]
@@ -37,6 +38,8 @@ enum Cmd {
     Test(test::Opts),
     /// Benchmarks (figures go to BENCHMARKS.md).
     Bench(bench::Opts),
+    /// The soak and fault-injection suite for N minutes (figures go to RELIABILITY.md).
+    Soak(soak::Opts),
 }
 
 fn main() {
@@ -49,6 +52,7 @@ fn main() {
         Cmd::Lab(o) => lab::run(&o),
         Cmd::Test(o) => test::run(&o),
         Cmd::Bench(o) => bench::run(&o),
+        Cmd::Soak(o) => soak::run(&o),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");
