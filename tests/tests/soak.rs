@@ -389,6 +389,7 @@ impl Clients {
     }
 
     fn fail(&self, what: String) {
+        eprintln!("FAILED (client): {what}");
         let mut o = self.out.lock().unwrap_or_else(|p| p.into_inner());
         *o.counts.entry("FAILED".into()).or_default() += 1;
         if o.failures.len() < 20 {
@@ -678,6 +679,7 @@ struct Figures {
     value_mismatches: u64,
     ebpf_stale: u64,
     up_wrong: u64,
+    up_deferred: u64,
     max_namespaces: usize,
     max_services: usize,
     max_destinations: usize,
@@ -712,6 +714,8 @@ struct Soak<'a> {
     start: Instant,
     f: Figures,
     token: u64,
+    /// The files that were not namespaces at the previous check.
+    not_ns_before: BTreeSet<String>,
 }
 
 impl Soak<'_> {
@@ -906,9 +910,16 @@ impl Soak<'_> {
             }
         }
         // ipvs_up: 1 for every namespace, 0 for a file that is not one; no other netns label.
+        // A discovered file that was not a non-namespace file at the previous check may still be
+        // absent: the daemon reports one only once it was one at two scans in a row
+        // (docs/namespaces.md: `ip netns add`/`del` pass through that state for a moment).
         for (ns, m) in &after.namespaces {
             let want = if m.is_some() { 1.0 } else { 0.0 };
             let got = value(&samples, "ipvs_up", ("netns", ns));
+            if m.is_none() && got.is_none() && !self.not_ns_before.contains(ns) {
+                self.f.up_deferred += 1;
+                continue;
+            }
             if got != Some(want) {
                 self.f.up_wrong += 1;
                 self.f.fail(format!(
@@ -917,6 +928,12 @@ impl Soak<'_> {
                 ));
             }
         }
+        self.not_ns_before = after
+            .namespaces
+            .iter()
+            .filter(|(_, m)| m.is_none())
+            .map(|(n, _)| n.clone())
+            .collect();
         for ns in &netns_labels {
             if !after.namespaces.contains_key(ns) {
                 self.f.stale += 1;
@@ -1199,6 +1216,7 @@ fn run(k: Kernel, minutes: f64) -> Result<()> {
         start: Instant::now(),
         f: Figures::default(),
         token: 0,
+        not_ns_before: BTreeSet::new(),
     };
     let deadline = Instant::now() + Duration::from_secs(90);
     while value(&scrape(port)?, "ipvs_ebpf_up", ("", "")) != Some(1.0) {
@@ -1335,18 +1353,26 @@ fn run(k: Kernel, minutes: f64) -> Result<()> {
         clients.stop.store(true, Ordering::SeqCst);
         clients.quiesce()?;
         s.close_epoch(ebpf_prev, bound)?;
+        // RSS bound: 5 % once the warm-up lasted 5 minutes or more (the 30-minute soak); a short
+        // run (the CI variant, warm-up 40 s) catches only gross growth, ≤ 50 %: the allocator
+        // has not reached its steady state by then.
+        let rss_bound = if warmup_at >= Duration::from_secs(300) {
+            5.0
+        } else {
+            50.0
+        };
         let rss_min = s.f.rss.iter().min().copied().unwrap_or(0);
         let rss_max = s.f.rss.iter().max().copied().unwrap_or(0);
         if let Some(w) = warm {
             let growth = (last.0 as f64 / w.0 as f64 - 1.0) * 100.0;
             s.say(&format!(
                 "resources at quiet points: warm-up rss {} KiB / {} threads / {} fds, end {} KiB \
-                 ({growth:+.1} %) / {} threads / {} fds; rss over the checks {rss_min}..{rss_max} KiB",
+                 ({growth:+.1} %, bound {rss_bound} %) / {} threads / {} fds; rss over the checks {rss_min}..{rss_max} KiB",
                 w.0, w.1, w.2, last.0, last.1, last.2
             ));
-            if growth > 5.0 || last.1 > w.1 || last.2 > w.2 {
+            if growth > rss_bound || last.1 > w.1 || last.2 > w.2 {
                 s.f.fail(format!(
-                    "resources grew: rss {growth:+.1} % (bound 5 %), threads {} -> {}, fds {} -> {}",
+                    "resources grew: rss {growth:+.1} % (bound {rss_bound} %), threads {} -> {}, fds {} -> {}",
                     w.1, last.1, w.2, last.2
                 ));
             }
@@ -1403,7 +1429,8 @@ fn run(k: Kernel, minutes: f64) -> Result<()> {
     let mut report = format!(
         "\n=== soak summary, kernel {k}, {:.1} min of churn, traffic and faults ===\n\
          checks: {} (every ~10 s); {} service/destination label sets compared, missing {}, stale {}, \
-         duplicate {}; eBPF stale {}; ipvs_up wrong {}; {} counter values compared, {} wrong\n\
+         duplicate {}; eBPF stale {}; ipvs_up wrong {} (non-namespace files not yet reported at \
+         their first check, by design: {}); {} counter values compared, {} wrong\n\
          largest: {} namespaces, {} services, {} destinations, {} samples in one scrape\n\
          churn: {} operations applied, {} refused by ipvsadm (already there / not there)\n\
          faults: {} module reloads ({} unloaded-state checks passed), {} SIGHUP storms ({} signals), \
@@ -1417,6 +1444,7 @@ fn run(k: Kernel, minutes: f64) -> Result<()> {
         f.duplicates,
         f.ebpf_stale,
         f.up_wrong,
+        f.up_deferred,
         f.values_compared,
         f.value_mismatches,
         f.max_namespaces,
