@@ -33,7 +33,11 @@ pub fn run(cli: ServeCommand) -> Result<(), Error> {
             .map_err(|e| Error::Flags(format!("--web.listen-address: {e}")))?;
     }
     let web = match &cli.serve.web_config_file {
-        Some(path) => WebConfig::load(path).map_err(Error::WebConfig)?,
+        Some(path) => {
+            let w = WebConfig::load(path).map_err(Error::WebConfig)?;
+            w.log_warnings();
+            w
+        }
         None => WebConfig::default(),
     };
     let names_file = match &cli.serve.names_file {
@@ -152,6 +156,7 @@ fn reload(shared: &Shared, path: Option<&std::path::Path>) {
     };
     match WebConfig::load(path) {
         Ok(w) => {
+            w.log_warnings();
             shared.set_web(w);
             tracing::info!(file = %path.display(), "reloaded the web configuration");
         }

@@ -1347,3 +1347,132 @@ fn connection_limit_and_header_timeout() {
         String::from_utf8_lossy(&rest)
     );
 }
+
+/// Issue 17's security checks. Basic auth: an unknown user costs a bcrypt verification like a
+/// wrong password (the dummy hash), so the answer time does not tell which users exist. Each
+/// request has a new password (no cached outcome); the two kinds alternate and their medians
+/// are compared with a wide bound (a missing dummy makes the unknown user ~100 times faster).
+#[test]
+fn unknown_users_take_as_long_as_wrong_passwords() {
+    if !tools("unknown_users_take_as_long_as_wrong_passwords", false) {
+        return;
+    }
+    let dir = tempdir();
+    // Cost 8: ~40 ms a verification in release, ~0.2 s in debug builds.
+    let hash = bcrypt::hash_with_salt("s3cret", 8, [3; 16])
+        .unwrap()
+        .to_string();
+    let cfg = dir.join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {hash}\n")).unwrap();
+    let d = Daemon::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    wait_ready_with(&d, &["-u", "alice:s3cret"]);
+    let url = d.url("/-/healthy");
+    let time = |user: &str, i: usize| {
+        let t = Instant::now();
+        let a = curl(&["-u", &format!("{user}:guess{i}"), &url]).unwrap();
+        assert_eq!(a.status, 401, "{user}");
+        t.elapsed()
+    };
+    let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
+    for i in 0..7 {
+        wrong.push(time("alice", i));
+        unknown.push(time("mallory", i));
+    }
+    wrong.sort();
+    unknown.sort();
+    let (w, u) = (wrong[3], unknown[3]);
+    let ratio = u.as_secs_f64() / w.as_secs_f64();
+    eprintln!(
+        "basic auth, cost 8, median of 7: wrong password {w:.1?}, unknown user {u:.1?} \
+         (ratio {ratio:.2})"
+    );
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "unknown user {unknown:?} vs wrong password {wrong:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One raw HTTP/1.1 request; the status of the answer (0 when there is none).
+fn raw_status(port: u16, request: &[u8]) -> u16 {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The daemon may answer and close before the whole request is sent: read what came.
+    let _ = s.write_all(request);
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 17's security checks: a header larger than hyper's buffer (1 MiB) or too many header
+/// fields get 431, path traversal in any spelling gets 404 and no file, and the daemon keeps
+/// serving.
+#[test]
+fn huge_headers_and_path_traversal_get_4xx() {
+    let d = Daemon::start(&[]);
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    assert_eq!(raw_status(d.port, big.as_bytes()), 431);
+    let mut many = String::from("GET /metrics HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..200 {
+        many.push_str(&format!("X-H{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    assert_eq!(raw_status(d.port, many.as_bytes()), 431);
+    for path in [
+        "/../../../../etc/passwd",
+        "/metrics/../../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/..%2f..%2f..%2fetc%2fpasswd",
+        "/-/../../etc/passwd",
+        "//etc/passwd",
+    ] {
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        assert_eq!(raw_status(d.port, req.as_bytes()), 404, "{path}");
+    }
+    let ok = b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(d.port, ok), 200);
+}
+
+/// Issue 17's security checks: a web config that holds password hashes and is readable by
+/// every user, and a bcrypt cost below 10, are reported (a warning each, at start and at each
+/// reload); the daemon still serves (valid, merely unsafe).
+#[test]
+fn unsafe_web_config_is_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let cheap = bcrypt::hash_with_salt("pw", 5, [4; 16])
+        .unwrap()
+        .to_string();
+    let cfg = dir.join("web.yml");
+    std::fs::write(&cfg, format!("basic_auth_users:\n  alice: {cheap}\n")).unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::start(&["--web.config.file", cfg.to_str().unwrap()]);
+    let line = d.wait_log("every user can read it (mode 644): chmod o-r");
+    assert!(line.contains("level=warn"), "{line}");
+    let line = d.wait_log("basic_auth_users.alice: bcrypt cost 5 is weak");
+    assert!(line.contains("level=warn"), "{line}");
+    // Fixed: 0600 and cost 10; a reload logs nothing more, a new weakness again.
+    let good = bcrypt::hash_with_salt("pw", 10, [4; 16])
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        &cfg,
+        format!("basic_auth_users:\n  alice: {good}\n  bob: {cheap}\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o600)).unwrap();
+    d.signal("HUP");
+    d.wait_log("basic_auth_users.bob: bcrypt cost 5 is weak");
+    let log = d.log.lock().unwrap().clone();
+    assert_eq!(log.matches("chmod o-r").count(), 1, "{log}");
+    assert_eq!(log.matches("alice: bcrypt cost").count(), 1, "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

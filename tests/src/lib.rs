@@ -20,6 +20,9 @@
 
 use std::time::Duration;
 
+// Used by the test files (the soak decodes gzip scrapes), not by this library.
+use flate2 as _;
+
 pub use ipvs_lab::{CmdOutput, Kernel, Spawned, Vm, VmConfig, skip};
 
 /// Shell function `backend NAME SUBNET DELAY`: a NAT real server in namespace NAME at

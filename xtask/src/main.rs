@@ -16,6 +16,7 @@ mod deps;
 mod fuzz;
 mod lab;
 mod run;
+mod soak;
 mod test;
 
 #[derive(Parser)]
@@ -43,6 +44,8 @@ enum Cmd {
     Bench(bench::Opts),
     /// Run the fuzz targets of fuzz/ for a bounded time from their seeds.
     Fuzz(fuzz::Opts),
+    /// The soak and fault-injection suite for N minutes (figures go to RELIABILITY.md).
+    Soak(soak::Opts),
 }
 
 fn main() {
@@ -56,6 +59,7 @@ fn main() {
         Cmd::Test(o) => test::run(&o),
         Cmd::Bench(o) => bench::run(&o),
         Cmd::Fuzz(o) => fuzz::run_targets(&o),
+        Cmd::Soak(o) => soak::run(&o),
     };
     if let Err(e) = result {
         eprintln!("xtask: {e:#}");

@@ -310,6 +310,7 @@ fn expected_weight(bin: &std::path::Path) -> u32 {
         ("netlink-", 4),
         ("names-", 4),
         ("lab-", 3),
+        ("soak-", 11),
         ("ops-", 2),
     ];
     WEIGHTS

@@ -94,6 +94,7 @@ impl Shared {
         *seen = now;
         match WebConfig::load(path) {
             Ok(web) => {
+                web.log_warnings();
                 self.set_web(web);
                 tracing::info!(file = %path.display(), "web configuration files changed: reloaded");
             }

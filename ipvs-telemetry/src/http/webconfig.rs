@@ -112,7 +112,13 @@ pub struct WebConfig {
     pub headers: Vec<(hyper::header::HeaderName, hyper::header::HeaderValue)>,
     /// Files whose change a reload would pick up (the config and what it names).
     pub files: Vec<PathBuf>,
+    /// What is valid but unsafe (logged as warnings at each load): a file holding secrets
+    /// that every user can read, a bcrypt cost below [`MIN_BCRYPT_COST`].
+    pub warnings: Vec<String>,
 }
+
+/// The lowest bcrypt cost not reported as weak (`htpasswd -B` and exporter-toolkit's docs use 10).
+pub const MIN_BCRYPT_COST: u32 = 10;
 
 /// What tells whether files changed: device, inode, size and modification time of each, symlinks
 /// followed (a Kubernetes secret volume swaps a symlink to a new directory: a new inode), `None`
@@ -151,6 +157,13 @@ impl std::fmt::Debug for WebConfig {
 }
 
 impl WebConfig {
+    /// Logs [`WebConfig::warnings`], one line each.
+    pub fn log_warnings(&self) {
+        for w in &self.warnings {
+            tracing::warn!("--web.config.file: {w}");
+        }
+    }
+
     /// Reads and validates `path`; relative file names inside are relative to its directory.
     pub fn load(path: &Path) -> Result<WebConfig, WebConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| WebConfigError::Read {
@@ -214,13 +227,60 @@ impl WebConfig {
             }
             _ => None,
         };
+        let warnings = weaknesses(text, path);
         Ok(WebConfig {
             tls,
             auth,
             headers,
             files,
+            warnings,
         })
     }
+}
+
+/// The unsafe parts of a valid configuration: secrets readable by every user (the config file
+/// when it holds password hashes, the TLS key) and bcrypt hashes cheaper than
+/// [`MIN_BCRYPT_COST`].
+fn weaknesses(text: &str, path: &Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let raw: RawConfig = serde_norway::from_str(text).unwrap_or_default();
+    let users = raw.basic_auth_users.unwrap_or_default();
+    let key = raw
+        .tls_server_config
+        .as_ref()
+        .and_then(|t| t.key_file.as_ref())
+        .map(|k| path.parent().unwrap_or(Path::new(".")).join(k));
+    let mut secrets: Vec<&Path> = Vec::new();
+    if !users.is_empty() {
+        secrets.push(path);
+    }
+    if let Some(k) = &key {
+        secrets.push(k);
+    }
+    for f in secrets {
+        let mode = std::fs::metadata(f)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0);
+        if mode & 0o004 != 0 {
+            out.push(format!(
+                "{} holds secrets and every user can read it (mode {:o}): chmod o-r",
+                f.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    for (user, hash) in &users {
+        if let Ok(parts) = hash.parse::<bcrypt::HashParts>() {
+            if parts.get_cost() < MIN_BCRYPT_COST {
+                out.push(format!(
+                    "basic_auth_users.{user}: bcrypt cost {} is weak (use {MIN_BCRYPT_COST} or more)",
+                    parts.get_cost()
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// exporter-toolkit's allowed headers and their allowed values.
@@ -474,6 +534,47 @@ mod tests {
         let hash = super::super::auth::tests::hash("secret");
         let c = parse(&format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
         assert!(c.auth.is_some());
+    }
+
+    /// A world-readable file with password hashes and a cheap hash are reported; a private
+    /// file with cost-10 hashes is not.
+    #[test]
+    fn weak_and_readable_configs_are_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("webconfig-weak-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("web.yml");
+        let cheap = bcrypt::hash_with_salt("pw", 4, [2; 16])
+            .unwrap()
+            .to_string();
+        let good = bcrypt::hash_with_salt("pw", 10, [2; 16])
+            .unwrap()
+            .to_string();
+        let text = format!("basic_auth_users:\n  alice: '{cheap}'\n  bob: '{good}'\n");
+        std::fs::write(&path, &text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let w = WebConfig::load(&path).unwrap().warnings;
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("every user can read it (mode 644)"), "{w:?}");
+        assert!(
+            w[1].starts_with("basic_auth_users.alice: bcrypt cost 4 is weak"),
+            "{w:?}"
+        );
+        std::fs::write(&path, format!("basic_auth_users:\n  bob: '{good}'\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        assert_eq!(
+            WebConfig::load(&path).unwrap().warnings,
+            Vec::<String>::new()
+        );
+        // Headers only: nothing secret, any mode.
+        std::fs::write(
+            &path,
+            "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(WebConfig::load(&path).unwrap().warnings.is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
