@@ -6,6 +6,7 @@
 //!                               [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors]
 //!                               [--one-flow] [--rtt]
 //! lab-client wait-tcp ADDR:PORT [--timeout DUR]
+//! lab-client idle ADDR:PORT [--half-header] [--timeout DUR]
 //! lab-client unix-get SOCKET PATH
 //! ```
 //! - `tcp`: each operation connects, sends the payload (default `ping\n`), shuts down its write
@@ -20,6 +21,11 @@
 //! - `--rate`: operation i starts at `i / rate` seconds; without it, as fast as possible.
 //! - `-c`: operations in flight at once (default 1). `-n`: total (default 1).
 //! - `wait-tcp`: retries connecting until it succeeds or the timeout (default 30s) expires.
+//! - `idle`: connects, sends nothing (`--half-header`: the first two lines of an HTTP request,
+//!   never its end) and waits for the server to close the connection, at most the timeout
+//!   (default 30s); prints `target=… idle=nothing closed_after=10.004s` (or
+//!   `still_open_after=30.000s`, exit status 1; `error="…"` when connecting or reading failed).
+//!   For checking a server's header timeout from inside the VM, without QEMU's port forward.
 //! - `unix-get`: `GET PATH` over HTTP/1.0 on the unix socket SOCKET (e.g. the Docker Engine API
 //!   on `/var/run/docker.sock`, far cheaper under emulation than a docker CLI run); prints the
 //!   body of a 2xx answer, exit status 1 otherwise.
@@ -66,6 +72,7 @@ fn usage(msg: &str) -> ! {
         "usage: lab-client tcp|udp ADDR:PORT [-n COUNT] [-c CONC] [--rate R] [--timeout DUR] \
          [--payload TEXT] [--connect-only] [--no-reply] [--allow-errors] [--one-flow] [--rtt]\n       \
          lab-client wait-tcp ADDR:PORT [--timeout DUR]\n       \
+         lab-client idle ADDR:PORT [--half-header] [--timeout DUR]\n       \
          lab-client unix-get SOCKET PATH"
     );
     std::process::exit(2);
@@ -106,6 +113,7 @@ fn main() {
         rtt: false,
     };
     let mut timeout_set = false;
+    let mut half_header = false;
     while let Some(a) = args.next() {
         let r: Result<(), String> = (|| {
             match a.as_str() {
@@ -129,6 +137,7 @@ fn main() {
                 "--allow-errors" => o.allow_errors = true,
                 "--one-flow" => o.one_flow = true,
                 "--rtt" => o.rtt = true,
+                "--half-header" if mode == "idle" => half_header = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
             Ok(())
@@ -145,6 +154,12 @@ fn main() {
                 o.timeout = Duration::from_secs(30);
             }
             wait_tcp(o.target, o.timeout)
+        }
+        "idle" => {
+            if !timeout_set {
+                o.timeout = Duration::from_secs(30);
+            }
+            idle(o.target, half_header, o.timeout)
         }
         other => usage(&format!("unknown mode {other:?}")),
     }
@@ -167,6 +182,56 @@ fn wait_tcp(target: SocketAddr, timeout: Duration) -> ! {
                 std::process::exit(1);
             }
             Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn idle(target: SocketAddr, half_header: bool, timeout: Duration) -> ! {
+    let what = if half_header {
+        "half-header"
+    } else {
+        "nothing"
+    };
+    let start = Instant::now();
+    let result = (|| -> std::io::Result<bool> {
+        let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(10))?;
+        if half_header {
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: idle\r\n")?;
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            s.set_read_timeout(Some(left))?;
+            match s.read(&mut buf) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(true),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })();
+    let secs = start.elapsed().as_secs_f64();
+    match result {
+        Ok(true) => {
+            println!("target={target} idle={what} closed_after={secs:.3}s");
+            std::process::exit(0);
+        }
+        Ok(false) => {
+            println!("target={target} idle={what} still_open_after={secs:.3}s");
+            std::process::exit(1);
+        }
+        Err(e) => {
+            println!("target={target} idle={what} error={:?}", e.to_string());
+            std::process::exit(1);
         }
     }
 }
