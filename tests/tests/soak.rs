@@ -93,9 +93,23 @@ fn addr_port(s: &str) -> Result<(IpAddr, u16)> {
 struct Dump {
     namespaces: BTreeMap<String, Option<BTreeMap<Key, u64>>>,
     rss_kib: u64,
+    /// `RssAnon`: the daemon's heaps and stacks.
+    anon_kib: u64,
+    /// `RssFile`: the binary's pages and the eBPF ring buffer's pages (mapped from the kernel).
+    file_kib: u64,
     threads: u64,
     fds: u64,
     alive: bool,
+}
+
+/// The daemon's resources at a quiet point.
+#[derive(Debug, Clone, Copy)]
+struct Resources {
+    rss_kib: u64,
+    anon_kib: u64,
+    file_kib: u64,
+    threads: u64,
+    fds: u64,
 }
 
 fn dump_script(pid: u32) -> String {
@@ -104,7 +118,16 @@ fn dump_script(pid: u32) -> String {
          d host env\n\
          for n in $(ls /run/netns); do d $n ip netns exec $n; done\n\
          echo '## proc'\n\
-         if grep -E '^(VmRSS|Threads):' /proc/{pid}/status; then echo \"Fds: $(ls /proc/{pid}/fd | wc -l)\"; fi"
+         if grep -E '^(VmRSS|RssAnon|RssFile|Threads):' /proc/{pid}/status; then echo \"Fds: $(ls /proc/{pid}/fd | wc -l)\"; fi"
+    )
+}
+
+/// The daemon's mappings summed by name (anonymous ones as `[anon]`), the six largest by RSS,
+/// as `KiB=name` words.
+fn smaps_script(pid: u32) -> String {
+    format!(
+        "awk '/^[0-9a-f]+-[0-9a-f]+ / {{ n = ($6 == \"\") ? \"[anon]\" : $6 }} /^Rss:/ {{ r[n] += $2 }} \
+         END {{ for (n in r) print r[n] \"=\" n }}' /proc/{pid}/smaps | sort -t= -k1,1 -n -r | head -6"
     )
 }
 
@@ -127,6 +150,8 @@ fn parse_dump(text: &str) -> Result<Dump> {
         let Some(n) = ns.clone() else {
             match f.as_slice() {
                 ["VmRSS:", v, ..] => d.rss_kib = v.parse()?,
+                ["RssAnon:", v, ..] => d.anon_kib = v.parse()?,
+                ["RssFile:", v, ..] => d.file_kib = v.parse()?,
                 ["Threads:", v] => {
                     d.threads = v.parse()?;
                     d.alive = true;
@@ -759,6 +784,7 @@ struct Figures {
     backend_outages: u64,
     epochs: Vec<(u64, u64, u64, Option<u64>)>,
     rss: Vec<u64>,
+    anon: Vec<u64>,
     failures: Vec<String>,
 }
 
@@ -863,6 +889,7 @@ impl Soak<'_> {
             bail!("the daemon exited");
         }
         self.f.rss.push(after.rss_kib);
+        self.f.anon.push(after.anon_kib);
         let mut expected: BTreeSet<Key> = BTreeSet::new();
         let mut values = BTreeMap::new();
         for (ns, m) in &after.namespaces {
@@ -1014,7 +1041,7 @@ impl Soak<'_> {
         self.f.max_series = self.f.max_series.max(samples.len());
         self.say(&format!(
             "check {}: {} namespaces, {} services, {} destinations, {} samples; missing {} stale {} \
-             duplicate {} ebpf-stale {} up-wrong {}; values {} compared, {} wrong; rss {} KiB, {} \
+             duplicate {} ebpf-stale {} up-wrong {}; values {} compared, {} wrong; rss {} KiB (anon {}), {} \
              threads, {} fds; churn {} ok / {} failed",
             self.f.checks,
             after.namespaces.len(),
@@ -1029,6 +1056,7 @@ impl Soak<'_> {
             self.f.values_compared,
             self.f.value_mismatches,
             after.rss_kib,
+            after.anon_kib,
             after.threads,
             after.fds,
             self.f.churn_ok,
@@ -1178,7 +1206,7 @@ impl Soak<'_> {
 
     /// Back to the base state (no churn services or namespaces, no fault) with every client
     /// paused, then RSS, threads and fds.
-    fn quiet_point(&mut self, clients: &Clients) -> Result<(u64, u64, u64)> {
+    fn quiet_point(&mut self, clients: &Clients) -> Result<Resources> {
         clients.quiesce()?;
         self.pause_traffic()?;
         // The in-VM idle connections end within 30 s: none open while fds are counted.
@@ -1213,15 +1241,29 @@ impl Soak<'_> {
             let e = self.dump()?;
             d.threads = d.threads.min(e.threads);
             d.fds = d.fds.min(e.fds);
-            d.rss_kib = e.rss_kib;
+            (d.rss_kib, d.anon_kib, d.file_kib) = (e.rss_kib, e.anon_kib, e.file_kib);
         }
+        // Where the resident memory is: the largest mappings by RSS (heap, arenas, stacks, the
+        // binary, the eBPF ring buffer's `anon_inode:bpf-map`).
+        let maps = self.vm.sh_ok(&smaps_script(self.pid))?;
         self.resume_traffic()?;
         clients.pause.store(false, Ordering::SeqCst);
         self.say(&format!(
-            "quiet point: rss {} KiB, {} threads, {} fds",
-            d.rss_kib, d.threads, d.fds
+            "quiet point: rss {} KiB (anon {}, file {}), {} threads, {} fds; largest mappings (KiB): {}",
+            d.rss_kib,
+            d.anon_kib,
+            d.file_kib,
+            d.threads,
+            d.fds,
+            maps.split_whitespace().collect::<Vec<_>>().join(" ")
         ));
-        Ok((d.rss_kib, d.threads, d.fds))
+        Ok(Resources {
+            rss_kib: d.rss_kib,
+            anon_kib: d.anon_kib,
+            file_kib: d.file_kib,
+            threads: d.threads,
+            fds: d.fds,
+        })
     }
 }
 
@@ -1347,7 +1389,7 @@ fn run(k: Kernel, minutes: f64) -> Result<()> {
         ns_every,
         backend_every,
     );
-    let mut warm: Option<(u64, u64, u64)> = None;
+    let mut warm: Option<Resources> = None;
     let mut bound: Option<u64> = None;
     let mut ns_phase = 0u32;
     let mut backend_down: Option<Instant> = None;
@@ -1432,19 +1474,36 @@ fn run(k: Kernel, minutes: f64) -> Result<()> {
         } else {
             50.0
         };
-        let rss_min = s.f.rss.iter().min().copied().unwrap_or(0);
-        let rss_max = s.f.rss.iter().max().copied().unwrap_or(0);
+        let range = |v: &[u64]| {
+            (
+                v.iter().min().copied().unwrap_or(0),
+                v.iter().max().copied().unwrap_or(0),
+            )
+        };
+        let (rss_min, rss_max) = range(&s.f.rss);
+        let (anon_min, anon_max) = range(&s.f.anon);
         if let Some(w) = warm {
-            let growth = (last.0 as f64 / w.0 as f64 - 1.0) * 100.0;
+            let growth = (last.rss_kib as f64 / w.rss_kib as f64 - 1.0) * 100.0;
+            let anon_growth = (last.anon_kib as f64 / w.anon_kib.max(1) as f64 - 1.0) * 100.0;
             s.say(&format!(
-                "resources at quiet points: warm-up rss {} KiB / {} threads / {} fds, end {} KiB \
-                 ({growth:+.1} %, bound {rss_bound} %) / {} threads / {} fds; rss over the checks {rss_min}..{rss_max} KiB",
-                w.0, w.1, w.2, last.0, last.1, last.2
+                "resources at quiet points: warm-up rss {} KiB (anon {}, file {}) / {} threads / {} fds, \
+                 end {} KiB (anon {}, file {}) ({growth:+.1} %, anon {anon_growth:+.1} %, bound {rss_bound} %) \
+                 / {} threads / {} fds; over the checks rss {rss_min}..{rss_max} KiB, anon {anon_min}..{anon_max} KiB",
+                w.rss_kib,
+                w.anon_kib,
+                w.file_kib,
+                w.threads,
+                w.fds,
+                last.rss_kib,
+                last.anon_kib,
+                last.file_kib,
+                last.threads,
+                last.fds
             ));
-            if growth > rss_bound || last.1 > w.1 || last.2 > w.2 {
+            if growth > rss_bound || last.threads > w.threads || last.fds > w.fds {
                 s.f.fail(format!(
                     "resources grew: rss {growth:+.1} % (bound {rss_bound} %), threads {} -> {}, fds {} -> {}",
-                    w.1, last.1, w.2, last.2
+                    w.threads, last.threads, w.fds, last.fds
                 ));
             }
         }
@@ -1602,7 +1661,7 @@ fn parses_a_dump() {
            -> 10.21.0.2:8080                     3        6        0      360        0\n\
          FWM  101 IPv6                           0        0        0        0        0\n\
            -> [2001:db8:99:1::66]:8080           0        0        0        0        0\n\
-         ## broken\n#ERR\n## proc\nVmRSS:\t  12345 kB\nThreads:\t9\nFds: 17\n",
+         ## broken\n#ERR\n## proc\nVmRSS:\t  12345 kB\nRssAnon:\t  10000 kB\nRssFile:\t  2345 kB\nThreads:\t9\nFds: 17\n",
     )
     .unwrap();
     let host = d.namespaces["host"].as_ref().unwrap();
@@ -1611,4 +1670,5 @@ fn parses_a_dump() {
     assert!(host.contains_key(&("host".into(), Svc::Fwm("inet6".into(), 101), None)));
     assert_eq!(d.namespaces["broken"], None);
     assert_eq!((d.rss_kib, d.threads, d.fds, d.alive), (12345, 9, 17, true));
+    assert_eq!((d.anon_kib, d.file_kib), (10000, 2345));
 }
