@@ -16,6 +16,7 @@ pub mod collect;
 pub mod ebpf;
 pub mod error;
 pub mod http;
+pub mod ipvsadm_table;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
