@@ -36,8 +36,9 @@ pub const MAX_TRACKED: usize = 256;
 pub const EXPIRE: Duration = Duration::from_secs(60);
 /// A destination asked for this recently is never evicted to make room.
 pub const BUSY: Duration = Duration::from_secs(5);
-/// Largest first-response time recorded (longer ones count as this).
-const MAX_NS: u64 = 3_600_000_000_000;
+/// Largest first-response time recorded (longer ones count as this): a minute, which bounds a
+/// histogram at 17 Ki counters (68 KB) and a full table at 256 × 4 of them.
+const MAX_NS: u64 = 60_000_000_000;
 /// Smallest first-response time told apart (1 µs).
 const MIN_NS: u64 = 1_000;
 
@@ -349,5 +350,48 @@ mod tests {
         // Nobody asks: forgotten.
         w.track(&[], t0 + 2 * EXPIRE.as_nanos() as u64);
         assert!(w.is_empty());
+    }
+
+    /// The bound docs/web.md states: a full table of destinations whose every slot saw a first
+    /// response as long as the clamp (1 min) holds 256 × 4 histograms of the largest size;
+    /// figures printed for BENCHMARKS.md (`cargo test -p ipvs-telemetry window -- --nocapture`).
+    #[test]
+    fn a_full_table_stays_within_its_memory_bound() {
+        let bytes_at = |value: u64| {
+            let w = Windows::default();
+            let t0 = 1000 * S;
+            let keys: Vec<RawKey> = (0..MAX_TRACKED).map(|i| key(i as u8)).collect();
+            assert_eq!(w.track(&keys, t0).iter().flatten().count(), MAX_TRACKED);
+            {
+                let mut tap = w.tap().expect("tracked");
+                for slot in 0..SLOTS as u64 {
+                    for i in 0..MAX_TRACKED {
+                        let ts = t0 + slot * SLOT_NS;
+                        tap.record(&event(KIND_FIRST_RESPONSE, ts, value, i as u8));
+                        tap.record(&event(KIND_FIRST_RESPONSE, ts, MIN_NS, i as u8));
+                    }
+                }
+            }
+            let map = w.lock();
+            let histograms: Vec<&Histogram<u32>> = map
+                .values()
+                .flat_map(|t| t.slots.iter().filter_map(|s| s.first_response.as_ref()))
+                .collect();
+            assert_eq!(histograms.len(), MAX_TRACKED * SLOTS);
+            let counters: usize = histograms.iter().map(|h| h.distinct_values()).sum();
+            counters * std::mem::size_of::<u32>()
+                + map.len() * std::mem::size_of::<Tracked>()
+                + histograms.len() * std::mem::size_of::<Histogram<u32>>()
+        };
+        let at_50ms = bytes_at(50_000_000);
+        let at_clamp = bytes_at(MAX_NS * 2);
+        eprintln!(
+            "windowed state, {MAX_TRACKED} destinations x {SLOTS} slots: {:.1} MB with 50 ms \
+             first responses, {:.1} MB at the 1 min clamp",
+            at_50ms as f64 / 1e6,
+            at_clamp as f64 / 1e6
+        );
+        assert!(at_50ms < at_clamp);
+        assert!(at_clamp <= 100_000_000, "{at_clamp} bytes");
     }
 }
