@@ -1267,6 +1267,16 @@ impl Soak<'_> {
     }
 }
 
+/// Where in the run the warm-up quiet point falls, as a fraction of it: `IPVS_SOAK_WARMUP`
+/// (default 0.2; RELIABILITY.md says why a later one was tried).
+fn warmup_fraction() -> f64 {
+    std::env::var("IPVS_SOAK_WARMUP")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .filter(|&f: &f64| f > 0.0 && f < 0.9)
+        .unwrap_or(0.2)
+}
+
 fn minutes() -> f64 {
     std::env::var("IPVS_SOAK_MINUTES")
         .ok()
@@ -1371,7 +1381,7 @@ fn run(k: Kernel, minutes: f64) -> Result<()> {
     let total = Duration::from_secs_f64(minutes * 60.0);
     let secs = total.as_secs_f64();
     let at = |f: f64, min: f64| Duration::from_secs_f64((secs * f).max(min));
-    let warmup_at = at(0.2, 40.0);
+    let warmup_at = at(warmup_fraction(), 40.0);
     let reload_every = at(1.0 / 6.0, 50.0);
     let storm_every = at(1.0 / 15.0, 30.0);
     let ns_every = at(1.0 / 12.0, 40.0);
