@@ -1,6 +1,7 @@
 //! The soak and fault-injection suite (issue 17): one lab VM per kernel runs, for
 //! `IPVS_SOAK_MINUTES` (default 2: the CI variant; `cargo xtask soak --minutes 30` for the
-//! published figures), all at once:
+//! published figures; `IPVS_SOAK_WARMUP` places the warm-up quiet point, default 0.2 of the
+//! run), all at once:
 //! - churn: services (TCP, UDP, IPv6, fwmark IPv4 and IPv6) and destinations added, edited
 //!   (scheduler, weight, thresholds) and deleted in the host and in namespaces that are created
 //!   and deleted, a steady number of operations a second;
