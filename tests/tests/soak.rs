@@ -1,6 +1,6 @@
 //! The soak and fault-injection suite (issue 17): one lab VM per kernel runs, for
 //! `IPVS_SOAK_MINUTES` (default 2: the CI variant; `cargo xtask soak --minutes 30` for the
-//! published figures; `IPVS_SOAK_WARMUP` places the warm-up quiet point, default 0.2 of the
+//! published figures; `IPVS_SOAK_WARMUP` places the warm-up quiet point, default 0.5 of the
 //! run), all at once:
 //! - churn: services (TCP, UDP, IPv6, fwmark IPv4 and IPv6) and destinations added, edited
 //!   (scheduler, weight, thresholds) and deleted in the host and in namespaces that are created
@@ -1269,13 +1269,14 @@ impl Soak<'_> {
 }
 
 /// Where in the run the warm-up quiet point falls, as a fraction of it: `IPVS_SOAK_WARMUP`
-/// (default 0.2; RELIABILITY.md says why a later one was tried).
+/// (default 0.5: the daemon's heap reaches its working size over the first 9-15 minutes of
+/// the 30-minute soak, RELIABILITY.md).
 fn warmup_fraction() -> f64 {
     std::env::var("IPVS_SOAK_WARMUP")
         .ok()
         .and_then(|m| m.parse().ok())
         .filter(|&f: &f64| f > 0.0 && f < 0.9)
-        .unwrap_or(0.2)
+        .unwrap_or(0.5)
 }
 
 fn minutes() -> f64 {
@@ -1478,7 +1479,7 @@ fn run(k: Kernel, minutes: f64) -> Result<()> {
         clients.quiesce()?;
         s.close_epoch(ebpf_prev, bound)?;
         // RSS bound: 5 % once the warm-up lasted 5 minutes or more (the 30-minute soak); a short
-        // run (the CI variant, warm-up 40 s) catches only gross growth, ≤ 50 %: the allocator
+        // run (the CI variant, warm-up 60 s) catches only gross growth, ≤ 50 %: the allocator
         // has not reached its steady state by then.
         let rss_bound = if warmup_at >= Duration::from_secs(300) {
             5.0
