@@ -180,9 +180,8 @@ fn ipvsadm_dest_order(a: &Destination, b: &Destination) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{
-        ForwardMethod, Info, NamespaceSnapshot, NetnsContext, NetnsId, Stats, Timeouts,
-    };
+    use crate::model::fixtures;
+    use crate::model::{Info, NamespaceSnapshot, NetnsContext, NetnsId, Stats, Timeouts};
     use std::time::Duration;
 
     fn stats(conns: u64) -> Stats {
@@ -197,41 +196,17 @@ mod tests {
     }
 
     fn dest(addr: &str, port: u16, conns: u64) -> Destination {
-        let address: IpAddr = addr.parse().unwrap();
         Destination {
-            family: if address.is_ipv4() {
-                Family::Inet
-            } else {
-                Family::Inet6
-            },
-            address,
-            port,
-            forward: ForwardMethod::Masq,
-            weight: 1,
-            upper_threshold: 0,
-            lower_threshold: 0,
-            active_connections: 0,
-            inactive_connections: 0,
-            persistent_connections: 0,
-            tunnel_type: None,
-            tunnel_port: None,
-            tunnel_flags: None,
             stats: stats(conns),
+            ..fixtures::destination(addr, port)
         }
     }
 
     fn service(family: Family, address: ServiceAddress, dests: Vec<Destination>) -> Service {
         Service {
-            family,
-            address,
-            scheduler: "rr".into(),
             flags: 2,
-            timeout: 0,
-            netmask: u32::MAX,
-            persistence_engine: None,
             stats: stats(dests.iter().map(|d| d.stats.conns).sum()),
-            destinations: dests,
-            published: None,
+            ..fixtures::service(family, address, dests)
         }
     }
 
