@@ -1,5 +1,6 @@
 //! Every network namespace, in the lab: selection, values against `ipvsadm` in each namespace,
-//! lifecycle while the collector runs, Swarm-like fwmark ports, interface counters.
+//! lifecycle while the collector runs, Swarm-like fwmark ports, interface counters, and a
+//! namespace slower than `--collection.timeout` on the real daemon.
 //!
 //! The daemon's `snapshot` command drives the collector (`--format table` is laid out like
 //! `ipvsadm -Ln --stats --exact`, one `# netns NAME` block per namespace; `--format json
@@ -10,7 +11,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ipvs_telemetry_e2e::{Vm, VmConfig, for_each_kernel, lab_or_skip};
+use ipvs_telemetry_e2e::exposition::{self, Sample};
+use ipvs_telemetry_e2e::{
+    Vm, VmConfig, for_each_kernel, for_each_kernel_parallel, lab_or_skip, start_daemon,
+};
 use serde_json::Value;
 
 /// Creates namespace `ns` with a veth link to the host (`10.I.0.1` inside, `10.I.0.2` on the
@@ -400,5 +404,159 @@ fn interface_counters_equal_ip_link() -> Result<()> {
             assert!(n0["rx_packets"].as_u64().unwrap() >= 20 * 3, "{n0}");
             return Ok(());
         }
+    })
+}
+
+/// Port of the daemon in [`a_namespace_slower_than_the_collection_timeout_fails_alone`].
+const TIMEOUT_PORT: u16 = 10056;
+
+/// Services (one destination each) of the slow namespace: under TCG its table takes about a
+/// second to read, ten times `--collection.timeout 100ms`.
+const SLOW_SERVICES: u32 = 5000;
+
+/// The value of `name` with label `netns` = `ns` (and `reason` when given).
+fn ns_value(m: &[Sample], name: &str, ns: &str, reason: Option<&str>) -> Option<f64> {
+    m.iter()
+        .find(|s| {
+            s.name == name
+                && s.label("netns") == ns
+                && reason.is_none_or(|r| s.label("reason") == r)
+        })
+        .map(|s| s.value)
+}
+
+/// `--collection.timeout` on the real daemon: a namespace whose IPVS table takes longer to read
+/// than the timeout is reported failed at each scrape (`ipvs_up 0`, its `timeout` errors
+/// counting up, none of its service series), while the host namespace collected next to it is
+/// served with ipvsadm's values; with the default timeout the same daemon reads the whole slow
+/// table, so the failure was the timeout's.
+#[test]
+fn a_namespace_slower_than_the_collection_timeout_fails_alone() -> Result<()> {
+    if !lab_or_skip("a_namespace_slower_than_the_collection_timeout_fails_alone") {
+        return Ok(());
+    }
+    for_each_kernel_parallel(|k| {
+        let vm = Vm::boot(VmConfig::new(k).with_daemon().forward(TIMEOUT_PORT))?;
+        vm.sh_ok(
+            "set -e
+             ip addr add 10.200.0.1/32 dev lo
+             ipvsadm -A -t 10.200.0.1:80 -s rr
+             ipvsadm -a -t 10.200.0.1:80 -r 10.200.0.1:80 -m",
+        )?;
+        vm.spawn("exec lab-server --tcp 80 --name host")?;
+        vm.wait_until(
+            "lab-client wait-tcp 10.200.0.1:80 --timeout 1s",
+            Duration::from_secs(30),
+        )?;
+        vm.sh_ok("lab-client tcp 10.200.0.1:80 -n 9")?;
+        vm.sh_ok_timeout(
+            &format!(
+                "set -e; ip netns add slow
+                 ip -n slow link add d0 type dummy; ip -n slow link set d0 up
+                 ip -n slow addr add 192.168.0.2/24 dev d0
+                 busybox awk 'BEGIN {{ for (i = 0; i < {SLOW_SERVICES}; i++) {{ \
+                   v = sprintf(\"10.%d.%d.1:80\", int(i / 250), i % 250); \
+                   print \"-A -t \" v \" -s rr\"; \
+                   print \"-a -t \" v \" -r 192.168.0.1:8080 -m\" }} }}' > /tmp/rules
+                 ip netns exec slow ipvsadm -R < /tmp/rules"
+            ),
+            Duration::from_secs(600),
+        )?;
+        // How long reading the slow table takes (ipvsadm also dumps the services, then each
+        // one's destinations): the test proves nothing unless that is well past the timeout.
+        let read = vm.sh_ok_timeout(
+            "a=$(cut -d' ' -f1 /proc/uptime); ip netns exec slow ipvsadm -Ln > /dev/null; \
+             b=$(cut -d' ' -f1 /proc/uptime); echo \"$a $b\"",
+            Duration::from_secs(600),
+        )?;
+        let t: Vec<f64> = read
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        ensure!(t.len() == 2, "uptime: {read}");
+        let read_s = t[1] - t[0];
+        eprintln!("kernel {k}: ipvsadm -Ln of {SLOW_SERVICES} services: {read_s:.2} s");
+        ensure!(
+            read_s >= 0.5,
+            "the slow table was read in {read_s:.2} s: not slow enough to test a 100 ms timeout"
+        );
+
+        let args = "--netns.discover /run/netns --collection.max-age 1s";
+        let d = start_daemon(
+            &vm,
+            TIMEOUT_PORT,
+            &format!("{args} --collection.timeout 100ms"),
+        )?;
+        let mut last_errors = 0.0;
+        for round in 0..3 {
+            if round > 0 {
+                // A new collection per scrape: past the max-age.
+                vm.sh_ok("sleep 1.2")?;
+            }
+            let m = exposition::parse(&vm.http_get(TIMEOUT_PORT, "/metrics")?);
+            let up = |ns| ns_value(&m, "ipvs_up", ns, None);
+            ensure!(
+                up("slow") == Some(0.0),
+                "round {round}: ipvs_up slow {:?}",
+                up("slow")
+            );
+            ensure!(
+                up("host") == Some(1.0),
+                "round {round}: ipvs_up host {:?}",
+                up("host")
+            );
+            let errors = ns_value(&m, "ipvs_collection_errors_total", "slow", Some("timeout"))
+                .unwrap_or(0.0);
+            ensure!(
+                errors > last_errors,
+                "round {round}: timeout errors {errors}, before {last_errors}"
+            );
+            last_errors = errors;
+            let slow_series = m
+                .iter()
+                .filter(|s| s.name.starts_with("ipvs_service_") && s.label("netns") == "slow")
+                .count();
+            ensure!(
+                slow_series == 0,
+                "round {round}: {slow_series} series of the slow namespace"
+            );
+            let host = ns_value(&m, "ipvs_service_connections_total", "host", None);
+            let truth = vm.sh_ok(
+                "ipvsadm -Ln --stats --exact -t 10.200.0.1:80 | awk '$1 == \"TCP\" {print $3}'",
+            )?;
+            ensure!(
+                host == truth.trim().parse::<f64>().ok(),
+                "round {round}: host connections {host:?}, ipvsadm {}",
+                truth.trim()
+            );
+            eprintln!(
+                "kernel {k}: round {round}: slow ipvs_up 0 ({errors} timeouts), host ipvs_up 1 with {} connections",
+                truth.trim()
+            );
+        }
+        let log = vm.sh_ok(&format!("cat {}", d.log))?;
+        ensure!(
+            log.contains("did not answer within 100ms"),
+            "the daemon's log does not name the timeout:\n{log}"
+        );
+        vm.sh_ok(&format!("kill {}", d.pid))?;
+        vm.wait_until(
+            &format!("! kill -0 {} 2>/dev/null", d.pid),
+            Duration::from_secs(30),
+        )?;
+
+        start_daemon(&vm, TIMEOUT_PORT, args)?;
+        let m = exposition::parse(&vm.http_get(TIMEOUT_PORT, "/metrics")?);
+        let services = m
+            .iter()
+            .filter(|s| s.name == "ipvs_service_connections_total" && s.label("netns") == "slow")
+            .count();
+        ensure!(
+            ns_value(&m, "ipvs_up", "slow", None) == Some(1.0)
+                && services == SLOW_SERVICES as usize,
+            "default timeout: slow ipvs_up {:?}, {services} services",
+            ns_value(&m, "ipvs_up", "slow", None)
+        );
+        Ok(())
     })
 }
